@@ -1,0 +1,37 @@
+# One-command set-up on a fresh Debian 12 machine; every target is idempotent.
+#   make test   set up, then run the test suite
+#   make demo   set up, then collect a tiny store and train on it end to end
+# A GPU machine may bring its own torch: make setup TORCH="torch==2.13.0 --index-url <your CUDA index>"
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+TORCH   ?= torch==2.13.0
+STAMP   := $(VENV)/.f1-installed
+
+.PHONY: setup system venv test demo bench clean
+
+setup: system venv
+
+system:
+	bash scripts/install_system_deps.sh
+
+venv: $(STAMP)
+
+# torch first, pinned, so that the CPU wheel on these machines is picked up and
+# nothing later pulls a CUDA build; then the package with its dev extra.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+
+bench: setup
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

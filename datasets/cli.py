@@ -1,0 +1,64 @@
+"""`f1 dataset stats | verify | convert | show`: options only; each verb's work is a `main` in its own module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+StoreArg = Annotated[Path, typer.Argument(help="Store directory (holds manifest.json).")]
+
+
+@app.command()
+def stats(
+    store: StoreArg,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    sample_images: Annotated[
+        int, typer.Option("--sample-images", "--sample_images", min=1, help="Frames decoded for image statistics.")
+    ] = 256,
+    write_normalizer: Annotated[
+        bool, typer.Option("--write-normalizer/--no-write-normalizer", help="Write normalizer.json into the store.")
+    ] = True,
+) -> None:
+    """Episodes, steps, bytes, compression, lengths, per-dim action/state stats, image stats."""
+    from f1.datasets.stats import main
+
+    main(store, as_json=json_, sample_images=sample_images, write_normalizer=write_normalizer)
+
+
+@app.command()
+def verify(store: StoreArg) -> None:
+    """Check every shard against the manifest, the schema and the episode markers; exit 1 on any problem."""
+    from f1.datasets.verify import main
+
+    raise typer.Exit(main(store))
+
+
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="Source store.")],
+    dst: Annotated[Path, typer.Argument(help="Destination store (must not exist).")],
+    format: Annotated[str, typer.Option("--format", help="Destination format: zarr or webdataset.")],
+    image_codec: Annotated[
+        Optional[str], typer.Option("--image-codec", "--image_codec", help="Lossless image codec (default: the source's).")
+    ] = None,
+) -> None:
+    """Copy a store into the other format, bit-exactly."""
+    from f1.datasets.convert import main
+
+    main(src, dst, format, image_codec=image_codec)
+
+
+@app.command()
+def show(
+    store: StoreArg,
+    episode: Annotated[str, typer.Option("--episode", help="Episode id (see `f1 dataset stats`), or an index.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output .mp4 or .png (default: <episode>.mp4).")] = None,
+) -> None:
+    """Write an episode as an mp4 (head | wrist, with the step number) or a PNG contact sheet."""
+    from f1.datasets.show import main
+
+    main(store, episode, out)

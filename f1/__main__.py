@@ -1,0 +1,3 @@
+from f1.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""`f1 train tokenizer | teacher | student | adversarial` and `f1 evaluate`: options only.
+
+Each phase's work is a `main(cfg, ...)` in its own module, imported when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from f1.shared.cli_options import (
+    AutoResumeOpt,
+    ConfigOpt,
+    GpusOpt,
+    MaxStepsOpt,
+    NumEpisodesOpt,
+    OutputDirOpt,
+    PresetOpt,
+    ResumeOpt,
+    SetOpt,
+    StepsPerEpisodeOpt,
+    build_config,
+)
+
+app = typer.Typer(no_args_is_help=True)
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Episode store directory (from `f1 collect`).")]
+
+
+@app.command()
+def tokenizer(
+    data: DataOpt,
+    output_dir: OutputDirOpt = None,
+    max_steps: MaxStepsOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train the VQ image tokenizer on a store's wrist frames."""
+    cfg = build_config(
+        config,
+        set_,
+        model__preset=preset,
+        tokenizer__output_dir=str(output_dir) if output_dir else None,
+        tokenizer__max_steps=max_steps,
+    )
+    from f1.train.tokenizer_phase import main
+
+    main(cfg, data)
+
+
+@app.command()
+def teacher(
+    data: DataOpt,
+    tokenizer: Annotated[
+        Optional[Path], typer.Option("--tokenizer", "--tokenizer_path", help="Trained tokenizer directory.")
+    ] = None,
+    output_dir: OutputDirOpt = None,
+    max_steps: MaxStepsOpt = None,
+    num_episodes: NumEpisodesOpt = None,
+    auto_resume: AutoResumeOpt = False,
+    resume: ResumeOpt = None,
+    gpus: GpusOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Replay a store in order and train the world model + GRU memory with truncated BPTT."""
+    cfg = build_config(
+        config,
+        set_,
+        model__preset=preset,
+        teacher__output_dir=str(output_dir) if output_dir else None,
+        teacher__tokenizer_path=str(tokenizer) if tokenizer else None,
+        training__max_steps=max_steps,
+        training__num_episodes=num_episodes,
+    )
+    from f1.train.teacher import main
+
+    main(cfg, data, resume=resume, auto_resume=auto_resume, gpus=gpus)
+
+
+@app.command()
+def student(
+    teacher_path: Annotated[
+        Optional[Path], typer.Option("--teacher-path", "--teacher_path", help="Teacher checkpoint directory.")
+    ] = None,
+    num_episodes: NumEpisodesOpt = None,
+    steps_per_episode: StepsPerEpisodeOpt = None,
+    total_iterations: Annotated[
+        Optional[int], typer.Option("--total-iterations", "--total_iterations", min=1, help="PPO iterations.")
+    ] = None,
+    envs: Annotated[Optional[int], typer.Option("--envs", min=1, help="Live envs stepped together.")] = None,
+    record: Annotated[Optional[Path], typer.Option("--record", help="Also write the rollouts to this store.")] = None,
+    output_dir: OutputDirOpt = None,
+    auto_resume: AutoResumeOpt = False,
+    resume: ResumeOpt = None,
+    gpus: GpusOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train the explorer online (PPO + LoRA) against the frozen teacher world model."""
+    cfg = build_config(
+        config,
+        set_,
+        model__preset=preset,
+        student__teacher_path=str(teacher_path) if teacher_path else None,
+        student__output_dir=str(output_dir) if output_dir else None,
+        student__total_iterations=total_iterations,
+        student__envs=envs,
+        training__num_episodes=num_episodes,
+        training__steps_per_episode=steps_per_episode,
+    )
+    from f1.train.student import main
+
+    main(cfg, record=record, resume=resume, auto_resume=auto_resume, gpus=gpus)
+
+
+@app.command()
+def adversarial(
+    teacher_checkpoint: Annotated[
+        Optional[Path],
+        typer.Option("--teacher-checkpoint", "--teacher_checkpoint", help="Teacher checkpoint directory."),
+    ] = None,
+    student_checkpoint: Annotated[
+        Optional[Path],
+        typer.Option("--student-checkpoint", "--student_checkpoint", help="Student checkpoint directory."),
+    ] = None,
+    total_iterations: Annotated[
+        Optional[int], typer.Option("--total-iterations", "--total_iterations", min=1, help="Alternations.")
+    ] = None,
+    steps_per_episode: StepsPerEpisodeOpt = None,
+    record: Annotated[Optional[Path], typer.Option("--record", help="Also write the rollouts to this store.")] = None,
+    output_dir: OutputDirOpt = None,
+    auto_resume: AutoResumeOpt = False,
+    resume: ResumeOpt = None,
+    gpus: GpusOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Alternate world-model and explorer updates online: the explorer seeks what the model predicts badly."""
+    cfg = build_config(
+        config,
+        set_,
+        model__preset=preset,
+        adversarial__teacher_checkpoint=str(teacher_checkpoint) if teacher_checkpoint else None,
+        adversarial__student_checkpoint=str(student_checkpoint) if student_checkpoint else None,
+        adversarial__output_dir=str(output_dir) if output_dir else None,
+        adversarial__total_iterations=total_iterations,
+        training__steps_per_episode=steps_per_episode,
+    )
+    from f1.train.adversarial import main
+
+    main(cfg, record=record, resume=resume, auto_resume=auto_resume, gpus=gpus)
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Teacher, student or adversarial checkpoint.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Store with held-out episodes.")] = None,
+    episodes: Annotated[
+        int, typer.Option("--episodes", "--num-episodes", "--num_episodes", min=1, help="Episodes to evaluate.")
+    ] = 4,
+    steps_per_episode: StepsPerEpisodeOpt = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "--output_dir", help="Where the report goes.")
+    ] = Path("outputs/evaluate"),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """World-model prediction quality on stored episodes; explorer state coverage vs random in the live env."""
+    cfg = build_config(config, set_, training__steps_per_episode=steps_per_episode)
+    from f1.train.evaluate import main
+
+    main(cfg, checkpoint, data=data, episodes=episodes, output_dir=output_dir)

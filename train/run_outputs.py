@@ -1,0 +1,136 @@
+"""What a training run leaves besides checkpoints (DESIGN §7): metrics, sample PNGs, videos.
+
+```
+<output_dir>/episode_metrics.jsonl    one JSON record per log step: step, loss, then namespaced keys
+<output_dir>/tensorboard/             event files (same namespaced keys)
+<output_dir>/samples/episode_<n>.png  history | truth | prediction
+<output_dir>/videos/episode_<n>.mp4   head | ground-truth wrist | predicted wrist
+<output_dir>/logs/                    DEBUG log file (f1.shared.logs.setup_logging)
+```
+Only the main process creates these; the phases decide who calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+METRICS_FILE = "episode_metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+SAMPLES_DIR = "samples"
+VIDEOS_DIR = "videos"
+
+
+class MetricsLog:
+    """episode_metrics.jsonl plus tensorboard. Keys are namespaced (`wm/loss`, `perf/steps_per_s`)."""
+
+    def __init__(self, output_dir: str | Path, tensorboard: bool, resume_step: Optional[int] = None) -> None:
+        self.path = Path(output_dir) / METRICS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            self._drop_after(resume_step)
+        self._file = open(self.path, "a")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step hides events a crashed run wrote past the checkpoint we resume from.
+            purge = resume_step + 1 if resume_step is not None else None
+            self._tb = SummaryWriter(str(Path(output_dir) / TENSORBOARD_DIR), purge_step=purge)
+
+    def _drop_after(self, step: int) -> None:
+        """Forget records a killed run wrote after its last checkpoint: the resumed run writes them again."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> dict:
+        """One record: `step`, `loss` (from `wm/loss` or `loss`), then every metric as given."""
+        loss = metrics.get("wm/loss", metrics.get("loss"))
+        assert loss is not None, ("a metrics record needs a loss", sorted(metrics))
+        record = {"step": int(step), "loss": float(loss), **{k: _plain(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, step)
+        return record
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _plain(value: object) -> object:
+    return float(value) if isinstance(value, (np.floating, np.integer)) else value
+
+
+def read_metrics(output_dir: str | Path) -> list[dict]:
+    path = Path(output_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+# --------------------------------------------------------------------------- images
+
+
+def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> (height, width, 3), bilinear."""
+    if frame.shape[:2] == (height, width):
+        return frame
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+
+
+def side_by_side(frames: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Frames (each uint8 (H, W, 3), resized to the first one's size) in a row, white gaps between."""
+    height, width = frames[0].shape[:2]
+    tiles = [resize_frame(f, height, width) for f in frames]
+    spacer = np.full((height, gap, 3), 255, np.uint8)
+    row = [tiles[0]]
+    for tile in tiles[1:]:
+        row += [spacer, tile] if gap else [tile]
+    return np.concatenate(row, axis=1)  # (H, n*W + (n-1)*gap, 3)
+
+
+def sample_png_path(output_dir: str | Path, episode: int) -> Path:
+    return Path(output_dir) / SAMPLES_DIR / f"episode_{episode}.png"
+
+
+def video_path(output_dir: str | Path, episode: int) -> Path:
+    return Path(output_dir) / VIDEOS_DIR / f"episode_{episode}.mp4"
+
+
+def write_sample_png(path: Path, history: Sequence[np.ndarray], truth: np.ndarray, prediction: np.ndarray) -> Path:
+    """One row: the history frames (oldest first) | the true next frame | the predicted one, with wider gaps between the groups."""
+    from PIL import Image
+
+    image = side_by_side([side_by_side(list(history)), side_by_side([truth]), side_by_side([prediction])], gap=6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def write_video(path: Path, columns: Sequence[np.ndarray], fps: float) -> Path:
+    """An mp4 whose frame t shows columns[i][t] side by side; each column is uint8 (T, H, W, 3)."""
+    import imageio.v2 as imageio
+
+    lengths = {len(c) for c in columns}
+    assert len(lengths) == 1, ("video columns differ in length", [len(c) for c in columns])
+    frames = [side_by_side([c[t] for c in columns], gap=0) for t in range(lengths.pop())]
+    frames = [_even(f) for f in frames]  # yuv420p needs even sides
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=2, quality=8)
+    return path
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")

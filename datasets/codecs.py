@@ -1,0 +1,109 @@
+"""Lossless image codecs per store format, chosen by measurement (bench/bench_datasets.py).
+
+Zarr images are one chunk per frame. Plain byte compressors do poorly on
+pixels (blosc's byte shuffle is a no-op on uint8): on 128x128 image-like
+frames (gradients + shapes, no noise) zstd and blosc-zstd reached about 2.6x,
+blosc-lz4 1.4x. A PNG-style prediction filter built from codecs that plain
+zarr ships (transpose to channel planes, numcodecs Delta along rows, zstd)
+reached about 15x, on a par with PNG (11-17x), and any zarr 3 reads it
+without f1, which a custom PNG codec would not allow. So 'delta-zstd' is the
+Zarr default. With sensor-like noise (sigma 2) every codec falls to 1.2-2x
+and delta-zstd still leads. (Measured on this 2-core machine; figures in
+bench/RESULTS.md.)
+
+WebDataset members are files a user opens with anything: PNG by default,
+raw .npy as the fast, large alternative.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from f1.datasets.schema import StoreError
+
+# zarr warns, at every open, that numcodecs codecs (Delta) are outside the v3 spec; zarr-python reads
+# them, which is all f1 needs. A process-wide filter for that one message: catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", message=".*not in the Zarr version 3 specification.*")
+
+AUTO = "auto"
+ZARR_CODECS = ("delta-zstd", "zstd", "blosc-zstd", "blosc-lz4")
+WDS_CODECS = ("png", "npy")
+DEFAULT_CODEC = {"zarr": "delta-zstd", "webdataset": "png"}
+CODECS = {"zarr": ZARR_CODECS, "webdataset": WDS_CODECS}
+ZSTD_LEVEL = 3
+# PNG zlib level: 1 writes fastest; 6 (PIL's default) costs several times the encode time for ~20% fewer bytes.
+PNG_LEVEL = 1
+
+
+def resolve_codec(fmt: str, name: str | None) -> str:
+    """The concrete codec for `fmt`; None or 'auto' gives the format's default; unknown names are a StoreError."""
+    if fmt not in CODECS:
+        raise StoreError(f"unknown store format {fmt!r}; use one of {list(CODECS)}")
+    if name in (None, AUTO):
+        return DEFAULT_CODEC[fmt]
+    if name not in CODECS[fmt]:
+        raise StoreError(f"image codec {name!r} does not apply to {fmt} stores; use one of {[AUTO, *CODECS[fmt]]}")
+    return name
+
+
+def zarr_image_codecs(name: str) -> dict[str, Any]:
+    """`filters` and `compressors` for zarr.create_array on (N, H, W, 3) uint8 images, one frame per chunk."""
+    from zarr.codecs import BloscCodec, TransposeCodec, ZstdCodec
+
+    if name == "delta-zstd":
+        from zarr.codecs.numcodecs import Delta
+
+        delta = Delta(dtype="|u1")
+        # (1, H, W, 3) -> (1, 3, H, W): each channel a plane, so Delta subtracts the left neighbour of one channel.
+        return {"filters": [TransposeCodec(order=(0, 3, 1, 2)), delta], "compressors": [ZstdCodec(level=ZSTD_LEVEL)]}
+    if name == "zstd":
+        return {"filters": None, "compressors": [ZstdCodec(level=ZSTD_LEVEL)]}
+    if name in ("blosc-zstd", "blosc-lz4"):
+        return {"filters": None, "compressors": [BloscCodec(cname=name.split("-")[1], clevel=5, shuffle="shuffle")]}
+    raise StoreError(f"image codec {name!r} does not apply to zarr stores; use one of {list(ZARR_CODECS)}")
+
+
+def image_extension(name: str) -> str:
+    """The WebDataset member extension for codec `name`."""
+    return {"png": "png", "npy": "npy"}[name]
+
+
+def encode_image(name: str, frame: np.ndarray) -> bytes:
+    """One (H, W, 3) uint8 frame -> member bytes."""
+    buf = io.BytesIO()
+    if name == "png":
+        Image.fromarray(frame).save(buf, format="PNG", compress_level=PNG_LEVEL)
+    else:
+        np.save(buf, frame, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_image(name: str, data: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    """Member bytes -> (H, W, 3) uint8 frame; raises ValueError when the bytes do not decode to `shape`."""
+    if name == "png":
+        with Image.open(io.BytesIO(data)) as im:
+            frame = np.asarray(im)
+    else:
+        frame = decode_npy(data, np.dtype(np.uint8), shape)
+    if frame.shape != shape or frame.dtype != np.uint8:
+        raise ValueError(f"decoded image is {frame.dtype}{frame.shape}, expected uint8{shape}")
+    return frame
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes | memoryview, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A .npy member of known dtype and shape: the payload is the tail, so skip parsing the header."""
+    nbytes = dtype.itemsize * int(np.prod(shape))
+    if len(data) < nbytes + 10:  # 10: the smallest possible .npy header
+        raise ValueError(f".npy member has {len(data)} bytes, too few for {dtype}{shape}")
+    return np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize, offset=len(data) - nbytes).reshape(shape)

@@ -1,0 +1,62 @@
+"""`f1 dataset convert`: copy a store into the other format (or another codec), bit-exactly.
+
+Episodes keep their order, their metadata and their shard grouping: each
+source shard becomes one destination shard of the same worker, so
+`shard-n0w1-000002.zarr` becomes `shard-n0w1-000002.tar` when the source's
+seqs run from 0 without gaps (as a fresh collection's do). The collection
+config and the spec carry over (the image codec excepted, when asked);
+normalizer.json is copied as it is, being computed from the same arrays.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from f1.datasets.codecs import resolve_codec
+from f1.datasets.manifest import open_or_create_manifest
+from f1.datasets.reader import open_store
+from f1.datasets.schema import StoreError, parse_shard_name
+from f1.datasets.writer import EpisodeWriter, open_writer
+from f1.shared.normalizers import NORMALIZER_FILE
+
+_MAX_EPISODES_PER_SHARD = 1 << 30  # shards end where the source's do (finish_shard), never by count
+
+
+def main(src: Path, dst: Path, fmt: str, image_codec: str | None = None) -> None:
+    src, dst = Path(src), Path(dst)
+    reader = open_store(src)
+    if image_codec is None and fmt == reader.format:
+        image_codec = reader.spec.image_codec
+    codec = resolve_codec(fmt, image_codec)  # a bad name fails here, before dst exists
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise StoreError(f"{dst} exists and is not empty; convert into a new directory")
+    if dst.resolve() == src.resolve():
+        raise StoreError(f"{dst} is the source store; convert into a new directory")
+    spec = reader.spec.with_codec(codec)
+    config = reader.manifest["collection_config"]
+    writer: EpisodeWriter | None = None
+    columns = (TextColumn("convert"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("convert", total=len(reader.episodes))
+        for shard in reader.shards:  # sorted by name: one worker's shards come together, in seq order
+            worker = parse_shard_name(shard["name"])[0]
+            if writer is None or writer.worker != worker:
+                if writer is not None:
+                    writer.close()
+                writer = open_writer(dst, fmt, spec, worker, config, _MAX_EPISODES_PER_SHARD)
+            for meta, arrays in reader.iter_shard(shard["name"]):
+                writer.add_episode(arrays, meta)
+                bar.advance(task)
+            writer.finish_shard()
+        if writer is not None:
+            writer.close()
+    if not reader.shards:  # an empty store converts to an empty store
+        open_or_create_manifest(dst, fmt, spec, config)
+    if (src / NORMALIZER_FILE).exists():
+        shutil.copyfile(src / NORMALIZER_FILE, dst / NORMALIZER_FILE)
+    print(f"wrote {dst}: {len(reader.shards)} {fmt} shards, {len(reader.episodes)} episodes, image codec {codec}")

@@ -1,0 +1,123 @@
+"""manifest.json: read it, create it, and add finalised shards to it under an exclusive lock.
+
+Several worker processes (on several machines, over a shared filesystem that
+honours flock) append to one manifest, so every change is a read-modify-write
+under `fcntl.flock` on manifest.lock, written to a temp file and renamed over
+the old one: a reader without the lock sees the old manifest or the new one,
+never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from f1.datasets.schema import FORMAT_VERSION, LOCK_NAME, MANIFEST_NAME, StoreError, StoreSpec
+
+
+@contextlib.contextmanager
+def manifest_lock(store_dir: Path) -> Iterator[None]:
+    """Exclusive lock over the manifest, shared by every process that writes this store."""
+    with open(store_dir / LOCK_NAME, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_manifest(store_dir: Path) -> dict[str, Any]:
+    """The parsed manifest; a StoreError naming the file when it is missing, unreadable or too new."""
+    path = Path(store_dir) / MANIFEST_NAME
+    if not Path(store_dir).is_dir():
+        raise StoreError(f"{store_dir} is not a directory; point at a store written by `f1 collect`")
+    if not path.is_file():
+        raise StoreError(f"{store_dir} is not an f1 store (no {MANIFEST_NAME}); point at a store written by `f1 collect`")
+    try:
+        manifest = json.loads(path.read_text())
+        version = int(manifest["format_version"])
+        StoreSpec.from_dict(manifest["spec"])
+        manifest["shards"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); restore it or re-collect the store") from None
+    if version > FORMAT_VERSION:
+        raise StoreError(
+            f"{path} has format version {version}, newer than this f1 reads ({FORMAT_VERSION}); upgrade f1"
+        )
+    return manifest
+
+
+def _write_manifest(store_dir: Path, manifest: dict[str, Any]) -> None:
+    tmp = store_dir / f"{MANIFEST_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, store_dir / MANIFEST_NAME)
+
+
+def open_or_create_manifest(store_dir: Path, fmt: str, spec: StoreSpec, collection_config: dict[str, Any]) -> dict[str, Any]:
+    """Create the store's manifest, or check that an existing one holds the same format and spec."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with manifest_lock(store_dir):
+        if not (store_dir / MANIFEST_NAME).exists():
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "format": fmt,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "spec": spec.to_dict(),
+                "collection_config": collection_config,
+                "shards": [],
+            }
+            _write_manifest(store_dir, manifest)
+            return manifest
+        manifest = read_manifest(store_dir)
+    if manifest.get("format") != fmt:
+        raise StoreError(
+            f"{store_dir / MANIFEST_NAME} holds {manifest.get('format')} shards, not {fmt}; "
+            f"write {fmt} to a new store or convert with `f1 dataset convert`"
+        )
+    have = StoreSpec.from_dict(manifest["spec"])
+    if have != spec:
+        diff = {k: (v, spec.to_dict()[k]) for k, v in have.to_dict().items() if spec.to_dict()[k] != v}
+        raise StoreError(
+            f"{store_dir / MANIFEST_NAME} was written with a different spec (field: (store, asked) = {diff}); "
+            "use the store's settings or a new store directory"
+        )
+    return manifest
+
+
+def add_shard(store_dir: Path, entry: dict[str, Any]) -> None:
+    """Append one finalised shard's entry; its name must be new."""
+    with manifest_lock(store_dir):
+        manifest = read_manifest(store_dir)
+        names = {s["name"] for s in manifest["shards"]}
+        assert entry["name"] not in names, ("shard already in the manifest", entry["name"])
+        manifest["shards"].append(entry)
+        _write_manifest(store_dir, manifest)
+
+
+def shard_files(path: Path) -> list[Path]:
+    """A shard's files in a fixed order: the file itself, or a Zarr directory's files sorted by relative path."""
+    if path.is_dir():
+        return sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+    return [path]
+
+
+def shard_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in shard_files(path))
+
+
+def shard_checksum(path: Path) -> str:
+    """sha256 over the shard's files (for a directory: each relative path, then its bytes, in sorted order)."""
+    h = hashlib.sha256()
+    for p in shard_files(path):
+        if path.is_dir():
+            h.update(p.relative_to(path).as_posix().encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return f"sha256:{h.hexdigest()}"

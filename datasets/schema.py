@@ -1,0 +1,210 @@
+"""The episode schema (DESIGN.md section 2), the one definition that writers, readers and verify share.
+
+A store is a directory of shards plus one manifest:
+
+```
+<store>/
+├── manifest.json                  format version, StoreSpec, collection config, finalised shards
+├── manifest.lock                  flock target: writers read-modify-write manifest.json under it
+├── normalizer.json                written by `f1 dataset stats`; training's action/state normalizer
+├── shard-n0w0-000000.zarr/        Zarr v3 group, one per finalised shard (format "zarr")
+│   ├── data/
+│   │   ├── head_rgb               uint8 (S, H, W, 3), one frame per chunk, sharded into a few files
+│   │   ├── wrist_rgb              uint8 (S, H, W, 3)
+│   │   ├── state                  float32 (S, state_dim)
+│   │   ├── action                 float32 (S, action_dim)
+│   │   └── is_first, is_last, is_terminal   bool (S,)
+│   └── meta/
+│       ├── episode_ends           int64 (E,) cumulative, diffusion_policy style
+│       ├── episode_ids            str (E,)
+│       ├── seeds, scene_ids       int64 (E,)
+│       └── (group attrs)          randomization: one dict per episode
+├── shard-n0w1-000000.tar          WebDataset (format "webdataset"): one sample a step,
+│                                  key <episode_id>_<k:06d>, members head_rgb.png wrist_rgb.png
+│                                  state.npy action.npy flags.json (+ episode.json at k = 0)
+├── shard-n0w1-000000.tar.idx.npy  member byte offsets of that tar, so a step range is one seek
+└── shard-n0w2-000003.zarr.tmp/    a shard being written (or left by a killed writer): never read
+```
+
+S is the shard's total step count, E its episode count; every episode lies
+inside one shard, its steps contiguous and in order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from f1.shared.errors import UserError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = "manifest.lock"
+TMP_SUFFIX = ".tmp"
+FORMATS = ("zarr", "webdataset")
+SHARD_SUFFIX = {"zarr": ".zarr", "webdataset": ".tar"}
+SHARD_PATTERN = "shard-{worker}-{seq:06d}{suffix}"
+TAR_INDEX_SUFFIX = ".idx.npy"  # sidecar of a .tar: shard-<worker>-<seq>.tar.idx.npy
+# Group 1: worker, 2: seq, 3: suffix (.zarr/.tar), 4: anything after (.tmp, .idx.npy, ...).
+SHARD_NAME_RE = re.compile(r"^shard-([A-Za-z0-9]+)-(\d{6,})(\.zarr|\.tar)(.*)$")
+WORKER_RE = re.compile(r"^[A-Za-z0-9]+$")
+# No dots (WebDataset splits keys at dots), nothing a path or a tar name would mangle.
+EPISODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+IMAGE_SUFFIX = "_rgb"
+FLAG_KEYS = ("is_first", "is_last", "is_terminal")
+VECTOR_KEYS = ("state", "action")
+
+
+Episode = dict  # dict[str, np.ndarray]: one array per key of StoreSpec.keys, leading time axis N
+
+
+class StoreError(UserError):
+    """A store on disk is missing, malformed or does not match what was asked of it."""
+
+
+class SchemaError(ValueError):
+    """Arrays handed to a writer do not follow the episode schema (a bug in the caller, not user input)."""
+
+
+def shard_name(worker: str, seq: int, fmt: str) -> str:
+    return SHARD_PATTERN.format(worker=worker, seq=seq, suffix=SHARD_SUFFIX[fmt])
+
+
+def parse_shard_name(name: str) -> tuple[str, int, str, str] | None:
+    """'shard-n0w3-000002.tar.tmp' -> ('n0w3', 2, '.tar', '.tmp'); None for other names."""
+    m = SHARD_NAME_RE.match(name)
+    return (m.group(1), int(m.group(2)), m.group(3), m.group(4)) if m else None
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What every episode of one store looks like; saved in the manifest and compared on reopen."""
+
+    image_hw: tuple[int, int] = (128, 128)
+    cameras: tuple[str, ...] = ("head", "wrist")
+    state_dim: int = 32
+    action_dim: int = 32
+    real_state_dims: int = 8
+    """The first `real_state_dims` entries of state are real; the rest is zero padding."""
+    real_action_dims: int = 8
+    """Panda single arm: 7 joint deltas + 1 gripper."""
+    control_mode: str = "delta_qpos"
+    control_freq: int = 20
+    image_codec: str = "auto"
+    """Lossless image codec (f1.datasets.codecs); 'auto' resolves to the format's default when a store is created."""
+
+    def __post_init__(self) -> None:
+        # Lists from JSON become tuples, so specs compare equal however they were built.
+        object.__setattr__(self, "image_hw", tuple(int(v) for v in self.image_hw))
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        if len(self.image_hw) != 2 or min(self.image_hw) < 1:
+            raise SchemaError(f"image_hw must be (height, width), got {self.image_hw}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise SchemaError(f"cameras must be distinct names, got {self.cameras}")
+        if not 0 <= self.real_state_dims <= self.state_dim:
+            raise SchemaError(f"real_state_dims={self.real_state_dims} not in [0, state_dim={self.state_dim}]")
+        if not 0 <= self.real_action_dims <= self.action_dim:
+            raise SchemaError(f"real_action_dims={self.real_action_dims} not in [0, action_dim={self.action_dim}]")
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        return tuple(f"{cam}{IMAGE_SUFFIX}" for cam in self.cameras)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (*self.image_keys, *VECTOR_KEYS, *FLAG_KEYS)
+
+    def step_dtypes(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """Per key: (dtype, shape of one step)."""
+        h, w = self.image_hw
+        out: dict[str, tuple[np.dtype, tuple[int, ...]]] = {k: (np.dtype(np.uint8), (h, w, 3)) for k in self.image_keys}
+        out["state"] = (np.dtype(np.float32), (self.state_dim,))
+        out["action"] = (np.dtype(np.float32), (self.action_dim,))
+        out.update({k: (np.dtype(np.bool_), ()) for k in FLAG_KEYS})
+        return out
+
+    def raw_bytes_per_step(self) -> int:
+        return sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in self.step_dtypes().values())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["image_hw"], d["cameras"] = list(self.image_hw), list(self.cameras)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StoreSpec":
+        return cls(**d)
+
+    def with_codec(self, image_codec: str) -> "StoreSpec":
+        return StoreSpec.from_dict({**self.to_dict(), "image_codec": image_codec})
+
+
+@dataclass
+class EpisodeMeta:
+    episode_id: str
+    seed: int
+    scene_id: int
+    randomization: dict[str, Any] = field(default_factory=dict)
+    """JSON-able randomisation parameters of the episode's scene."""
+    length: int = 0
+    """N = T + 1 steps."""
+
+    def __post_init__(self) -> None:
+        # numpy integers from the collector would not survive json.dumps.
+        self.seed, self.scene_id, self.length = int(self.seed), int(self.scene_id), int(self.length)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EpisodeMeta":
+        return cls(**d)
+
+
+def episode_problems(arrays: dict[str, np.ndarray], meta: EpisodeMeta, spec: StoreSpec) -> list[str]:
+    """Every way `arrays` + `meta` break the schema, each naming the episode, key and step; [] when valid."""
+    ep = f"episode {meta.episode_id!r}"
+    problems = []
+    if not isinstance(meta.episode_id, str) or not EPISODE_ID_RE.match(meta.episode_id):
+        problems.append(f"{ep}: episode_id must match {EPISODE_ID_RE.pattern} (no dots)")
+    missing, extra = set(spec.keys) - set(arrays), set(arrays) - set(spec.keys)
+    if missing or extra:
+        problems.append(f"{ep}: keys missing {sorted(missing)}, unexpected {sorted(extra)}")
+    n = meta.length
+    if n < 1:
+        problems.append(f"{ep}: length {n} < 1")
+    for key, (dtype, shape) in spec.step_dtypes().items():
+        if key not in arrays:
+            continue
+        a = arrays[key]
+        if a.dtype != dtype or tuple(a.shape) != (n, *shape):
+            problems.append(f"{ep}: {key} is {a.dtype}{tuple(a.shape)}, expected {dtype}{(n, *shape)}")
+    if problems:
+        return problems  # markers and padding are only meaningful on well-shaped arrays
+    first, last, term = (np.flatnonzero(arrays[k]) for k in FLAG_KEYS)
+    if first.tolist() != [0]:
+        problems.append(f"{ep}: is_first must be set at step 0 only, found at steps {first.tolist()}")
+    if last.tolist() != [n - 1]:
+        problems.append(f"{ep}: is_last must be set at step {n - 1} only, found at steps {last.tolist()}")
+    if term.size and term.tolist() != [n - 1]:
+        problems.append(f"{ep}: is_terminal may only be set at the last step {n - 1}, found at steps {term.tolist()}")
+    for key, real in (("state", spec.real_state_dims), ("action", spec.real_action_dims)):
+        pad = arrays[key][:, real:]
+        if np.any(pad != 0):
+            step, dim = np.argwhere(pad != 0)[0]
+            problems.append(f"{ep}: {key} padding dim {real + dim} is nonzero at step {step} (zero-padded past {real})")
+        bad = ~np.isfinite(arrays[key])
+        if bad.any():
+            problems.append(f"{ep}: {key} is not finite at step {np.argwhere(bad)[0][0]}")
+    return problems
+
+
+def validate_episode(arrays: dict[str, np.ndarray], meta: EpisodeMeta, spec: StoreSpec) -> None:
+    """Raise SchemaError listing every problem (key, step) of one episode."""
+    problems = episode_problems(arrays, meta, spec)
+    if problems:
+        raise SchemaError("; ".join(problems))

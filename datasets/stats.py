@@ -1,0 +1,167 @@
+"""`f1 dataset stats`: counts, bytes, lengths, per-dim state/action statistics, image statistics.
+
+State and action vectors are read whole (no image is decoded for them);
+image statistics come from a seeded sample of frames, so the command stays
+fast on thousands of episodes. The action of an episode's last step is
+padding (DESIGN.md section 2) and is left out of the action statistics.
+The state/action mean and std are what training normalises with: they are
+written to <store>/normalizer.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from f1.datasets.reader import StoreReader, open_store
+from f1.datasets.schema import StoreError
+from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, save_normalizers
+
+HISTOGRAM_BINS = 10
+
+
+def _per_dim(values: np.ndarray) -> dict[str, list[float]]:
+    """values (N, D) -> per-dim mean, std, min, max, q01, q99."""
+    x = values.astype(np.float64)
+    q01, q99 = np.quantile(x, [0.01, 0.99], axis=0)
+    return {
+        "mean": x.mean(0).tolist(),
+        "std": x.std(0).tolist(),
+        "min": x.min(0).tolist(),
+        "max": x.max(0).tolist(),
+        "q01": q01.tolist(),
+        "q99": q99.tolist(),
+    }
+
+
+def _length_histogram(lengths: np.ndarray) -> list[dict[str, int]]:
+    """One bin per length when there are few distinct lengths, else HISTOGRAM_BINS equal bins; bins are [lo, hi]."""
+    distinct = np.unique(lengths)
+    if len(distinct) <= HISTOGRAM_BINS:
+        return [{"lo": int(n), "hi": int(n), "count": int((lengths == n).sum())} for n in distinct]
+    counts, edges = np.histogram(lengths, bins=HISTOGRAM_BINS)
+    los = np.ceil(edges[:-1]).astype(int)
+    his = np.append(np.ceil(edges[1:-1]).astype(int) - 1, int(lengths.max()))
+    return [{"lo": int(lo), "hi": int(hi), "count": int(c)} for lo, hi, c in zip(los, his, counts)]
+
+
+def _image_stats(reader: StoreReader, sample_images: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Per camera, per-channel mean and std in [0, 1] over `sample_images` seeded random steps."""
+    lengths = np.array([e.length for e in reader.episodes])
+    total = int(lengths.sum())
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(total, size=min(sample_images, total), replace=False))
+    ends = np.cumsum(lengths)
+    sums = {k: np.zeros((2, 3)) for k in reader.spec.image_keys}  # per key: sum and sum of squares, per channel
+    for g in picks:
+        e = int(np.searchsorted(ends, g, side="right"))
+        k = int(g - (ends[e] - lengths[e]))
+        frames = reader.read_steps(reader.episodes[e], k, k + 1, reader.spec.image_keys)
+        for key, frame in frames.items():
+            pixels = frame.reshape(-1, 3).astype(np.float64) / 255.0  # (H*W, 3)
+            sums[key] += (pixels.mean(0), (pixels**2).mean(0))
+    out = {}
+    for key, (s, s2) in sums.items():
+        mean = s / len(picks)
+        out[key] = {"mean": mean.tolist(), "std": np.sqrt(np.maximum(s2 / len(picks) - mean**2, 0)).tolist()}
+    return {"frames_sampled": len(picks), **out}
+
+
+def compute_stats(reader: StoreReader, sample_images: int = 256, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Everything `f1 dataset stats` reports, as one JSON-able dict; StoreError on a store with no episodes."""
+    spec = reader.spec
+    if not reader.episodes:
+        raise StoreError(f"{reader.store_dir} has no finalised episodes yet; collect some first")
+    states, actions = [], []
+    columns = (TextColumn("stats"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task("stats", total=len(reader.episodes))
+        for info in reader.episodes:
+            v = reader.read_episode(info, keys=("state", "action", "is_last"))
+            states.append(v["state"][:, : spec.real_state_dims])  # (N, real_state_dims)
+            actions.append(v["action"][~v["is_last"], : spec.real_action_dims])  # (N - 1, real_action_dims)
+            bar.advance(task)
+    lengths = np.array([e.length for e in reader.episodes])
+    steps = int(lengths.sum())
+    disk = sum(s["bytes"] for s in reader.shards)
+    raw = spec.raw_bytes_per_step() * steps
+    return {
+        "store": str(reader.store_dir),
+        "format": reader.format,
+        "image_codec": spec.image_codec,
+        "image_hw": list(spec.image_hw),
+        "cameras": list(spec.cameras),
+        "shards": len(reader.shards),
+        "episodes": len(reader.episodes),
+        "steps": steps,
+        "bytes": disk,
+        "bytes_per_step": disk / steps,
+        "raw_bytes_per_step": spec.raw_bytes_per_step(),
+        "compression_ratio": raw / disk,
+        "episode_length": {
+            "min": int(lengths.min()),
+            "max": int(lengths.max()),
+            "mean": float(lengths.mean()),
+            "histogram": _length_histogram(lengths),
+        },
+        "state": {"real_dims": spec.real_state_dims, **_per_dim(np.concatenate(states))},
+        "action": {"real_dims": spec.real_action_dims, **_per_dim(np.concatenate(actions))},
+        "images": _image_stats(reader, sample_images, seed),
+    }
+
+
+def _print_tables(stats: dict[str, Any], console: Console) -> None:
+    summary = Table(title=f"store {stats['store']}", show_header=False)
+    for key in ("format", "image_codec", "image_hw", "cameras", "shards", "episodes", "steps"):
+        summary.add_row(key, str(stats[key]))
+    summary.add_row("bytes on disk", f"{stats['bytes'] / 1e6:.2f} MB")
+    summary.add_row("bytes / step", f"{stats['bytes_per_step']:.0f} (raw {stats['raw_bytes_per_step']})")
+    summary.add_row("compression", f"{stats['compression_ratio']:.2f}x")
+    console.print(summary)
+    lengths = Table(title="episode lengths (steps)")
+    for col in ("lengths", "episodes"):
+        lengths.add_column(col, justify="right")
+    for b in stats["episode_length"]["histogram"]:
+        lengths.add_row(str(b["lo"]) if b["lo"] == b["hi"] else f"{b['lo']}-{b['hi']}", str(b["count"]))
+    console.print(lengths)
+    for key in ("state", "action"):
+        s = stats[key]
+        table = Table(title=f"{key} (real dims 0..{s['real_dims'] - 1})")
+        table.add_column("dim", justify="right")
+        for col in ("mean", "std", "min", "max", "q01", "q99"):
+            table.add_column(col, justify="right")
+        for d in range(s["real_dims"]):
+            table.add_row(str(d), *(f"{s[col][d]:+.4f}" for col in ("mean", "std", "min", "max", "q01", "q99")))
+        console.print(table)
+    images = stats["images"]
+    table = Table(title=f"images (RGB in [0, 1], {images['frames_sampled']} sampled steps)")
+    for col in ("camera", "mean", "std"):
+        table.add_column(col)
+    for key, s in images.items():
+        if key != "frames_sampled":
+            table.add_row(key, " ".join(f"{v:.3f}" for v in s["mean"]), " ".join(f"{v:.3f}" for v in s["std"]))
+    console.print(table)
+
+
+def main(store: Path, as_json: bool = False, sample_images: int = 256, write_normalizer: bool = True) -> None:
+    reader = open_store(store)
+    stats = compute_stats(reader, sample_images=sample_images, progress=sys.stderr.isatty())
+    stats["normalizer"] = None
+    if write_normalizer:
+        path = Path(store) / NORMALIZER_FILE
+        save_normalizers(path, {k: Normalizer.from_stats(stats[k]) for k in ("action", "state")})
+        stats["normalizer"] = str(path)
+    if as_json:
+        print(json.dumps(stats))
+        return
+    console = Console()
+    _print_tables(stats, console)
+    if write_normalizer:
+        console.print(f"wrote {stats['normalizer']}")

@@ -1,0 +1,133 @@
+"""`f1 dataset verify`: every shard against the manifest, the schema and the episode markers.
+
+Checks, each problem naming shard, episode and step:
+- the shard is present, its bytes and sha256 match the manifest;
+- its episodes (ids, lengths, seeds, scenes, order) and step count match the manifest entry;
+- the layout: Zarr arrays' dtypes, shapes and episode_ends; WebDataset keys
+  `<episode_id>_<k:06d>` in order with k rising by one, every member present,
+  the index sidecar equal to the tar's headers;
+- each episode's schema and markers (f1.datasets.schema.episode_problems);
+- no episode split across shards, no duplicate episode ids.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+from f1.datasets.manifest import read_manifest, shard_bytes, shard_checksum
+from f1.datasets.schema import EpisodeMeta, StoreError, StoreSpec, episode_problems
+from f1.datasets.wds_shard import index_path, iter_tar_episodes, scan_index
+from f1.datasets.zarr_shard import ZarrShardReader
+
+
+def _zarr_episodes(path: Path, spec: StoreSpec, problems: list[str]):
+    try:
+        reader = ZarrShardReader(path, spec)
+    except StoreError as exc:
+        problems.append(str(exc))
+        return
+    structure = reader.structure_problems()
+    problems.extend(structure)
+    if structure:
+        return  # per-episode reads of a malformed layout would only repeat it
+    yield from reader.iter_episodes()
+
+
+def _tar_episodes(path: Path, spec: StoreSpec, problems: list[str]):
+    sidecar = index_path(path)
+    if sidecar.exists():
+        scanned, _ = scan_index(path, spec, [])  # its problems come out of iter_tar_episodes below
+        try:
+            stored = np.load(sidecar)
+        except (ValueError, OSError) as exc:
+            problems.append(f"index {sidecar.name} is unreadable ({exc}); delete it, readers rebuild it")
+        else:
+            if stored.shape != scanned.shape or not np.array_equal(stored, scanned):
+                problems.append(f"index {sidecar.name} does not match the tar's headers; delete it, readers rebuild it")
+    yield from iter_tar_episodes(path, spec, problems)
+
+
+def _verify_shard(store_dir: Path, entry: dict, spec: StoreSpec) -> list[str]:
+    name = entry["name"]
+    path = store_dir / name
+    if not path.exists():
+        return [f"{name}: missing (listed in the manifest)"]
+    problems = []
+    size = shard_bytes(path)
+    if size != entry["bytes"]:
+        problems.append(f"{name}: {size} bytes, the manifest says {entry['bytes']} (truncated or changed)")
+    checksum = shard_checksum(path)
+    if checksum != entry["checksum"]:
+        problems.append(f"{name}: checksum {checksum[:19]}... does not match the manifest's {entry['checksum'][:19]}...")
+    found: list[EpisodeMeta] = []
+    shard_problems: list[str] = []
+    episodes = _zarr_episodes if entry["format"] == "zarr" else _tar_episodes
+    try:
+        for meta, arrays in episodes(path, spec, shard_problems):
+            found.append(meta)
+            shard_problems.extend(episode_problems(arrays, meta, spec))
+    except Exception as exc:  # noqa: BLE001 - a shard too broken to read is one problem, not a crash
+        shard_problems.append(f"unreadable ({type(exc).__name__}: {exc})")
+    problems += [f"{name}: {p}" for p in shard_problems]
+    listed = [(e["id"], e["length"], e["seed"], e["scene_id"]) for e in entry["episodes"]]
+    have = [(m.episode_id, m.length, m.seed, m.scene_id) for m in found]
+    if have != listed:
+        missing = [e for e in listed if e not in have]
+        extra = [e for e in have if e not in listed]
+        problems.append(
+            f"{name}: episodes (id, length, seed, scene) differ from the manifest: missing {missing}, "
+            f"unexpected {extra}" + ("" if missing or extra else ", order differs")
+        )
+    steps = sum(m.length for m in found)
+    if steps != entry["steps"]:
+        problems.append(f"{name}: {steps} steps, the manifest says {entry['steps']}")
+    return problems
+
+
+def verify_store(store: str | Path, progress: bool = False) -> list[str]:
+    """Every problem of the store, one line each; [] when it verifies. StoreError if it is not a store."""
+    store_dir = Path(store)
+    manifest = read_manifest(store_dir)
+    spec = StoreSpec.from_dict(manifest["spec"])
+    shards = sorted(manifest["shards"], key=lambda s: s["name"])
+    problems = []
+    seen: dict[str, str] = {}
+    for entry in shards:
+        for e in entry["episodes"]:
+            if e["id"] in seen:
+                problems.append(f"{entry['name']}: episode {e['id']!r} also in {seen[e['id']]} (duplicate id)")
+            seen.setdefault(e["id"], entry["name"])
+    columns = (
+        TextColumn("verify {task.fields[done]}/{task.fields[shards]} shards"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task("verify", total=sum(s["bytes"] for s in shards), done=0, shards=len(shards))
+        for i, entry in enumerate(shards):
+            problems += _verify_shard(store_dir, entry, spec)
+            bar.update(task, advance=entry["bytes"], done=i + 1)
+    return problems
+
+
+def main(store: Path) -> int:
+    """0 when the store verifies, 1 when anything is wrong (each problem printed on its own line)."""
+    problems = verify_store(store, progress=sys.stderr.isatty())
+    console = Console(highlight=False)
+    if problems:
+        for p in problems:
+            console.print(f"[red]problem[/red] {p}", soft_wrap=True)
+        console.print(f"{store}: {len(problems)} problem(s)")
+        return 1
+    manifest = read_manifest(Path(store))
+    episodes = sum(len(s["episodes"]) for s in manifest["shards"])
+    steps = sum(s["steps"] for s in manifest["shards"])
+    console.print(f"[green]ok[/green] {store}: {len(manifest['shards'])} shards, {episodes} episodes, {steps} steps")
+    return 0

@@ -1,0 +1,262 @@
+"""One WebDataset shard: a plain tar, one sample a step, key `<episode_id>_<k:06d>`, steps in order.
+
+Members of a step, in this order: `<cam>_rgb.<png|npy>` per camera,
+`state.npy`, `action.npy`, `flags.json` ({"is_first", "is_last",
+"is_terminal"}: one readable member rather than three), and at k = 0 also
+`episode.json` (the EpisodeMeta). `webdataset.WebDataset` and `tar` read it
+without f1.
+
+The sidecar `<shard>.tar.idx.npy` holds int64 (S, M, 2): for step s and
+member m (MEMBER_ORDER, episode.json last, size -1 where absent) the data
+offset and size in the tar, so a step range is one `pread` instead of a scan.
+Without the sidecar the reader rebuilds it from the tar headers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from f1.datasets.codecs import decode_image, decode_npy, encode_image, encode_npy, image_extension
+from f1.datasets.schema import FLAG_KEYS, TAR_INDEX_SUFFIX, EpisodeMeta, StoreError, StoreSpec
+
+EPISODE_MEMBER = "episode.json"
+FLAGS_MEMBER = "flags.json"
+STEP_KEY_RE = re.compile(r"^(.+)_(\d{6,})$")
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def member_names(spec: StoreSpec) -> list[str]:
+    """Member suffixes in tar order; the index's column m is member_names(spec)[m]."""
+    ext = image_extension(spec.image_codec)
+    return [*(f"{k}.{ext}" for k in spec.image_keys), "state.npy", "action.npy", FLAGS_MEMBER, EPISODE_MEMBER]
+
+
+def step_key(episode_id: str, k: int) -> str:
+    return f"{episode_id}_{k:06d}"
+
+
+def index_path(tar_path: Path) -> Path:
+    return tar_path.with_name(tar_path.name + TAR_INDEX_SUFFIX)
+
+
+class TarShardWriter:
+    def __init__(self, path: Path, spec: StoreSpec):
+        self.path, self.spec = path, spec
+        self._members = member_names(spec)
+        self._tar = tarfile.open(path, mode="x", format=tarfile.GNU_FORMAT)
+        self._index: list[np.ndarray] = []  # one (M, 2) per step
+
+    def _add(self, name: str, data: bytes) -> tuple[int, int]:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 0, 0o644  # mtime 0: the same episodes give the same bytes
+        self._tar.addfile(info, io.BytesIO(data))
+        padded = -(-len(data) // _BLOCK) * _BLOCK
+        return self._tar.offset - padded, len(data)  # the data starts where its padded payload does
+
+    def add_episode(self, arrays: dict[str, np.ndarray], meta: EpisodeMeta) -> None:
+        codec = self.spec.image_codec
+        for k in range(meta.length):
+            key = step_key(meta.episode_id, k)
+            row = np.full((len(self._members), 2), -1, dtype=np.int64)
+            payloads = [encode_image(codec, arrays[cam][k]) for cam in self.spec.image_keys]
+            payloads += [encode_npy(arrays["state"][k]), encode_npy(arrays["action"][k])]
+            payloads.append(json.dumps({f: bool(arrays[f][k]) for f in FLAG_KEYS}).encode())
+            if k == 0:
+                payloads.append(json.dumps(meta.to_dict()).encode())
+            for m, data in enumerate(payloads):
+                row[m] = self._add(f"{key}.{self._members[m]}", data)
+            self._index.append(row)
+
+    def finish(self) -> list[Path]:
+        """Close the tar and write its index sidecar (under the same temp suffix); returns the sidecar."""
+        self._tar.close()
+        sidecar = self.path.with_name(self.path.name + TAR_INDEX_SUFFIX)  # shard-...tar.tmp.idx.npy
+        np.save(sidecar, np.stack(self._index) if self._index else np.zeros((0, len(self._members), 2), np.int64))
+        return [sidecar]
+
+
+def scan_index(path: Path, spec: StoreSpec, problems: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """Walk the tar headers (no payload reads): the (S, M, 2) index and each step's key.
+
+    Structural problems (unknown members, a step whose members are incomplete,
+    a truncated tar) raise a StoreError, or are appended to `problems` when given.
+    """
+    members = member_names(spec)
+    column = {name: m for m, name in enumerate(members)}
+    rows: list[np.ndarray] = []
+    keys: list[str] = []
+
+    def problem(msg: str) -> None:
+        if problems is None:
+            raise StoreError(f"{path}: {msg}; re-collect or convert the shard again")
+        problems.append(msg)
+
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                key, _, suffix = info.name.partition(".")
+                if suffix not in column:
+                    problem(f"unexpected member {info.name!r}")
+                    continue
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+                    rows.append(np.full((len(members), 2), -1, dtype=np.int64))
+                rows[-1][column[suffix]] = (info.offset_data, info.size)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        problem(f"cannot be read to the end, truncated or corrupt ({type(exc).__name__}: {exc})")
+    index = np.stack(rows) if rows else np.zeros((0, len(members), 2), np.int64)
+    for s in np.flatnonzero((index[:, :-1, 1] < 0).any(axis=1)):
+        missing = [members[m] for m in np.flatnonzero(index[s, :-1, 1] < 0)]
+        problem(f"step {keys[s]!r} lacks members {missing}")
+    if index.size and ((index[:, :, 0] + index[:, :, 1]).max() > path.stat().st_size):
+        problem(f"a member runs past the end of the file ({path.stat().st_size} bytes): truncated")
+    return index, keys
+
+
+class TarShardReader:
+    """Random access to one finalised tar through its index: a step range is one pread."""
+
+    def __init__(self, path: Path, spec: StoreSpec, index: np.ndarray):
+        self.path, self.spec, self.index = path, spec, index
+        self._members = member_names(spec)
+        self._column = {name: m for m, name in enumerate(self._members)}
+        self._fd = os.open(path, os.O_RDONLY)  # pread: no shared file position between threads
+
+    @classmethod
+    def open(cls, path: Path, spec: StoreSpec, num_steps: int) -> "TarShardReader":
+        """Through the sidecar index (rebuilt from the tar headers when it is missing)."""
+        sidecar = index_path(path)
+        try:
+            index = np.load(sidecar) if sidecar.exists() else scan_index(path, spec, None)[0]
+        except (ValueError, OSError) as exc:
+            raise StoreError(f"{sidecar} is unreadable ({exc}); delete it and f1 rebuilds it from the tar") from None
+        if index.shape != (num_steps, len(member_names(spec)), 2):
+            raise StoreError(
+                f"{sidecar}: index shape {index.shape} does not match the manifest's {num_steps} steps; "
+                "delete it and f1 rebuilds it from the tar"
+            )
+        return cls(path, spec, index)
+
+    def _member(self, buf: bytes | memoryview, base: int, s: int, name: str) -> memoryview:
+        off, size = self.index[s, self._column[name]]
+        return memoryview(buf)[off - base : off - base + size]
+
+    def _decode(self, key: str, data: memoryview) -> np.ndarray | bool:
+        dtype, shape = self.spec.step_dtypes()[key]
+        if key in self.spec.image_keys:
+            return decode_image(self.spec.image_codec, data, shape)
+        return decode_npy(data, dtype, shape)
+
+    def read(self, start: int, stop: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Steps [start, stop) of the shard: one pread over the span when images are asked for, else per member."""
+        dtypes = self.spec.step_dtypes()
+        out = {key: np.empty((stop - start, *dtypes[key][1]), dtypes[key][0]) for key in keys}
+        if stop <= start:
+            return out
+        names = {key: self._member_name(key) for key in keys}
+        rows = self.index[start:stop]
+        present = rows[:, :, 1] >= 0
+        lo = int(rows[:, :, 0][present].min())
+        hi = int((rows[:, :, 0] + rows[:, :, 1])[present].max())
+        span = any(key in self.spec.image_keys for key in keys)
+        buf = os.pread(self._fd, hi - lo, lo) if span else None
+        if span and len(buf) != hi - lo:
+            raise StoreError(f"{self.path} is truncated (read {len(buf)} of {hi - lo} bytes at {lo}); re-collect it")
+        flags = {}
+        for i, s in enumerate(range(start, stop)):
+            for key in keys:
+                if span:
+                    data = self._member(buf, lo, s, names[key])
+                else:
+                    off, size = self.index[s, self._column[names[key]]]
+                    data = memoryview(os.pread(self._fd, int(size), int(off)))
+                if key in FLAG_KEYS:
+                    if s not in flags:
+                        flags[s] = json.loads(bytes(data))
+                    out[key][i] = flags[s][key]
+                else:
+                    out[key][i] = self._decode(key, data)
+        return out
+
+    def _member_name(self, key: str) -> str:
+        if key in FLAG_KEYS:
+            return FLAGS_MEMBER
+        if key in self.spec.image_keys:
+            return f"{key}.{image_extension(self.spec.image_codec)}"
+        return f"{key}.npy"
+
+    def episode_meta(self, step: int) -> EpisodeMeta | None:
+        """The episode.json stored with step `step` (an episode's k = 0), or None."""
+        off, size = self.index[step, self._column[EPISODE_MEMBER]]
+        if size < 0:
+            return None
+        return EpisodeMeta.from_dict(json.loads(os.pread(self._fd, int(size), int(off))))
+
+    def close(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def iter_tar_episodes(
+    path: Path, spec: StoreSpec, problems: list[str] | None = None
+) -> Iterator[tuple[EpisodeMeta, dict[str, np.ndarray]]]:
+    """Read a tar front to back, without its index, checking key order: what verify and convert use.
+
+    Episodes come out as they end. Order problems (a step missing or out of
+    order, an episode resumed later in the shard) raise a StoreError, or are
+    appended to `problems` and the episode is still yielded with what it has.
+    """
+    index, keys = scan_index(path, spec, problems)
+    reader = TarShardReader(path, spec, index)
+
+    def problem(msg: str) -> None:
+        if problems is None:
+            raise StoreError(f"{path}: {msg}; re-collect or convert the shard again")
+        problems.append(msg)
+
+    try:
+        seen: set[str] = set()
+        s = 0
+        while s < len(keys):
+            m = STEP_KEY_RE.match(keys[s])
+            if not m:
+                problem(f"sample key {keys[s]!r} is not <episode_id>_<k:06d>")
+                s += 1
+                continue
+            episode_id = m.group(1)
+            if episode_id in seen:
+                problem(f"episode {episode_id!r}: steps resume at {keys[s]!r} after another episode (split episode)")
+            seen.add(episode_id)
+            first, expected = s, 0
+            while s < len(keys) and (m := STEP_KEY_RE.match(keys[s])) and m.group(1) == episode_id:
+                k = int(m.group(2))
+                if k != expected:
+                    problem(f"episode {episode_id!r}: step {k} follows step {expected - 1} (expected {expected})")
+                expected = k + 1
+                s += 1
+            meta = reader.episode_meta(first)
+            if meta is None:
+                problem(f"episode {episode_id!r}: no {EPISODE_MEMBER} at its first sample {keys[first]!r}")
+                meta = EpisodeMeta(episode_id, -1, -1, {}, s - first)
+            elif meta.episode_id != episode_id:
+                problem(f"episode {episode_id!r}: {EPISODE_MEMBER} names {meta.episode_id!r}")
+            try:
+                arrays = reader.read(first, s, spec.keys)
+            except (ValueError, KeyError, OSError, StoreError) as exc:
+                problem(f"episode {episode_id!r}: steps {first}..{s - 1} do not decode ({exc})")
+                continue
+            yield meta, arrays
+    finally:
+        reader.close()

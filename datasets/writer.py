@@ -1,0 +1,218 @@
+"""EpisodeWriter: episodes in, finalised shards out, one writer per worker process.
+
+    with open_writer(store, "zarr", spec, worker="n0w3", collection_config=cfg,
+                     episodes_per_shard=8, background=True) as writer:
+        writer.add_episode(arrays, meta)   # validated now, encoded and written in the background
+    # leaving the block finalises the last, partial shard
+
+A shard is written as `shard-<worker>-<seq>.<zarr|tar>.tmp`, renamed when
+complete, and only then entered in the manifest, so a reader never sees part
+of one and a writer killed mid-shard leaves only a `.tmp` behind. The next
+writer of the same worker removes those leftovers and continues the seq after
+the highest one it finds, so a resumed run never overwrites a shard.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from f1.datasets.codecs import AUTO, resolve_codec
+from f1.datasets.manifest import add_shard, open_or_create_manifest, read_manifest, shard_bytes, shard_checksum
+from f1.datasets.schema import (
+    FORMATS,
+    MANIFEST_NAME,
+    TMP_SUFFIX,
+    WORKER_RE,
+    EpisodeMeta,
+    StoreError,
+    StoreSpec,
+    parse_shard_name,
+    shard_name,
+    validate_episode,
+)
+from f1.datasets.wds_shard import TarShardWriter
+from f1.datasets.zarr_shard import ZarrShardWriter
+
+_SHARD_WRITERS = {"zarr": ZarrShardWriter, "webdataset": TarShardWriter}
+_CLOSE, _FINISH_SHARD = object(), object()
+QUEUE_EPISODES = 2  # background queue bound: the simulator runs at most this many episodes ahead of the disk
+
+
+class EpisodeWriter:
+    """Writes one worker's episodes into shards of `episodes_per_shard` episodes. Use `open_writer`."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        fmt: str,
+        spec: StoreSpec,
+        worker: str,
+        collection_config: dict[str, Any],
+        episodes_per_shard: int,
+        background: bool,
+    ):
+        self.store_dir, self.fmt, self.spec, self.worker = store_dir, fmt, spec, worker
+        self.episodes_per_shard = episodes_per_shard
+        manifest = open_or_create_manifest(store_dir, fmt, spec, collection_config)
+        self.next_seq = self._clean_leftovers({s["name"] for s in manifest["shards"]})
+        self.shards_written: list[str] = []
+        self._shard: ZarrShardWriter | TarShardWriter | None = None
+        self._tmp: Path | None = None
+        self._metas: list[EpisodeMeta] = []
+        self._closed = False
+        self._error: BaseException | None = None
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=QUEUE_EPISODES)
+            self._thread = threading.Thread(target=self._run, name=f"f1-writer-{worker}", daemon=True)
+            self._thread.start()
+
+    def _clean_leftovers(self, in_manifest: set[str]) -> int:
+        """Remove this worker's temp files and shards that never reached the manifest; return the next seq."""
+        highest = -1
+        for name in in_manifest:
+            parsed = parse_shard_name(name)
+            if parsed and parsed[0] == self.worker:
+                highest = max(highest, parsed[1])
+        for path in self.store_dir.iterdir():
+            parsed = parse_shard_name(path.name)
+            if not parsed or parsed[0] != self.worker:
+                continue
+            highest = max(highest, parsed[1])
+            base = path.name[: len(path.name) - len(parsed[3])]  # shard-n0w3-000002.tar.idx.npy -> ...tar
+            if TMP_SUFFIX in parsed[3] or base not in in_manifest:
+                # A temp shard, or one renamed but killed before its manifest entry: nothing refers to it.
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return highest + 1
+
+    # -- the caller's side ---------------------------------------------------------------
+
+    def add_episode(self, arrays: dict[str, np.ndarray], meta: EpisodeMeta) -> None:
+        """Validate now (SchemaError names the key and step); write now or hand to the background thread.
+
+        In background mode the writer keeps `arrays` until written: do not modify them afterwards.
+        """
+        assert not self._closed, ("add_episode after close", self.worker)
+        validate_episode(arrays, meta, self.spec)
+        self._put((arrays, meta))
+
+    def finish_shard(self) -> None:
+        """Finalise the current shard now, however many episodes it has (none: nothing happens)."""
+        self._put(_FINISH_SHARD)
+
+    def close(self) -> None:
+        """Finalise the last partial shard, stop the background thread, re-raise its error if it had one."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(_CLOSE)
+            self._thread.join()
+        elif self._error is None:
+            self._finish()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> "EpisodeWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _put(self, item: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._queue is None:
+            self._handle(item)
+        else:
+            self._queue.put(item)
+
+    # -- the writing side (the background thread when there is one) ----------------------
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not _CLOSE:
+            if self._error is None:  # after an error, drain so the caller never blocks on a full queue
+                self._guarded(self._handle, item)
+        if self._error is None:
+            self._guarded(self._finish)
+
+    def _guarded(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = exc
+
+    def _handle(self, item: Any) -> None:
+        if item is _FINISH_SHARD:
+            self._finish()
+            return
+        arrays, meta = item
+        if self._shard is None:
+            name = shard_name(self.worker, self.next_seq, self.fmt)
+            self._tmp = self.store_dir / (name + TMP_SUFFIX)
+            self._shard = _SHARD_WRITERS[self.fmt](self._tmp, self.spec)
+            self.next_seq += 1
+        self._shard.add_episode(arrays, meta)
+        self._metas.append(meta)
+        if len(self._metas) >= self.episodes_per_shard:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Close the shard, checksum it, rename it into place, then enter it in the manifest."""
+        if self._shard is None:
+            return
+        sidecars = self._shard.finish()
+        tmp, final = self._tmp, self._tmp.with_name(self._tmp.name[: -len(TMP_SUFFIX)])
+        entry = {
+            "name": final.name,
+            "format": self.fmt,
+            "episodes": [
+                {"id": m.episode_id, "length": m.length, "seed": m.seed, "scene_id": m.scene_id} for m in self._metas
+            ],
+            "steps": sum(m.length for m in self._metas),
+            "bytes": shard_bytes(tmp),
+            "checksum": shard_checksum(tmp),
+        }
+        for sidecar in sidecars:  # shard-...tar.tmp.idx.npy -> shard-...tar.idx.npy, before the shard itself
+            os.replace(sidecar, sidecar.with_name(sidecar.name.replace(tmp.name, final.name)))
+        os.rename(tmp, final)
+        add_shard(self.store_dir, entry)
+        self.shards_written.append(final.name)
+        self._shard, self._tmp, self._metas = None, None, []
+
+
+def open_writer(
+    store_dir: str | Path,
+    fmt: str,
+    spec: StoreSpec,
+    worker: str,
+    collection_config: dict[str, Any],
+    episodes_per_shard: int,
+    image_codec: str | None = None,
+    background: bool = False,
+) -> EpisodeWriter:
+    """A writer for one worker of a new or existing store; StoreError if the store's format or spec differ.
+
+    `image_codec` (or, when None, `spec.image_codec`) 'auto' takes the store's codec when the
+    store exists, else the format's default (f1.datasets.codecs).
+    """
+    store_dir = Path(store_dir)
+    if fmt not in FORMATS:
+        raise StoreError(f"unknown store format {fmt!r}; use one of {list(FORMATS)}")
+    if not WORKER_RE.match(worker):
+        raise StoreError(f"worker name {worker!r} must be letters and digits only, like 'n0w3'")
+    if episodes_per_shard < 1:
+        raise StoreError(f"episodes_per_shard={episodes_per_shard} must be at least 1")
+    codec = image_codec if image_codec is not None else spec.image_codec
+    if codec == AUTO and (store_dir / MANIFEST_NAME).exists():
+        codec = read_manifest(store_dir)["spec"]["image_codec"]
+    spec = spec.with_codec(resolve_codec(fmt, codec))
+    return EpisodeWriter(store_dir, fmt, spec, worker, collection_config, episodes_per_shard, background)

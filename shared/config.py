@@ -285,8 +285,8 @@ class CollectConfig:
     """Exploration policy: uniform random or Ornstein-Uhlenbeck correlated noise."""
     seed: int = 0
     """Base seed; each episode's env seed derives from it and the episode's index."""
-    image_codec: str = "png"
-    """Lossless image codec for the store (see `f1 dataset` docs for the choices)."""
+    image_codec: str = "auto"
+    """Lossless image codec: auto (zarr: delta-zstd, webdataset: png), or zstd, blosc-zstd, blosc-lz4 | npy."""
     node_rank: int = field(default=0, metadata=_range(ge=0))
     """This machine's index when several machines write one store."""
     num_nodes: int = field(default=1, metadata=_range(ge=1))

@@ -1,0 +1,66 @@
+"""Accumulates one episode's steps into preallocated arrays in the store's schema (DESIGN.md section 2).
+
+Step k holds the observation before action k and action k itself; the last
+step (k = N-1 = T) holds the final observation and a zero (padding) action.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from f1.collect.plan import EpisodeTask
+
+OBS_KEYS = ("head_rgb", "wrist_rgb", "state")
+
+
+class EpisodeBuffer:
+    def __init__(self, num_actions: int, action_dim: int):
+        self.num_steps = num_actions + 1  # N = T + 1
+        self.action_dim = action_dim
+        self._arrays: dict[str, np.ndarray] = {}
+        self._k = 0
+        self._terminated = False
+
+    def _store(self, obs: dict[str, np.ndarray]) -> None:
+        for key in OBS_KEYS:
+            value = obs[key]
+            if key not in self._arrays:
+                self._arrays[key] = np.empty((self.num_steps, *value.shape), value.dtype)
+                self._arrays["action"] = np.zeros((self.num_steps, self.action_dim), np.float32)
+            self._arrays[key][self._k] = value
+
+    def add(self, obs: dict[str, np.ndarray], action: np.ndarray) -> None:
+        """Record step k: the observation seen, then the action taken after it."""
+        assert self._k < self.num_steps - 1, (self._k, self.num_steps)
+        self._store(obs)
+        self._arrays["action"][self._k] = action
+        self._k += 1
+
+    def finish(self, final_obs: dict[str, np.ndarray], terminated: bool) -> None:
+        """Record the last step: the observation after the last action; its action stays zero padding."""
+        assert self._k == self.num_steps - 1, ("episode needs exactly T actions", self._k, self.num_steps - 1)
+        self._store(final_obs)
+        self._k += 1
+        self._terminated = terminated
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        assert self._k == self.num_steps, (self._k, self.num_steps)
+        n = self.num_steps
+        flags = {name: np.zeros(n, bool) for name in ("is_first", "is_last", "is_terminal")}
+        flags["is_first"][0] = True
+        flags["is_last"][-1] = True
+        flags["is_terminal"][-1] = self._terminated
+        return {**self._arrays, **flags}
+
+    def meta(self, task: EpisodeTask, info: dict[str, Any]):
+        from f1.datasets import EpisodeMeta
+
+        return EpisodeMeta(
+            episode_id=task.episode_id,
+            seed=task.seed,
+            scene_id=task.scene_id,
+            randomization=info.get("randomization", {}),
+            length=self.num_steps,
+        )

@@ -1,0 +1,120 @@
+"""One collect worker process: M envs stepped together, episodes written to its own shards.
+
+The process is spawned (never forked) by `f1.collect.collector`; `run_worker`
+pins it to its GPU through the environment *before* SAPIEN is imported
+(DESIGN.md section 6), so this module imports nothing heavy at the top.
+It reports to the parent through a queue: ("episode", rank, steps),
+("done", rank, WorkerReport) or ("error", rank, traceback text).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from f1.collect.plan import EpisodeTask, WorkerPlan
+
+
+@dataclass
+class WorkerReport:
+    rank: int
+    episodes: int = 0
+    steps: int = 0
+    wall_s: float = 0.0
+    env_s: float = 0.0  # physics + rendering + observation assembly
+    policy_s: float = 0.0
+    write_s: float = 0.0  # time the loop was blocked handing episodes to the writer, plus its final flush
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.wall_s if self.wall_s else 0.0
+
+
+def run_worker(
+    rank: int, env_vars: dict[str, str], cfg_dict: dict, out_dir: str, plan: WorkerPlan, queue: Any
+) -> None:
+    """Process entry point: pin, then collect; every failure goes to the parent as text."""
+    # The whole environment, as `f1.shared.gpu.worker_env` built it, before SAPIEN
+    # or torch is imported anywhere in this process.
+    os.environ.clear()
+    os.environ.update(env_vars)
+    try:
+        report = collect_plan(rank, cfg_dict, Path(out_dir), plan, lambda steps: queue.put(("episode", rank, steps)))
+        queue.put(("done", rank, report))
+    except BaseException:  # noqa: BLE001 - the parent reports it and exits non-zero
+        queue.put(("error", rank, traceback.format_exc()))
+        raise SystemExit(1)
+
+
+def collect_plan(rank: int, cfg_dict: dict, out_dir: Path, plan: WorkerPlan, on_episode) -> WorkerReport:
+    """Run the worker's rounds: each round resets the active envs, takes T actions, writes the episodes."""
+    from f1.collect.episode_buffer import EpisodeBuffer
+    from f1.collect.policies import make_policy
+    from f1.collect.store_spec import collection_spec
+    from f1.collect.vector import make_vector_env
+    from f1.datasets import open_writer
+    from f1.shared.config import config_from_dict
+
+    cfg = config_from_dict(cfg_dict)
+    steps_per_episode = cfg.training.steps_per_episode
+    report = WorkerReport(rank)
+    start = time.perf_counter()
+    venv = make_vector_env(cfg, len(plan.slots), cameras=("head", "wrist"))
+    policies = [make_policy(cfg.collect.policy, cfg.training.action_dim, seed=0) for _ in plan.slots]
+    writer = open_writer(
+        out_dir,
+        cfg.collect.format,
+        collection_spec(cfg),
+        worker=f"n{cfg.collect.node_rank}w{rank}",
+        collection_config=cfg_dict,
+        episodes_per_shard=cfg.collect.episodes_per_shard,
+        image_codec=cfg.collect.image_codec,
+        background=True,
+    )
+    try:
+        for round_tasks in plan.rounds():
+            active = [i for i, task in enumerate(round_tasks) if task is not None]
+            tasks: list[EpisodeTask] = [round_tasks[i] for i in active]
+            t0 = time.perf_counter()
+            obs, infos = venv.reset(
+                seeds=[t.seed for t in tasks],
+                options=[{"scene_seed": t.scene_seed, "scene_id": t.scene_id} for t in tasks],
+                env_indices=active,
+            )
+            report.env_s += time.perf_counter() - t0
+            buffers = [EpisodeBuffer(steps_per_episode, cfg.training.action_dim) for _ in tasks]
+            for j, task in enumerate(tasks):
+                policies[active[j]].reset(task.seed)
+            for _ in range(steps_per_episode):
+                t0 = time.perf_counter()
+                actions = [policies[i].act() for i in active]
+                report.policy_s += time.perf_counter() - t0
+                for buf, ob, action in zip(buffers, obs, actions):
+                    buf.add(ob, action)
+                t0 = time.perf_counter()
+                obs, _, terminated, _, infos = venv.step(actions, env_indices=active)
+                report.env_s += time.perf_counter() - t0
+            for buf, task, ob, term, info in zip(buffers, tasks, obs, terminated, infos):
+                buf.finish(ob, terminated=bool(term))
+                t0 = time.perf_counter()
+                writer.add_episode(buf.arrays(), buf.meta(task, info))
+                report.write_s += time.perf_counter() - t0
+                report.episodes += 1
+                report.steps += steps_per_episode + 1
+                on_episode(steps_per_episode + 1)
+    except BaseException:
+        # Episodes already handed over are complete: finalise them rather than lose them.
+        writer.close()
+        raise
+    else:
+        t0 = time.perf_counter()
+        writer.close()
+        report.write_s += time.perf_counter() - t0
+    finally:
+        venv.close()
+    report.wall_s = time.perf_counter() - start
+    return report

@@ -75,11 +75,7 @@ def open_or_create_manifest(store_dir: Path, fmt: str, spec: StoreSpec, collecti
             _write_manifest(store_dir, manifest)
             return manifest
         manifest = read_manifest(store_dir)
-    if manifest.get("format") != fmt:
-        raise StoreError(
-            f"{store_dir / MANIFEST_NAME} holds {manifest.get('format')} shards, not {fmt}; "
-            f"write {fmt} to a new store or convert with `f1 dataset convert`"
-        )
+    check_format(store_dir, manifest, fmt)
     have = StoreSpec.from_dict(manifest["spec"])
     if have != spec:
         diff = {k: (v, spec.to_dict()[k]) for k, v in have.to_dict().items() if spec.to_dict()[k] != v}
@@ -88,6 +84,14 @@ def open_or_create_manifest(store_dir: Path, fmt: str, spec: StoreSpec, collecti
             "use the store's settings or a new store directory"
         )
     return manifest
+
+
+def check_format(store_dir: Path, manifest: dict[str, Any], fmt: str) -> None:
+    if manifest.get("format") != fmt:
+        raise StoreError(
+            f"{store_dir / MANIFEST_NAME} holds {manifest.get('format')} shards, not {fmt}; "
+            f"write {fmt} to a new store or convert with `f1 dataset convert`"
+        )
 
 
 def add_shard(store_dir: Path, entry: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
 from f1.datasets.manifest import read_manifest, shard_bytes, shard_checksum
@@ -123,7 +124,7 @@ def main(store: Path) -> int:
     console = Console(highlight=False)
     if problems:
         for p in problems:
-            console.print(f"[red]problem[/red] {p}", soft_wrap=True)
+            console.print(f"[red]problem[/red] {escape(p)}", soft_wrap=True)
         console.print(f"{store}: {len(problems)} problem(s)")
         return 1
     manifest = read_manifest(Path(store))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from f1.datasets.codecs import AUTO, resolve_codec
-from f1.datasets.manifest import add_shard, open_or_create_manifest, read_manifest, shard_bytes, shard_checksum
+from f1.datasets.manifest import add_shard, check_format, open_or_create_manifest, read_manifest, shard_bytes, shard_checksum
 from f1.datasets.schema import (
     FORMATS,
     MANIFEST_NAME,
@@ -212,7 +212,10 @@ def open_writer(
     if episodes_per_shard < 1:
         raise StoreError(f"episodes_per_shard={episodes_per_shard} must be at least 1")
     codec = image_codec if image_codec is not None else spec.image_codec
-    if codec == AUTO and (store_dir / MANIFEST_NAME).exists():
-        codec = read_manifest(store_dir)["spec"]["image_codec"]
+    if (store_dir / MANIFEST_NAME).exists():
+        existing = read_manifest(store_dir)
+        check_format(store_dir, existing, fmt)
+        if codec == AUTO:
+            codec = existing["spec"]["image_codec"]
     spec = spec.with_codec(resolve_codec(fmt, codec))
     return EpisodeWriter(store_dir, fmt, spec, worker, collection_config, episodes_per_shard, background)

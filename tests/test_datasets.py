@@ -1,0 +1,399 @@
+"""Episode stores: round trips, convert, verify's fault finding, crash safety, plain-tool access, stats, CLI errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from f1.datasets import EpisodeMeta, SchemaError, StoreError, StoreSpec, open_store, open_writer, verify_store
+from f1.datasets.convert import main as convert
+from f1.datasets.schema import MANIFEST_NAME
+from f1.datasets.stats import compute_stats
+from f1.datasets.stats import main as stats_main
+from f1.datasets.verify import main as verify_main
+from f1.shared.normalizers import NORMALIZER_FILE, load_normalizers
+
+# zarr-python warns that numcodecs' Delta is outside the v3 spec; f1.datasets.codecs silences it process-wide,
+# but pytest resets warning filters per test.
+pytestmark = pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3 specification")
+
+SPEC = StoreSpec(image_hw=(32, 32), state_dim=12, action_dim=10, real_state_dims=9, real_action_dims=8, control_freq=10)
+LENGTHS = [4, 6, 3, 5, 7]  # N = T + 1 per episode
+
+
+def make_episode(i: int, n: int, spec: StoreSpec = SPEC) -> tuple[dict[str, np.ndarray], EpisodeMeta]:
+    """Image-like frames (gradient + a moving square + noise), padded vectors, correct markers."""
+    rng = np.random.default_rng(i)
+    h, w = spec.image_hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    arrays = {}
+    for c, key in enumerate(spec.image_keys):
+        frames = np.empty((n, h, w, 3), np.uint8)
+        for k in range(n):
+            img = np.stack([xx * 4 + 10 * c, yy * 3 + 20 * k, (xx + yy) * 2 + 7 * i], axis=-1).astype(np.int32)
+            img[5 + k : 12 + k, 8 + i : 15 + i] = (200, 30 * c, 90)
+            frames[k] = np.clip(img + rng.integers(-3, 4, img.shape), 0, 255)
+        arrays[key] = frames
+    state = np.zeros((n, spec.state_dim), np.float32)
+    state[:, : spec.real_state_dims] = rng.normal(size=(n, spec.real_state_dims))
+    action = np.zeros((n, spec.action_dim), np.float32)
+    action[:-1, : spec.real_action_dims] = rng.uniform(-1, 1, size=(n - 1, spec.real_action_dims))
+    k = np.arange(n)
+    arrays.update(state=state, action=action, is_first=k == 0, is_last=k == n - 1, is_terminal=(k == n - 1) & (i % 2 == 1))
+    meta = EpisodeMeta(f"s0-e{i:07d}", seed=1000 + i, scene_id=i // 2, randomization={"light": 0.25 * i, "objects": [i, 2]}, length=n)
+    return arrays, meta
+
+
+EPISODES = [make_episode(i, n) for i, n in enumerate(LENGTHS)]
+
+
+def write_store(path: Path, fmt: str, episodes=EPISODES, per_shard: int = 2, background: bool = False, worker: str = "n0w0", **kw):
+    with open_writer(path, fmt, SPEC, worker, {"collect": {"seed": 0}}, per_shard, background=background, **kw) as w:
+        for arrays, meta in episodes:
+            w.add_episode(arrays, meta)
+    return path
+
+
+def assert_same_store(reader, episodes):
+    assert [e.episode_id for e in reader.episodes] == [m.episode_id for _, m in episodes]
+    for info, (arrays, meta) in zip(reader.episodes, episodes):
+        got = reader.read_episode(info)
+        assert set(got) == set(arrays)
+        for key in arrays:
+            assert got[key].dtype == arrays[key].dtype and np.array_equal(got[key], arrays[key]), (info.episode_id, key)
+        assert reader.episode_meta(info) == meta
+        assert (info.length, info.seed, info.scene_id) == (meta.length, meta.seed, meta.scene_id)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "webdataset"])
+@pytest.mark.parametrize("background", [False, True])
+def test_round_trip(tmp_path, fmt, background):
+    store = write_store(tmp_path / "s", fmt, background=background)
+    reader = open_store(store)
+    assert [s["name"] for s in reader.shards] == [f"shard-n0w0-{i:06d}{'.zarr' if fmt == 'zarr' else '.tar'}" for i in range(3)]
+    assert [len(s["episodes"]) for s in reader.shards] == [2, 2, 1]
+    assert_same_store(reader, EPISODES)
+    # A step range inside an episode, a subset of keys: exactly those steps.
+    info = reader.episodes[3]
+    part = reader.read_steps(info, 1, 4, ["wrist_rgb", "is_last", "action"])
+    assert set(part) == {"wrist_rgb", "is_last", "action"}
+    for key in part:
+        assert np.array_equal(part[key], EPISODES[3][0][key][1:4]), key
+    # iter_shard gives the same episodes in order.
+    metas = [m.episode_id for s in reader.shards for m, _ in reader.iter_shard(s["name"])]
+    assert metas == [m.episode_id for _, m in EPISODES]
+    with pytest.raises(IndexError):
+        reader.read_steps(info, 0, info.length + 1)
+    assert verify_store(store) == []
+
+
+def test_resume_never_overwrites_and_spec_must_match(tmp_path):
+    store = write_store(tmp_path / "s", "zarr", episodes=EPISODES[:3])
+    write_store(store, "zarr", episodes=EPISODES[3:])  # same worker: seq continues after 000001
+    names = [s["name"] for s in open_store(store).shards]
+    assert names == ["shard-n0w0-000000.zarr", "shard-n0w0-000001.zarr", "shard-n0w0-000002.zarr"]
+    assert [len(s["episodes"]) for s in open_store(store).shards] == [2, 1, 2]
+    assert_same_store(open_store(store), EPISODES)
+    other = StoreSpec(**{**SPEC.to_dict(), "state_dim": 16})
+    with pytest.raises(StoreError, match="different spec"):
+        open_writer(store, "zarr", other, "n0w1", {}, 2)
+    with pytest.raises(StoreError, match="holds zarr shards"):
+        open_writer(store, "webdataset", SPEC, "n0w1", {}, 2)
+    with pytest.raises(StoreError, match="does not apply to zarr"):
+        open_writer(tmp_path / "new", "zarr", SPEC, "n0w1", {}, 2, image_codec="png")
+
+
+def test_writer_rejects_bad_episodes(tmp_path):
+    arrays, meta = make_episode(0, 5)
+    with open_writer(tmp_path / "s", "zarr", SPEC, "n0w0", {}, 2) as writer:
+        doubled = {**arrays, "is_first": arrays["is_first"].copy()}
+        doubled["is_first"][2] = True
+        with pytest.raises(SchemaError, match=r"is_first must be set at step 0 only, found at steps \[0, 2\]"):
+            writer.add_episode(doubled, meta)
+        with pytest.raises(SchemaError, match="state is float64"):
+            writer.add_episode({**arrays, "state": arrays["state"].astype(np.float64)}, meta)
+        with pytest.raises(SchemaError, match="no dots"):
+            writer.add_episode(arrays, EpisodeMeta("a.b", 0, 0, {}, 5))
+        padded = {**arrays, "action": arrays["action"].copy()}
+        padded["action"][1, 9] = 1.0
+        with pytest.raises(SchemaError, match="action padding dim 9 is nonzero at step 1"):
+            writer.add_episode(padded, meta)
+
+
+@pytest.mark.parametrize("first,second", [("zarr", "webdataset"), ("webdataset", "zarr")])
+def test_convert_round_trip_is_bit_exact(tmp_path, first, second):
+    src = write_store(tmp_path / "src", first)
+    convert(src, tmp_path / "mid", second)
+    convert(tmp_path / "mid", tmp_path / "back", first)
+    for path in ("mid", "back"):
+        reader = open_store(tmp_path / path)
+        assert_same_store(reader, EPISODES)
+        assert verify_store(tmp_path / path) == []
+        assert reader.manifest["collection_config"] == open_store(src).manifest["collection_config"]
+    back = open_store(tmp_path / "back")
+    assert [s["name"] for s in back.shards] == [s["name"] for s in open_store(src).shards]
+    assert back.spec == open_store(src).spec
+    with pytest.raises(StoreError, match="not empty"):
+        convert(src, tmp_path / "mid", second)
+
+
+# -- verify finds planted faults ---------------------------------------------------------------
+
+
+def _rewrite_tar(path: Path, keep) -> None:
+    """Copy the tar member by member, keeping those for which keep(name) is true."""
+    members = []
+    with tarfile.open(path) as tar:
+        for info in tar:
+            if keep(info.name):
+                members.append((info, tar.extractfile(info).read()))
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _problems(store: Path, capsys) -> list[str]:
+    problems = verify_store(store)
+    assert verify_main(store) == 1
+    printed = capsys.readouterr().out
+    assert all(p in printed for p in problems), (printed, problems)
+    return problems
+
+
+def test_verify_finds_a_missing_step(tmp_path, capsys):
+    store = write_store(tmp_path / "s", "webdataset")
+    _rewrite_tar(store / "shard-n0w0-000001.tar", lambda name: not name.startswith("s0-e0000003_000002."))
+    problems = _problems(store, capsys)
+    assert any("shard-n0w0-000001.tar: episode 's0-e0000003': step 3 follows step 1 (expected 2)" in p for p in problems), problems
+    assert any("checksum" in p for p in problems), problems
+    assert not any("shard-n0w0-000000" in p or "shard-n0w0-000002" in p for p in problems), problems
+
+
+def test_verify_finds_a_doubled_is_first(tmp_path, capsys):
+    import zarr
+
+    store = write_store(tmp_path / "s", "zarr")
+    group = zarr.open_group(str(store / "shard-n0w0-000000.zarr"), mode="r+")
+    flags = group["data/is_first"][:]
+    flags[4 + 2] = True  # episode 1 (after episode 0's 4 steps), its step 2
+    group["data/is_first"][:] = flags
+    problems = _problems(store, capsys)
+    assert any(
+        "shard-n0w0-000000.zarr: episode 's0-e0000001': is_first must be set at step 0 only, found at steps [0, 2]" in p
+        for p in problems
+    ), problems
+
+
+def test_verify_finds_a_truncated_shard(tmp_path, capsys):
+    store = write_store(tmp_path / "s", "webdataset")
+    shard = store / "shard-n0w0-000002.tar"
+    os.truncate(shard, shard.stat().st_size // 2)
+    problems = _problems(store, capsys)
+    assert any("shard-n0w0-000002.tar:" in p and "truncated" in p for p in problems), problems
+    with pytest.raises(StoreError, match="shard-n0w0-000002.tar has .* bytes, the manifest says .*truncated"):
+        open_store(store).read_episode("s0-e0000004")
+    assert open_store(store).read_episode("s0-e0000000")["state"].shape == (4, 12)  # other shards still read
+
+
+def test_verify_finds_a_checksum_mismatch(tmp_path, capsys):
+    store = write_store(tmp_path / "s", "webdataset")
+    shard = store / "shard-n0w0-000000.tar"
+    info = open_store(store).episodes[1]
+    offset, size = np.load(store / "shard-n0w0-000000.tar.idx.npy")[info.start + 1, 2]  # state.npy of its step 1
+    with open(shard, "r+b") as f:  # same size, still a valid float32: only the checksum can tell
+        f.seek(int(offset + size - SPEC.state_dim * 4))  # state[0], a real dim
+        f.write(np.float32(0.5).tobytes())
+    problems = _problems(store, capsys)
+    assert len(problems) == 1 and "shard-n0w0-000000.tar: checksum" in problems[0], problems
+
+
+def test_verify_finds_duplicate_ids_and_missing_shards(tmp_path, capsys):
+    store = write_store(tmp_path / "s", "zarr", episodes=EPISODES[:2], worker="n0w0")
+    write_store(store, "zarr", episodes=EPISODES[1:3], worker="n0w1")
+    import shutil
+
+    shutil.rmtree(store / "shard-n0w0-000000.zarr")
+    problems = _problems(store, capsys)
+    assert any("episode 's0-e0000001' also in shard-n0w0-000000.zarr (duplicate id)" in p for p in problems), problems
+    assert any(p == "shard-n0w0-000000.zarr: missing (listed in the manifest)" for p in problems), problems
+
+
+# -- crash safety and concurrency ----------------------------------------------------------------
+
+_CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_datasets import EPISODES, SPEC
+from f1.datasets import open_writer
+writer = open_writer({store!r}, {fmt!r}, SPEC, {worker!r}, {{}}, {per_shard})
+for arrays, meta in EPISODES[: {count}]:
+    writer.add_episode(arrays, meta)
+print("ready", flush=True)
+{after}
+"""
+
+
+def _child(store: Path, fmt: str, worker: str, per_shard: int, count: int, after: str) -> subprocess.Popen:
+    code = _CHILD.format(tests=str(Path(__file__).parent), store=str(store), fmt=fmt, worker=worker,
+                         per_shard=per_shard, count=count, after=after)  # fmt: skip
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["zarr", "webdataset"])
+def test_writer_killed_mid_shard_leaves_no_visible_partial_shard(tmp_path, fmt):
+    store = tmp_path / "s"
+    child = _child(store, fmt, "n0w0", per_shard=2, count=3, after="time.sleep(120)")
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        leftovers = [p.name for p in store.iterdir() if p.name.endswith(".tmp")]
+        assert leftovers == [f"shard-n0w0-000001.{'zarr' if fmt == 'zarr' else 'tar'}.tmp"], sorted(os.listdir(store))
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    reader = open_store(store)
+    assert [e.episode_id for e in reader.episodes] == ["s0-e0000000", "s0-e0000001"]
+    assert verify_store(store) == []
+    # The next writer of that worker clears the leftover and continues after it.
+    write_store(store, fmt, episodes=EPISODES[2:], worker="n0w0")
+    assert not [p for p in os.listdir(store) if ".tmp" in p]
+    assert_same_store(open_store(store), EPISODES)
+    assert verify_store(store) == []
+
+
+@pytest.mark.slow
+def test_concurrent_writers_keep_every_manifest_entry(tmp_path):
+    store = tmp_path / "s"
+    children = [_child(store, "webdataset", f"n0w{w}", per_shard=1, count=5, after="writer.close()") for w in range(2)]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready"
+        assert child.wait(timeout=120) == 0
+    reader = open_store(store)
+    assert sorted(s["name"] for s in reader.shards) == [f"shard-n0w{w}-{i:06d}.tar" for w in range(2) for i in range(5)]
+    assert len(reader.episodes) == 10
+    assert len([p for p in verify_store(store) if "duplicate id" in p]) == 5  # both wrote the same 5 ids
+
+
+# -- plain tools read the stores -----------------------------------------------------------------
+
+
+def test_plain_zarr_reads_a_shard(tmp_path):
+    import zarr
+
+    store = write_store(tmp_path / "s", "zarr")
+    group = zarr.open_group(str(store / "shard-n0w0-000000.zarr"), mode="r")
+    ends = group["meta/episode_ends"][:]
+    assert ends.tolist() == [4, 10]
+    assert list(group["meta/episode_ids"][:]) == ["s0-e0000000", "s0-e0000001"]
+    assert np.array_equal(group["data/wrist_rgb"][4:10], EPISODES[1][0]["wrist_rgb"])
+    assert np.array_equal(group["data/action"][:4], EPISODES[0][0]["action"])
+    assert group["data/head_rgb"].chunks == (1, 32, 32, 3)
+
+
+def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
+    import webdataset as wds
+
+    store = write_store(tmp_path / "s", "webdataset")
+    shard = store / "shard-n0w0-000000.tar"
+    listing = subprocess.run(["tar", "tf", str(shard)], capture_output=True, text=True, check=True).stdout.split()
+    assert listing[:7] == [
+        f"s0-e0000000_000000.{m}"
+        for m in ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "flags.json", "episode.json")
+    ] + ["s0-e0000000_000001.head_rgb.png"]
+    samples = list(wds.WebDataset(str(shard), shardshuffle=False).decode("rgb8"))
+    assert [s["__key__"] for s in samples] == [f"s0-e0000000_{k:06d}" for k in range(4)] + [
+        f"s0-e0000001_{k:06d}" for k in range(6)
+    ]
+    arrays = EPISODES[1][0]
+    s = samples[4 + 2]
+    assert np.array_equal(s["wrist_rgb.png"], arrays["wrist_rgb"][2])
+    assert np.array_equal(s["state.npy"], arrays["state"][2])
+    assert s["flags.json"] == {"is_first": False, "is_last": False, "is_terminal": False}
+    assert samples[4]["episode.json"]["randomization"] == {"light": 0.25, "objects": [1, 2]}
+
+
+# -- stats --------------------------------------------------------------------------------------
+
+
+def test_stats_numbers_on_a_known_store(tmp_path, capsys):
+    episodes = []
+    for i, n in enumerate([3, 5, 5]):
+        arrays, meta = make_episode(i, n)
+        for c, key in enumerate(SPEC.image_keys):
+            arrays[key][:] = (51 * (c + 1), 102, 0)  # channel means known exactly, std 0
+        episodes.append((arrays, meta))
+    store = write_store(tmp_path / "s", "zarr", episodes=episodes, per_shard=2)
+    stats = compute_stats(open_store(store), sample_images=4, seed=0)
+    assert (stats["episodes"], stats["steps"], stats["shards"]) == (3, 13, 2)
+    assert stats["episode_length"]["histogram"] == [{"lo": 3, "hi": 3, "count": 1}, {"lo": 5, "hi": 5, "count": 2}]
+    states = np.concatenate([a["state"][:, :9] for a, _ in episodes]).astype(np.float64)
+    actions = np.concatenate([a["action"][:-1, :8] for a, _ in episodes]).astype(np.float64)  # last action is padding
+    np.testing.assert_allclose(stats["state"]["mean"], states.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(stats["state"]["std"], states.std(0), rtol=1e-9)
+    np.testing.assert_allclose(stats["action"]["min"], actions.min(0))
+    np.testing.assert_allclose(stats["action"]["q99"], np.quantile(actions, 0.99, axis=0))
+    assert len(stats["action"]["mean"]) == 8 and len(stats["state"]["mean"]) == 9
+    assert stats["images"]["frames_sampled"] == 4
+    np.testing.assert_allclose(stats["images"]["head_rgb"]["mean"], [0.2, 0.4, 0.0], atol=1e-12)
+    np.testing.assert_allclose(stats["images"]["wrist_rgb"]["mean"], [0.4, 0.4, 0.0], atol=1e-12)
+    np.testing.assert_allclose(stats["images"]["wrist_rgb"]["std"], 0.0, atol=1e-6)
+    assert stats["bytes"] == sum(s["bytes"] for s in open_store(store).shards)
+    assert stats["compression_ratio"] == pytest.approx(13 * SPEC.raw_bytes_per_step() / stats["bytes"])
+
+    stats_main(store, as_json=True, sample_images=4)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["steps"] == 13 and printed["normalizer"] == str(store / NORMALIZER_FILE)
+    normalizers = load_normalizers(store / NORMALIZER_FILE)
+    assert normalizers["action"].real_dims == 8 and normalizers["state"].real_dims == 9
+    np.testing.assert_allclose(normalizers["action"].mean, actions.mean(0), rtol=1e-9)
+
+
+# -- bad input through the CLI ---------------------------------------------------------------------
+
+
+def _one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_cli_bad_input_is_one_line(tmp_path, f1_cli):
+    (tmp_path / "notastore").mkdir()
+    _one_line_error(f1_cli("dataset", "stats", tmp_path / "notastore"), "not an f1 store", "manifest.json")
+    store = write_store(tmp_path / "s", "webdataset", episodes=EPISODES[:2])
+    manifest = json.loads((store / MANIFEST_NAME).read_text())
+    (store / MANIFEST_NAME).write_text(json.dumps({**manifest, "format_version": 99}))
+    _one_line_error(f1_cli("dataset", "verify", store), "format version 99", "upgrade f1")
+    (store / MANIFEST_NAME).write_text(json.dumps(manifest))
+    _one_line_error(f1_cli("dataset", "show", store, "--episode", "nope"), "no episode 'nope'")
+    _one_line_error(f1_cli("dataset", "convert", store, tmp_path / "c", "--format", "zarr", "--image-codec", "png"), "png")
+    assert not (tmp_path / "c").exists()
+    (store / "shard-n0w0-000000.tar").unlink()
+    _one_line_error(f1_cli("dataset", "show", store, "--episode", "0", "--out", tmp_path / "x.png"), "missing")
+
+
+def test_cli_verify_and_show(tmp_path, f1_cli):
+    store = write_store(tmp_path / "s", "zarr", episodes=EPISODES[:2])
+    result = f1_cli("dataset", "verify", store)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
+    for out in (tmp_path / "e.mp4", tmp_path / "e.png"):
+        result = f1_cli("dataset", "show", store, "--episode", "1", "--out", out)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == str(out) and out.stat().st_size > 1000
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(tmp_path / "e.png"))
+    assert sheet.shape == (128, 6 * 256, 3)  # 6 steps in one row, each head | wrist at 4x

@@ -150,15 +150,15 @@ def main(cfg: F1Config, out: Path) -> int:
 
 def _print_summary(console: Console, out: Path, reports: dict[int, WorkerReport], wall: float) -> None:
     table = Table(title=f"collect summary: {out}")
-    for name in ("worker", "episodes", "steps", "wall s", "steps/s", "env s", "policy s", "write s"):
+    for name in ("worker", "episodes", "steps", "wall s", "setup s", "steps/s", "env s", "policy s", "write s"):
         table.add_column(name, justify="right")
     for rank, r in sorted(reports.items()):
         table.add_row(
-            str(rank), str(r.episodes), str(r.steps), f"{r.wall_s:.1f}", f"{r.steps_per_s:.1f}",
+            str(rank), str(r.episodes), str(r.steps), f"{r.wall_s:.1f}", f"{r.setup_s:.1f}", f"{r.steps_per_s:.1f}",
             f"{r.env_s:.1f}", f"{r.policy_s:.2f}", f"{r.write_s:.2f}",
         )  # fmt: skip
     episodes = sum(r.episodes for r in reports.values())
     steps = sum(r.steps for r in reports.values())
-    table.add_row("all", str(episodes), str(steps), f"{wall:.1f}", f"{steps / max(wall, 1e-9):.1f}", "", "", "")
+    table.add_row("all", str(episodes), str(steps), f"{wall:.1f}", "", f"{steps / max(wall, 1e-9):.1f}", "", "", "")
     console.print(table)
     console.print(f"{out}: {_dir_bytes(out) / 1e6:.1f} MB on disk")

@@ -25,6 +25,7 @@ class WorkerReport:
     episodes: int = 0
     steps: int = 0
     wall_s: float = 0.0
+    setup_s: float = 0.0  # building the envs (the first render compiles shaders: seconds on lavapipe)
     env_s: float = 0.0  # physics + rendering + observation assembly
     policy_s: float = 0.0
     write_s: float = 0.0  # time the loop was blocked handing episodes to the writer, plus its final flush
@@ -33,50 +34,70 @@ class WorkerReport:
     def steps_per_s(self) -> float:
         return self.steps / self.wall_s if self.wall_s else 0.0
 
+    @property
+    def steady_steps_per_s(self) -> float:
+        """Steps per second once the envs are built (what more episodes would run at)."""
+        busy = self.wall_s - self.setup_s
+        return self.steps / busy if busy > 0 else 0.0
+
 
 def run_worker(
     rank: int, env_vars: dict[str, str], cfg_dict: dict, out_dir: str, plan: WorkerPlan, queue: Any
 ) -> None:
-    """Process entry point: pin, then collect; every failure goes to the parent as text."""
+    """Process entry point: pin, then collect into the store; every failure goes to the parent as text."""
     # The whole environment, as `f1.shared.gpu.worker_env` built it, before SAPIEN
     # or torch is imported anywhere in this process.
     os.environ.clear()
     os.environ.update(env_vars)
     try:
-        report = collect_plan(rank, cfg_dict, Path(out_dir), plan, lambda steps: queue.put(("episode", rank, steps)))
+        from f1.shared.config import config_from_dict
+
+        cfg = config_from_dict(cfg_dict)
+        report = collect_plan(
+            cfg, plan, open_store_writer(cfg, Path(out_dir), rank), lambda steps: queue.put(("episode", rank, steps))
+        )
+        report.rank = rank
         queue.put(("done", rank, report))
     except BaseException:  # noqa: BLE001 - the parent reports it and exits non-zero
         queue.put(("error", rank, traceback.format_exc()))
         raise SystemExit(1)
 
 
-def collect_plan(rank: int, cfg_dict: dict, out_dir: Path, plan: WorkerPlan, on_episode) -> WorkerReport:
-    """Run the worker's rounds: each round resets the active envs, takes T actions, writes the episodes."""
-    from f1.collect.episode_buffer import EpisodeBuffer
-    from f1.collect.policies import make_policy
+def open_store_writer(cfg, out_dir: Path, rank: int):
+    """This worker's writer: its own shards (n<node>w<rank>), encoding in a background thread."""
     from f1.collect.store_spec import collection_spec
-    from f1.collect.vector import make_vector_env
     from f1.datasets import open_writer
-    from f1.shared.config import config_from_dict
 
-    cfg = config_from_dict(cfg_dict)
-    steps_per_episode = cfg.training.steps_per_episode
-    report = WorkerReport(rank)
-    start = time.perf_counter()
-    venv = make_vector_env(cfg, len(plan.slots), cameras=("head", "wrist"))
-    policies = [make_policy(cfg.collect.policy, cfg.training.action_dim, seed=0) for _ in plan.slots]
-    writer = open_writer(
+    return open_writer(
         out_dir,
         cfg.collect.format,
         collection_spec(cfg),
         worker=f"n{cfg.collect.node_rank}w{rank}",
-        collection_config=cfg_dict,
+        collection_config=cfg.to_dict(),
         episodes_per_shard=cfg.collect.episodes_per_shard,
         image_codec=cfg.collect.image_codec,
         background=True,
     )
+
+
+def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None) -> WorkerReport:
+    """Run the plan's rounds: each resets the active envs, takes T actions, hands the episodes to `writer`.
+
+    `writer` has `add_episode(arrays, meta)` and `close()` (an `f1.datasets` writer; the
+    collect bench passes one that discards, to measure what writing costs).
+    """
+    from f1.collect.episode_buffer import EpisodeBuffer
+    from f1.collect.policies import make_policy
+    from f1.collect.vector import make_vector_env
+
+    steps_per_episode = cfg.training.steps_per_episode
+    report = WorkerReport(rank=0)
+    start = time.perf_counter()
+    venv = make_vector_env(cfg, len(plan.slots), cameras=("head", "wrist"))
+    policies = [make_policy(cfg.collect.policy, cfg.training.action_dim, seed=0) for _ in plan.slots]
+    report.setup_s = time.perf_counter() - start
     try:
-        for round_tasks in plan.rounds():
+        for round_index, round_tasks in enumerate(plan.rounds()):
             active = [i for i, task in enumerate(round_tasks) if task is not None]
             tasks: list[EpisodeTask] = [round_tasks[i] for i in active]
             t0 = time.perf_counter()
@@ -85,7 +106,10 @@ def collect_plan(rank: int, cfg_dict: dict, out_dir: Path, plan: WorkerPlan, on_
                 options=[{"scene_seed": t.scene_seed, "scene_id": t.scene_id} for t in tasks],
                 env_indices=active,
             )
-            report.env_s += time.perf_counter() - t0
+            if round_index == 0:  # the scenes' first build and render: a one-off start-up cost
+                report.setup_s += time.perf_counter() - t0
+            else:
+                report.env_s += time.perf_counter() - t0
             buffers = [EpisodeBuffer(steps_per_episode, cfg.training.action_dim) for _ in tasks]
             for j, task in enumerate(tasks):
                 policies[active[j]].reset(task.seed)

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from f1.datasets.prefetch import prefetched
-from f1.datasets.replay_chunk import MARKER_KEYS, ReadSteps, ReplayError, build_chunk, probe_specs
+from f1.datasets.replay_chunk import MARKER_KEYS, LaneTail, ReadSteps, ReplayError, build_chunk, probe_specs
 from f1.datasets.replay_lanes import RANDOM_WINDOWS_STREAM, assign_lanes, seed_words
 
 DEFAULT_KEYS = ("wrist_rgb", "head_rgb", "state", "action", "is_first", "is_last")
@@ -115,8 +115,13 @@ class _ChunkSource:
 
     def read_chunk(self, epoch: int, chunk: int) -> dict[str, Any]:
         """Assemble chunk `chunk` of `epoch` in the calling thread."""
+        return self._read_chunk(epoch, chunk, None)[0]
+
+    def _read_chunk(
+        self, epoch: int, chunk: int, tails: Optional[list[Optional[LaneTail]]]
+    ) -> tuple[dict[str, Any], list[Optional[LaneTail]]]:
         episode_index, step, reset = self._positions(epoch, chunk)
-        out: dict[str, Any] = build_chunk(
+        out, tails = build_chunk(
             self.episodes,
             self.read_steps,
             self._lengths,
@@ -128,9 +133,10 @@ class _ChunkSource:
             keys=self.keys,
             specs=self._specs,
             on_read=self._counters.add_read,
+            tails=tails,
         )
         out["chunk_index"], out["epoch"] = chunk, epoch
-        return out
+        return out, tails
 
     def iter_chunks(self, epoch: int, start_chunk: int = 0) -> Iterator[dict[str, Any]]:
         """Chunks start_chunk .. num_chunks(epoch)-1 in order, `prefetch` of them read ahead in a thread."""
@@ -140,11 +146,18 @@ class _ChunkSource:
         return self._iter(epoch, start_chunk, total)
 
     def _iter(self, epoch: int, start_chunk: int, total: int) -> Iterator[dict[str, Any]]:
-        planned = (self.read_chunk(epoch, c) for c in range(start_chunk, total))
+        planned = self._in_order(epoch, start_chunk, total)
         with closing(prefetched(planned, self.prefetch, self._counters.add_wait)) as chunks:
             for chunk in chunks:
                 self._counters.add_chunk()
                 yield chunk
+
+    def _in_order(self, epoch: int, start_chunk: int, total: int) -> Iterator[dict[str, Any]]:
+        """The plain loop the prefetch thread runs; lane tails carry from one chunk to the next."""
+        tails = None
+        for c in range(start_chunk, total):
+            chunk, tails = self._read_chunk(epoch, c, tails)
+            yield chunk
 
     def cursor(self, epoch: int, chunk: int) -> Cursor:
         """Per lane, the (episode_id, step) at the start of `chunk`: saved in checkpoints, checked on resume."""

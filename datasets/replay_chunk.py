@@ -6,15 +6,21 @@ lane switches episodes only at an episode's end, onto the next one's step 0.
 Window arrays span C + L + 1 positions per lane, C = (h-1)*s: window
 position C+p is chunk position p, the C before it serve the history, the
 one after is the next-frame target of p = L-1. Only the steps some position
-needs are read, one `read_steps` call per run of one episode in a lane (so
-with stride > 1 the steps between history frames of that episode come along
-in the same call); the rest stays zero.
+needs are read, at most one `read_steps` call per run of one episode in a
+lane (so with stride > 1 the steps between history frames of that episode
+come along in the same call); the rest stays zero.
+
+Reading is bound by image decoding, and consecutive chunks of a lane overlap
+by C+1 steps (history before, next frame after), so each lane keeps its last
+read (a `LaneTail`) and the next chunk reads only the steps past it: an
+ordered epoch then reads every step from disk once.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +31,16 @@ MARKER_KEYS = ("is_first", "is_last", "is_terminal")
 
 ReadSteps = Callable[[Any, int, int, Sequence[str]], Mapping[str, np.ndarray]]
 KeySpecs = dict[str, tuple[tuple[int, ...], np.dtype]]
+
+
+@dataclass(frozen=True)
+class LaneTail:
+    """A lane's last read: steps [lo, hi) of episode `episode` (an index), every key."""
+
+    episode: int
+    lo: int
+    hi: int
+    data: dict[str, np.ndarray]
 
 
 class ReplayError(UserError):
@@ -69,11 +85,14 @@ def build_chunk(
     keys: Sequence[str],
     specs: KeySpecs,
     on_read: Callable[[int, float], None],
-) -> dict[str, np.ndarray]:
-    """Read and assemble one chunk. episode_index, step: (B, L) int64, -1 for padding; reset: (B, L) bool.
+    tails: Optional[list[Optional[LaneTail]]] = None,
+) -> tuple[dict[str, np.ndarray], list[Optional[LaneTail]]]:
+    """Read and assemble one chunk; returns it and each lane's tail for the next chunk's `tails`.
 
-    `reset` marks where the memory restarts (the caller's rule); `is_first`
-    is reset on valid positions. `on_read(steps, seconds)` is told of each read.
+    episode_index, step: (B, L) int64, -1 for padding; reset: (B, L) bool marks
+    where the memory restarts (the caller's rule), `is_first` is reset on valid
+    positions. `on_read(steps, seconds)` is told of each disk read. `tails`
+    (the previous chunk's, or None) lets a lane skip steps it already holds.
     """
     n_lanes, length = episode_index.shape
     context = (history - 1) * stride  # C
@@ -84,6 +103,7 @@ def build_chunk(
 
     window = {key: np.zeros((n_lanes, window_length) + shape, dtype) for key, (shape, dtype) in specs.items()}
     markers = {key: np.zeros((n_lanes, length), bool) for key in keys if key in MARKER_KEYS}
+    new_tails: list[Optional[LaneTail]] = [None] * n_lanes
     for b, runs in enumerate(lane_runs(episode_index, step)):
         for i, (p0, p1) in enumerate(runs):
             e, k0 = int(episode_index[b, p0]), int(step[b, p0])
@@ -95,9 +115,9 @@ def build_chunk(
                 )
             k1 = k0 + (p1 - p0)  # steps [k0, k1) sit at positions [p0, p1)
             lo, hi = max(0, k0 - context), min(int(lengths[e]), k1 + 1)  # plus history before, next frame after
-            start = time.perf_counter()
-            data = read_steps(episodes[e], lo, hi, tuple(keys))
-            on_read(hi - lo, time.perf_counter() - start)
+            tail = tails[b] if tails is not None and i == 0 else None
+            data = _read_run(episodes, read_steps, e, lo, hi, tuple(keys), tail, on_read)
+            new_tails[b] = LaneTail(e, lo, hi, data)
             w0 = context + p0 - (k0 - lo)  # window position of step lo
             for key in window:
                 arr = data[key]
@@ -133,7 +153,32 @@ def build_chunk(
     )
     if "is_terminal" in markers:
         chunk["is_terminal"] = markers["is_terminal"]
-    return chunk
+    return chunk, new_tails
+
+
+def _read_run(
+    episodes: Sequence[Any],
+    read_steps: ReadSteps,
+    e: int,
+    lo: int,
+    hi: int,
+    keys: tuple[str, ...],
+    tail: Optional[LaneTail],
+    on_read: Callable[[int, float], None],
+) -> dict[str, np.ndarray]:
+    """Steps [lo, hi) of episode e: the part the tail holds is reused, only the rest is read."""
+    reuse_until = lo
+    if tail is not None and tail.episode == e and tail.lo <= lo < tail.hi:
+        reuse_until = min(hi, tail.hi)
+    kept = {key: tail.data[key][lo - tail.lo : reuse_until - tail.lo] for key in keys} if reuse_until > lo else None
+    if reuse_until == hi:
+        return kept
+    start = time.perf_counter()
+    fresh = read_steps(episodes[e], reuse_until, hi, keys)
+    on_read(hi - reuse_until, time.perf_counter() - start)
+    if kept is None:
+        return fresh
+    return {key: np.concatenate([kept[key], fresh[key]]) for key in keys}
 
 
 def _check_markers(

@@ -1,18 +1,22 @@
 """Lossless image codecs per store format, chosen by measurement (bench/bench_datasets.py).
 
-Zarr images are one chunk per frame. Plain byte compressors do poorly on
-pixels (blosc's byte shuffle is a no-op on uint8): on 128x128 image-like
-frames (gradients + shapes, no noise) zstd and blosc-zstd reached about 2.6x,
-blosc-lz4 1.4x. A PNG-style prediction filter built from codecs that plain
-zarr ships (transpose to channel planes, numcodecs Delta along rows, zstd)
-reached about 15x, on a par with PNG (11-17x), and any zarr 3 reads it
-without f1, which a custom PNG codec would not allow. So 'delta-zstd' is the
-Zarr default. With sensor-like noise (sigma 2) every codec falls to 1.2-2x
-and delta-zstd still leads. (Measured on this 2-core machine; figures in
-bench/RESULTS.md.)
+Zarr images are one chunk per frame. On frames rendered by F1RLEnv at
+128x128 (flat-shaded tabletop, 2 cameras), bytes per frame and encode rate
+of the codecs on one frame (2-core VM, numcodecs directly):
+    zstd level 3               2,120 B (23x)  10,000 frames/s
+    blosc-zstd (byte shuffle)  1,970 B (25x)   1,900 frames/s  (shuffle is a no-op on uint8)
+    delta-zstd                 3,810 B (13x)   6,400 frames/s
+    PNG (zlib 1 / 6)   3,000 / 2,580 B         1,100-1,600 frames/s
+Flat-shaded renders are long runs of equal RGB triples, which zstd on the
+interleaved pixels takes whole; so 'zstd' is the Zarr default. 'delta-zstd'
+(channel planes, numcodecs Delta along rows, zstd: a PNG-style prediction
+built from codecs plain zarr ships) wins on smooth gradients and sensor-like
+noise instead (about 15x vs 2.6x for zstd on synthetic gradient frames).
+Every Zarr codec here is read by plain zarr-python, without f1.
 
 WebDataset members are files a user opens with anything: PNG by default,
-raw .npy as the fast, large alternative.
+raw .npy as the fast, large alternative. Store-level figures (with zarr's
+per-chunk overhead and the tar headers) are in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -31,12 +35,12 @@ from f1.datasets.schema import StoreError
 warnings.filterwarnings("ignore", message=".*not in the Zarr version 3 specification.*")
 
 AUTO = "auto"
-ZARR_CODECS = ("delta-zstd", "zstd", "blosc-zstd", "blosc-lz4")
+ZARR_CODECS = ("zstd", "delta-zstd", "blosc-zstd", "blosc-lz4")
 WDS_CODECS = ("png", "npy")
-DEFAULT_CODEC = {"zarr": "delta-zstd", "webdataset": "png"}
+DEFAULT_CODEC = {"zarr": "zstd", "webdataset": "png"}
 CODECS = {"zarr": ZARR_CODECS, "webdataset": WDS_CODECS}
 ZSTD_LEVEL = 3
-# PNG zlib level: 1 writes fastest; 6 (PIL's default) costs several times the encode time for ~20% fewer bytes.
+# PNG zlib level 1: on rendered frames PIL's default (6) saved 8% of a tar's bytes for ~40% more write time (bench).
 PNG_LEVEL = 1
 
 

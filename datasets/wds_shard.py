@@ -126,6 +126,7 @@ class TarShardReader:
 
     def __init__(self, path: Path, spec: StoreSpec, index: np.ndarray):
         self.path, self.spec, self.index = path, spec, index
+        self._dtypes = spec.step_dtypes()
         self._members = member_names(spec)
         self._column = {name: m for m, name in enumerate(self._members)}
         self._fd = os.open(path, os.O_RDONLY)  # pread: no shared file position between threads
@@ -149,16 +150,15 @@ class TarShardReader:
         off, size = self.index[s, self._column[name]]
         return memoryview(buf)[off - base : off - base + size]
 
-    def _decode(self, key: str, data: memoryview) -> np.ndarray | bool:
-        dtype, shape = self.spec.step_dtypes()[key]
+    def _decode(self, key: str, data: memoryview) -> np.ndarray:
+        dtype, shape = self._dtypes[key]
         if key in self.spec.image_keys:
             return decode_image(self.spec.image_codec, data, shape)
         return decode_npy(data, dtype, shape)
 
     def read(self, start: int, stop: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Steps [start, stop) of the shard: one pread over the span when images are asked for, else per member."""
-        dtypes = self.spec.step_dtypes()
-        out = {key: np.empty((stop - start, *dtypes[key][1]), dtypes[key][0]) for key in keys}
+        out = {key: np.empty((stop - start, *self._dtypes[key][1]), self._dtypes[key][0]) for key in keys}
         if stop <= start:
             return out
         names = {key: self._member_name(key) for key in keys}

@@ -286,7 +286,8 @@ class CollectConfig:
     seed: int = 0
     """Base seed; each episode's env seed derives from it and the episode's index."""
     image_codec: str = "auto"
-    """Lossless image codec: auto (zarr: delta-zstd, webdataset: png), or zstd, blosc-zstd, blosc-lz4 | npy."""
+    """Lossless image codec: auto (the store's, else zarr: zstd, webdataset: png); zarr: zstd, delta-zstd,
+    blosc-zstd, blosc-lz4; webdataset: png, npy (measured in f1.datasets.codecs)."""
     node_rank: int = field(default=0, metadata=_range(ge=0))
     """This machine's index when several machines write one store."""
     num_nodes: int = field(default=1, metadata=_range(ge=1))

@@ -241,6 +241,8 @@ class StudentConfig:
     """PPO ratio clip."""
     update_epochs: int = field(default=2, metadata=_range(ge=1))
     """PPO epochs per rollout."""
+    num_minibatches: int = field(default=4, metadata=_range(ge=1))
+    """PPO minibatches per epoch: the rollout's steps x envs split this many ways."""
     ent_coef: float = field(default=0.001, metadata=_range(ge=0))
     """Entropy bonus."""
     vf_coef: float = field(default=0.5, metadata=_range(ge=0))

@@ -1,0 +1,66 @@
+"""Exploration policies for collection: actions that ignore observations, drawn from a seeded generator.
+
+Both give (action_dim,) float32 actions in [-1, 1] on the first
+REAL_ACTION_DIMS dims and exactly 0 on the padding. `reset(seed)` starts an
+episode's action stream: the same seed gives the same actions.
+- `RandomPolicy`: independent uniform draws each step (jittery; the arm
+  random-walks).
+- `OUPolicy`: Ornstein-Uhlenbeck noise, x <- x + theta (0 - x) + sigma N(0, 1),
+  clipped to [-1, 1]: actions persist for ~1/theta steps, so the arm sweeps
+  across the table and the wrist view travels (what a world model learns
+  most from).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from f1.collect.env_spec import REAL_ACTION_DIMS
+from f1.shared.errors import UserError
+
+POLICIES = ("random", "ou")
+
+
+class RandomPolicy:
+    def __init__(self, action_dim: int, seed: Optional[int] = None):
+        assert action_dim >= REAL_ACTION_DIMS, (action_dim, REAL_ACTION_DIMS)
+        self.action_dim = action_dim
+        self.reset(seed)
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self) -> np.ndarray:
+        action = np.zeros(self.action_dim, np.float32)
+        action[:REAL_ACTION_DIMS] = self.rng.uniform(-1.0, 1.0, REAL_ACTION_DIMS)
+        return action
+
+
+class OUPolicy:
+    def __init__(self, action_dim: int, seed: Optional[int] = None, theta: float = 0.15, sigma: float = 0.2):
+        assert action_dim >= REAL_ACTION_DIMS, (action_dim, REAL_ACTION_DIMS)
+        assert 0 < theta < 1 and sigma > 0, (theta, sigma)
+        self.action_dim, self.theta, self.sigma = action_dim, theta, sigma
+        self.reset(seed)
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        # Start from the process's stationary spread, so the arm moves from the first step.
+        stationary_std = self.sigma / np.sqrt(2 * self.theta - self.theta**2)
+        self.x = np.clip(self.rng.normal(0.0, stationary_std, REAL_ACTION_DIMS), -1.0, 1.0)
+
+    def act(self) -> np.ndarray:
+        self.x = np.clip(self.x - self.theta * self.x + self.sigma * self.rng.normal(size=REAL_ACTION_DIMS), -1.0, 1.0)
+        action = np.zeros(self.action_dim, np.float32)
+        action[:REAL_ACTION_DIMS] = self.x
+        return action
+
+
+def make_policy(name: str, action_dim: int, seed: Optional[int] = None) -> RandomPolicy | OUPolicy:
+    if name == "random":
+        return RandomPolicy(action_dim, seed)
+    if name == "ou":
+        return OUPolicy(action_dim, seed)
+    raise UserError(f"unknown exploration policy {name!r}; choose one of {list(POLICIES)} (collect.policy)")

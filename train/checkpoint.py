@@ -18,6 +18,7 @@ which every rank must call.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -107,6 +108,15 @@ def gather_rank_states(local_state: dict[str, Any], rank: int, world_size: int) 
     dist.all_gather_object(gathered, local_state)  # gloo on the CPU, nccl on GPUs (tensors are on the CPU)
     assert [s["rank"] for s in gathered] == list(range(world_size)), [s["rank"] for s in gathered]
     return gathered
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names and bytes: equal on every rank while data-parallel ranks stay in step."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        h.update(name.encode())
+        h.update(state_dict[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- writing

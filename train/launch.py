@@ -58,10 +58,11 @@ def cpu_launcher_processes(environ: Mapping[str, str] = os.environ) -> Optional[
     import psutil
     from accelerate.commands.launch import launch_command_parser
 
-    parent = psutil.Process(os.getppid()).cmdline()
-    if "launch" not in parent:
+    parent = psutil.Process(os.getppid()).cmdline()  # `accelerate launch ...` or `python -m accelerate.commands.launch ...`
+    starts = [i + 1 for i, arg in enumerate(parent) if arg == "launch" or arg.endswith("accelerate.commands.launch")]
+    if not starts:
         return None
-    args, _ = launch_command_parser().parse_known_args(parent[parent.index("launch") + 1 :])
+    args, _ = launch_command_parser().parse_known_args(parent[starts[0] :])
     n = args.num_processes
     return n if n is not None and n > 1 and (args.num_machines or 1) == 1 else None
 
@@ -116,3 +117,13 @@ def _run(command: list[str], env: dict[str, str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     raise SystemExit(subprocess.call(command, env=env))
+
+
+def planned_world_size(gpus: Optional[int], environ: Mapping[str, str] = os.environ) -> int:
+    """How many ranks this command will run as, known before any of them starts (for resume checks)."""
+    if is_launched_rank(environ):
+        return int(environ["WORLD_SIZE"])
+    n_cpu = cpu_launcher_processes(environ)
+    if n_cpu is not None:
+        return n_cpu
+    return gpus if gpus is not None and gpus > 1 else 1

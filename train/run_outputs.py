@@ -89,15 +89,21 @@ def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
 
 
-def side_by_side(frames: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
-    """Frames (each uint8 (H, W, 3), resized to the first one's size) in a row, white gaps between."""
-    height, width = frames[0].shape[:2]
-    tiles = [resize_frame(f, height, width) for f in frames]
-    spacer = np.full((height, gap, 3), 255, np.uint8)
+def hstack(tiles: Sequence[np.ndarray], gap: int) -> np.ndarray:
+    """Tiles of one height (uint8 (H, W_i, 3)) in a row, `gap` white columns between them."""
+    heights = {t.shape[0] for t in tiles}
+    assert len(heights) == 1, ("tiles differ in height", [t.shape for t in tiles])
+    spacer = np.full((heights.pop(), gap, 3), 255, np.uint8)
     row = [tiles[0]]
     for tile in tiles[1:]:
         row += [spacer, tile] if gap else [tile]
-    return np.concatenate(row, axis=1)  # (H, n*W + (n-1)*gap, 3)
+    return np.concatenate(row, axis=1)  # (H, sum W_i + (n-1)*gap, 3)
+
+
+def side_by_side(frames: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Frames (each uint8 (H, W, 3)) resized to the first one's size, in a row."""
+    height, width = frames[0].shape[:2]
+    return hstack([resize_frame(f, height, width) for f in frames], gap)
 
 
 def sample_png_path(output_dir: str | Path, episode: int) -> Path:
@@ -109,10 +115,15 @@ def video_path(output_dir: str | Path, episode: int) -> Path:
 
 
 def write_sample_png(path: Path, history: Sequence[np.ndarray], truth: np.ndarray, prediction: np.ndarray) -> Path:
-    """One row: the history frames (oldest first) | the true next frame | the predicted one, with wider gaps between the groups."""
+    """One row: the history frames (oldest first) | the true next frame | the predicted one, all at the truth's size.
+
+    2-px gaps inside the history, 6-px gaps between the three groups.
+    """
     from PIL import Image
 
-    image = side_by_side([side_by_side(list(history)), side_by_side([truth]), side_by_side([prediction])], gap=6)
+    height, width = truth.shape[:2]
+    tiles = [resize_frame(f, height, width) for f in (*history, truth, prediction)]
+    image = hstack([hstack(tiles[:-2], 2), tiles[-2], tiles[-1]], 6)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
     return path

@@ -1,0 +1,326 @@
+"""`f1 train teacher`: the world model + GRU memory, trained by truncated BPTT on a store replayed in order.
+
+Top to bottom (DESIGN §4, §7): check the inputs; start the ranks (Accelerate);
+load the frozen tokenizer, the normalizer, the world model, optimizer and
+scheduler; replay this rank's lanes chunk by chunk: tokenise the window once,
+gather each position's history, predict the next wrist frame's tokens with the
+carried memory (zeros at the start, reset inside the model at is_first,
+detached between chunks), masked cross-entropy, backward, clip, step. Log,
+sample and checkpoint on the config's cadence; stop on max_steps,
+num_episodes or the end of the epochs.
+
+The LR schedule spans the planned epochs (every chunk of every epoch):
+`--max-steps` and `--num-episodes` stop a run early without reshaping the
+schedule, so a run stopped at k steps and resumed follows the same curve as
+an uninterrupted one (exact resume).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from f1.shared.config import F1Config
+from f1.shared.gpu import pin_from_local_rank
+from f1.train.checkpoint import (
+    check_resume_compatible,
+    capture_rng_state,
+    gather_rank_states,
+    load_checkpoint,
+    resolve_resume,
+    restore_rng_state,
+    save_checkpoint,
+    state_digest,
+)
+from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
+from f1.train.teacher_inputs import check_fresh_output_dir, check_store, check_tokenizer, store_normalizers
+
+PHASE = "teacher"
+
+
+@dataclass
+class Progress:
+    """Where the run is: saved in training_state.pt. (epoch, chunk) is the NEXT chunk to train on."""
+
+    step: int = 0
+    """Optimizer steps taken."""
+    epoch: int = 0
+    chunk: int = 0
+    episodes: int = 0
+    """Episodes replayed to their last step, over all ranks."""
+
+
+class LogWindow:
+    """Sums over the steps since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start = time.perf_counter()
+        self.steps = 0
+        self.loss = self.accuracy = self.memory_norm = self.data_wait_s = self.step_s = 0.0
+
+    def add(self, loss: float, accuracy: float, memory_norm: float, data_wait_s: float, step_s: float) -> None:
+        self.steps += 1
+        self.loss += loss
+        self.accuracy += accuracy
+        self.memory_norm += memory_norm
+        self.data_wait_s += data_wait_s
+        self.step_s += step_s
+
+
+def main(
+    cfg: F1Config,
+    data: Path,
+    resume: Optional[Path] = None,
+    auto_resume: bool = False,
+    gpus: Optional[int] = None,
+    on_chunk: Optional[Callable[[dict[str, Any]], None]] = None,
+) -> Progress:
+    """Train the teacher; returns where it stopped. `on_chunk(record)` sees each chunk's memory (for tests)."""
+    t = cfg.training
+    output_dir = Path(cfg.teacher.output_dir)
+
+    # ---- inputs: every check before a rank starts or a file is written
+    store = check_store(Path(data), cfg)
+    tokenizer_dir = check_tokenizer(cfg)
+    resume_path = resolve_resume(output_dir, resume, auto_resume)
+    check_fresh_output_dir(output_dir, resuming=resume_path is not None)
+    checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
+    if checkpoint is not None:
+        check_resume_compatible(checkpoint.path, checkpoint.training_state, planned_world_size(gpus), t.batch_size)
+
+    relaunch_if_needed(gpus)  # exits here when this process only starts the ranks
+    pin_from_local_rank()
+
+    # ---- ranks, seeds, logging
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    from f1.datasets.replay import OrderedReplay, RandomWindows
+    from f1.shared.logs import setup_logging
+    from f1.train.optim import make_optimizer, make_scheduler
+    from f1.train.run_outputs import MetricsLog
+    from f1.train.teacher_batch import ChunkModel, chunk_inputs, memory_norm
+    from f1.train.teacher_samples import write_episode_sample
+    from f1.train.tokenizer import VQTokenizer
+    from f1.train.world_model import WorldModel
+
+    use_cpu = gpus == 0 or forces_cpu() or not torch.cuda.is_available()
+    # The schedule counts optimizer steps: Accelerate would otherwise step it once per process per step.
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=t.mixed_precision, step_scheduler_with_optimizer=False)
+    rank, world_size, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device = accelerator.device
+    if checkpoint is not None:
+        check_resume_compatible(checkpoint.path, checkpoint.training_state, world_size, t.batch_size)
+    # Every rank keeps a DEBUG file (logs/teacher-rank<r>-*.log when there are several); only rank 0 talks.
+    logging_cfg = cfg.logging if is_main else replace(cfg.logging, console_level="WARNING")
+    log = setup_logging(logging_cfg, output_dir, PHASE if world_size == 1 else f"{PHASE}-rank{rank}")
+    log.info("teacher: %d rank(s) on %s, store %s (%d episodes), output %s", world_size, device, data, len(store.episodes), output_dir)
+    set_seed(t.seed)
+
+    # ---- models: the frozen tokenizer, the world model, optimizer, scheduler
+    tokenizer = VQTokenizer.load(tokenizer_dir).to(device).eval().requires_grad_(False)
+    normalizers = store_normalizers(store)
+    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.codebook_size).to(device)
+    chunk_model = ChunkModel(world_model)  # what DDP wraps: forward = forward_chunk
+    use_head = cfg.teacher.use_head_camera
+    keys = ("wrist_rgb", "state", "action", "is_first", "is_last") + (("head_rgb",) if use_head else ())
+    replay_cls = OrderedReplay if t.sequential_training else RandomWindows
+    # Each rank builds its own replay (its own lanes); Accelerate never sees the data.
+    replay = replay_cls(
+        store.episodes, store.read_steps, batch_size=t.batch_size, bptt_length=t.bptt_length,
+        history=t.n_obs_img_steps, stride=t.obs_img_stride, rank=rank, world_size=world_size,
+        seed=t.seed, keys=keys, prefetch=t.prefetch_chunks,
+    )  # fmt: skip
+    planned_steps = sum(replay.num_chunks(epoch) for epoch in range(t.epochs))
+    optimizer = make_optimizer(world_model, t)  # every world-model parameter trains in this phase (bar the unused one ChunkModel froze)
+    scheduler = make_scheduler(optimizer, t.warmup_steps, planned_steps)
+
+    progress = Progress()
+    memory = world_model.initial_memory(t.batch_size, device)  # (L_m,B,Hm)
+    if checkpoint is not None:
+        world_model.load_state_dict(checkpoint.model["model"])
+        optimizer.load_state_dict(checkpoint.training_state["optimizer"])
+        scheduler.load_state_dict(checkpoint.training_state["scheduler"])
+        progress = Progress(**checkpoint.training_state["progress"])
+        rank_state = checkpoint.rank_state(rank)
+        memory = rank_state["memory"].to(device)
+        if progress.epoch < t.epochs:
+            replay.check_cursor(progress.epoch, progress.chunk, rank_state["lane_cursors"])
+        log.info("resumed from %s at step %d (epoch %d, chunk %d)", checkpoint.path, progress.step, progress.epoch, progress.chunk)
+    model, optimizer, scheduler = accelerator.prepare(chunk_model, optimizer, scheduler)
+    if checkpoint is not None:
+        restore_rng_state(checkpoint.rank_state(rank)["rng"])  # last: nothing above may draw after it
+
+    # ---- outputs (rank 0)
+    metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.step if checkpoint else None) if is_main else None
+    sample_order = np.random.default_rng(t.seed).permutation(len(store.episodes))  # its own generator: no global draw
+    model_config = {
+        "phase": PHASE,
+        "n_tokens": tokenizer.n_tokens,
+        "codebook_size": tokenizer.codebook_size,
+        "tokenizer_path": str(tokenizer_dir.resolve()),
+        "normalizers": {k: asdict(v) for k, v in normalizers.items()},
+        "config": cfg.to_dict(),
+    }
+    last_metrics: dict[str, Any] = {}
+
+    def save() -> None:
+        """Every rank gathers its state; rank 0 writes checkpoint-<step>."""
+        running = progress.epoch < t.epochs
+        local = {
+            "rng": capture_rng_state(),
+            "memory": memory,
+            "lane_cursors": replay.cursor(progress.epoch, progress.chunk) if running else [],
+            "replay_stats": replay.stats(),
+            "weights_sha256": state_digest(world_model.state_dict()),
+        }
+        ranks = gather_rank_states(local, rank, world_size)
+        if is_main:
+            digests = [r["weights_sha256"] for r in ranks]
+            assert len(set(digests)) == 1, ("data-parallel ranks hold different weights", progress.step, digests)
+            training_state = {
+                "phase": PHASE,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": progress.step,
+                "epoch": progress.epoch,
+                "chunk": progress.chunk,
+                "progress": asdict(progress),
+                "config": cfg.to_dict(),
+                "world_size": world_size,
+                "batch_size": t.batch_size,
+                "ranks": ranks,
+            }
+            path = save_checkpoint(
+                output_dir, progress.step, model_state=world_model.state_dict(), model_config=model_config,
+                training_state=training_state, metrics=last_metrics,
+            )  # fmt: skip
+            log.info("saved %s", path)
+        accelerator.wait_for_everyone()
+
+    def sample() -> None:
+        candidates = [i for i in sample_order if store.episodes[i].length >= 2]
+        info = store.episodes[candidates[(progress.step // t.sample_every) % len(candidates)]]
+        png, mp4, accuracy = write_episode_sample(
+            output_dir, store, info, world_model, tokenizer, normalizers, t.n_obs_img_steps, t.obs_img_stride,
+            use_head, fps=cfg.environment.control_freq,
+        )  # fmt: skip
+        log.info("step %d: sample %s, %s (episode token accuracy %.3f)", progress.step, png.name, mp4.name, accuracy)
+
+    # ---- the loop
+    import psutil
+
+    process = psutil.Process()
+    window = LogWindow()
+    stop_reason: Optional[str] = None
+    last_saved = last_sampled = progress.step if checkpoint else -1
+    total = min(planned_steps, t.max_steps or planned_steps)
+    bar = tqdm(total=total, initial=min(progress.step, total), disable=not is_main, desc="teacher", unit="step", dynamic_ncols=True)
+    while stop_reason is None and progress.epoch < t.epochs:
+        epoch_chunks = replay.num_chunks(progress.epoch)
+        with closing(replay.iter_chunks(progress.epoch, progress.chunk)) as chunks:
+            while stop_reason is None:
+                wait_start = time.perf_counter()
+                chunk = next(chunks, None)
+                data_wait_s = time.perf_counter() - wait_start
+                if chunk is None:
+                    break
+                assert chunk["chunk_index"] == progress.chunk, ("replay out of step", chunk["chunk_index"], progress.chunk)
+                log.debug(
+                    "step %d epoch %d chunk %d episodes %s", progress.step + 1, progress.epoch, progress.chunk,
+                    sorted({store.episodes[e].episode_id for e in chunk["episode_index"][chunk["valid"]]}),
+                )  # fmt: skip
+                inputs, targets, mask = chunk_inputs(chunk, tokenizer, normalizers, device, use_head)
+                memory_in = memory
+                with accelerator.autocast():
+                    logits, memory, trace = model(inputs, memory)  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm)
+                loss, accuracy = world_model.loss(logits.float(), targets, mask)
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                memory = memory.detach()  # truncated BPTT: the next chunk starts from the values, not this graph
+
+                finished = torch.tensor(int((chunk["is_last"] & chunk["valid"]).sum()), device=device)
+                progress.episodes += int(accelerator.reduce(finished, "sum")) if world_size > 1 else int(finished)
+                progress.step += 1
+                progress.chunk += 1
+                if progress.chunk == epoch_chunks:
+                    progress.epoch, progress.chunk = progress.epoch + 1, 0
+                if on_chunk is not None:
+                    on_chunk({
+                        "step": progress.step, "chunk": chunk, "loss": float(loss.detach()),
+                        "memory_in": memory_in.detach().cpu(), "memory_trace": trace.detach().cpu(),
+                        "memory_out": memory.cpu(),
+                    })  # fmt: skip
+                window.add(float(loss.detach()), float(accuracy), memory_norm(memory), data_wait_s, time.perf_counter() - wait_start)
+                bar.update(1)
+
+                # Episodes count when replayed to their last step: counting is_first would stop as the N-th begins.
+                if t.max_steps is not None and progress.step >= t.max_steps:
+                    stop_reason = "max_steps"
+                elif t.num_episodes is not None and progress.episodes >= t.num_episodes:
+                    stop_reason = "num_episodes"
+                elif progress.epoch >= t.epochs:
+                    stop_reason = "epochs"
+
+                if progress.step % t.log_every == 0 or stop_reason:
+                    last_metrics = log_window(accelerator, window, progress, scheduler, process, world_size)
+                    if is_main:
+                        metrics_log.write(progress.step, last_metrics)
+                        bar.set_postfix(loss=f"{last_metrics['wm/loss']:.3f}", sps=f"{last_metrics['perf/steps_per_s']:.1f}")
+                    window.reset()
+                if is_main and (progress.step % t.sample_every == 0 or stop_reason):
+                    sample()
+                    last_sampled = progress.step
+                if progress.step % t.save_every == 0 or stop_reason:
+                    save()
+                    last_saved = progress.step
+    bar.close()
+
+    stop_reason = stop_reason or "epochs"
+    if last_saved != progress.step:  # an epoch ended without a step (e.g. resumed at the end): keep the state
+        save()
+    if is_main and last_sampled != progress.step and progress.step > 0:
+        sample()
+    log.info("teacher stopped (%s) at step %d, epoch %d, %d episodes replayed", stop_reason, progress.step, progress.epoch, progress.episodes)
+    if metrics_log is not None:
+        metrics_log.close()
+    store.close()
+    accelerator.end_training()
+    return progress
+
+
+def log_window(accelerator, window: LogWindow, progress: Progress, scheduler, process, world_size: int) -> dict[str, float]:
+    """The namespaced metrics of the steps since the last log line (loss and accuracy averaged over ranks)."""
+    import torch
+
+    n = max(window.steps, 1)
+    loss_acc = torch.tensor([window.loss / n, window.accuracy / n], device=accelerator.device)
+    if world_size > 1:
+        loss_acc = accelerator.reduce(loss_acc, "mean")
+    elapsed = time.perf_counter() - window.start
+    return {
+        "wm/loss": float(loss_acc[0]),
+        "wm/token_accuracy": float(loss_acc[1]),
+        "wm/memory_norm": window.memory_norm / n,
+        "perf/data_wait_s": window.data_wait_s / n,
+        "perf/data_wait_share": window.data_wait_s / max(window.step_s, 1e-9),
+        "perf/step_s": window.step_s / n,
+        "perf/steps_per_s": window.steps / max(elapsed, 1e-9),
+        "perf/rss_mb": process.memory_info().rss / 2**20,
+        "train/lr": float(scheduler.get_last_lr()[0]),
+        "train/epoch": progress.epoch,
+        "train/episodes": progress.episodes,
+    }

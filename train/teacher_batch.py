@@ -1,0 +1,119 @@
+"""A replay chunk (numpy, DESIGN §4) -> the world model's inputs, next-frame targets and loss mask.
+
+Window arrays span C + L + 1 positions per lane (C = (h-1)s): chunk position
+p sits at window position C+p, its history slots at `history_index[:, p]`,
+its next wrist frame (the target) at C+p+1. Frames are tokenised once per
+window by the frozen tokenizer, then gathered.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from f1.shared.normalizers import Normalizer
+from f1.train.tokenizer import VQTokenizer
+from f1.train.world_model import WorldModel
+
+
+class ChunkModel(nn.Module):
+    """The world model with `forward` = `forward_chunk`.
+
+    DistributedDataParallel syncs gradients only for work done through
+    `forward`, and WorldModel has none, so this is what `accelerate.prepare` wraps.
+    """
+
+    def __init__(self, world_model: WorldModel) -> None:
+        super().__init__()
+        self.world_model = world_model
+        # DDP wants a gradient for every trainable parameter; the backbone's own token table never
+        # gets one (the world model feeds it inputs_embeds), so it is frozen rather than paying for
+        # find_unused_parameters' graph walk every step.
+        world_model.backbone.get_input_embeddings().requires_grad_(False)
+
+    def forward(self, inputs: dict[str, Tensor], memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.world_model.forward_chunk(inputs, memory)
+
+
+def to_device(array: np.ndarray, device: torch.device) -> Tensor:
+    """numpy -> tensor on `device`; pinned and non-blocking for a GPU."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+@torch.no_grad()
+def tokenize_frames(tokenizer: VQTokenizer, frames: Tensor, batch: int = 256) -> Tensor:
+    """uint8 (..., H, W, 3) -> tokens (..., n), encoded `batch` frames at a time."""
+    lead = frames.shape[:-3]
+    flat = frames.reshape(-1, *frames.shape[-3:])  # (F,H,W,3)
+    tokens = torch.cat([tokenizer.encode(flat[i : i + batch]) for i in range(0, flat.shape[0], batch)])  # (F,n)
+    return tokens.view(*lead, -1)
+
+
+def gather_positions(window: Tensor, index: Tensor) -> Tensor:
+    """window (B, W, ...) gathered at index (B, L, h) -> (B, L, h, ...)."""
+    b = window.shape[0]
+    lanes = torch.arange(b, device=window.device).view(b, 1, 1)  # (B,1,1)
+    return window[lanes, index]
+
+
+def chunk_inputs(
+    chunk: Mapping[str, Any],
+    tokenizer: VQTokenizer,
+    normalizers: Mapping[str, Normalizer],
+    device: torch.device,
+    use_head: bool,
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """-> (forward_chunk inputs, target tokens (B,L,n), loss mask (B,L))."""
+    history_index = to_device(chunk["history_index"], device)  # (B,L,h)
+    length = history_index.shape[1]
+    context = chunk["wrist_rgb"].shape[1] - length - 1  # C: the window has C + L + 1 positions
+    wrist = tokenize_frames(tokenizer, to_device(chunk["wrist_rgb"], device))  # (B,C+L+1,n)
+    action = normalizers["action"].normalize(to_device(chunk["action"], device).float())  # (B,C+L+1,A)
+    state = normalizers["state"].normalize(to_device(chunk["state"], device).float())  # (B,C+L+1,S)
+    inputs = {
+        "wrist_hist": gather_positions(wrist, history_index),  # (B,L,h,n)
+        "action_hist": gather_positions(action, history_index),  # (B,L,h,A)
+        "state": state[:, context : context + length],  # (B,L,S)
+        "pad_mask": to_device(chunk["history_pad"], device),  # (B,L,h)
+        "is_first": to_device(chunk["is_first"], device),  # (B,L)
+    }
+    if use_head:
+        head_frames = to_device(chunk["head_rgb"][:, context : context + length], device)  # (B,L,H,W,3)
+        inputs["head"] = tokenize_frames(tokenizer, head_frames)  # (B,L,n)
+    targets = wrist[:, context + 1 : context + length + 1]  # (B,L,n): the wrist frame after each position
+    mask = to_device(chunk["target_valid"], device)  # (B,L)
+    return inputs, targets, mask
+
+
+def episode_chunk(arrays: Mapping[str, np.ndarray], history: int, stride: int) -> dict[str, np.ndarray]:
+    """A whole episode of N steps as one lane-1 chunk of length N - 1 (every step that has a next frame).
+
+    Same layout as the replay's chunks, so `chunk_inputs` serves samples too:
+    window position C+k is step k, history slots before step 0 repeat it.
+    """
+    n = len(arrays["wrist_rgb"])
+    assert n >= 2, ("an episode needs two steps to predict a frame", n)
+    context = (history - 1) * stride
+    pad_front = lambda a: np.concatenate([np.repeat(a[:1], context, 0), a])[None]  # noqa: E731 (1,C+N,...)
+    steps = np.arange(n - 1)  # (L,) positions 0..N-2
+    offsets = (np.arange(history) - (history - 1)) * stride  # (h,)
+    history_step = steps[:, None] + offsets  # (L,h)
+    chunk = {key: pad_front(arrays[key]) for key in ("wrist_rgb", "head_rgb", "action", "state") if key in arrays}
+    chunk.update(
+        history_index=(context + np.maximum(history_step, 0))[None],  # (1,L,h)
+        history_pad=(history_step < 0)[None],
+        is_first=(steps == 0)[None],
+        target_valid=np.ones((1, n - 1), bool),
+    )
+    return chunk
+
+
+def memory_norm(memory: Tensor) -> float:
+    """Mean L2 norm of the top layer's per-lane memory: memory (L_m, B, Hm)."""
+    return float(memory[-1].detach().float().norm(dim=-1).mean())

@@ -1,0 +1,126 @@
+"""The teacher's inputs, checked before anything trains or is written: store, tokenizer, normalizer, output dir.
+
+Each bad input is one `UserError` line naming the file and the fix. The
+store check is the cheap, manifest-level one (every listed shard is present
+with the listed size, episode ids are unique, the spec fits the config);
+`f1 dataset verify` does the full checksum pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from f1.datasets.manifest import shard_bytes
+from f1.datasets.reader import StoreReader, open_store
+from f1.datasets.schema import MANIFEST_NAME, StoreError
+from f1.shared.config import F1Config
+from f1.shared.errors import UserError
+from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, load_normalizers
+from f1.train.checkpoint import CHECKPOINT_PATTERN, is_complete
+from f1.train.tokenizer import CONFIG_FILE, WEIGHTS_FILE
+
+log = logging.getLogger("f1.teacher")
+
+
+def check_store(data: Path, cfg: F1Config) -> StoreReader:
+    """Open the store and check it against the config; StoreError (a UserError) on the first problem."""
+    store = open_store(data)
+    where = f"store {data}"
+    if not store.episodes:
+        raise StoreError(f"{where} has no finalised episodes; collect some with `f1 collect --out {data}`")
+    for entry in store.shards:
+        path = store.store_dir / entry["name"]
+        if not path.exists():
+            raise StoreError(f"{where}: shard {entry['name']} is in {MANIFEST_NAME} but missing; run `f1 dataset verify {data}`")
+        if shard_bytes(path) != entry["bytes"]:
+            raise StoreError(
+                f"{where}: shard {entry['name']} does not have the size {MANIFEST_NAME} lists (truncated or changed); "
+                f"run `f1 dataset verify {data}`"
+            )
+    ids = [e.episode_id for e in store.episodes]
+    if len(set(ids)) != len(ids):
+        raise StoreError(f"{where} lists an episode id twice; run `f1 dataset verify {data}`")
+
+    spec, t = store.spec, cfg.training
+    if spec.action_dim != t.action_dim:
+        raise StoreError(
+            f"{where} has action_dim {spec.action_dim} but training.action_dim is {t.action_dim}; "
+            f"pass --set training.action_dim={spec.action_dim}"
+        )
+    if spec.state_dim != t.state_dim:
+        raise StoreError(
+            f"{where} has state_dim {spec.state_dim} but training.state_dim is {t.state_dim}; "
+            f"pass --set training.state_dim={spec.state_dim}"
+        )
+    want_hw = tuple(cfg.environment.image_size)
+    if tuple(spec.image_hw) != want_hw:
+        h, w = spec.image_hw
+        raise StoreError(
+            f"{where} has {h}x{w} camera images but environment.image_size is {list(want_hw)}; "
+            f"pass --set environment.image_size=[{h},{w}]"
+        )
+    needed = ["wrist"] + (["head"] if cfg.teacher.use_head_camera else [])
+    missing = [cam for cam in needed if cam not in spec.cameras]
+    if missing:
+        raise StoreError(
+            f"{where} has cameras {list(spec.cameras)}, the teacher needs {needed}; "
+            "use a store with them (or --set teacher.use_head_camera=false)"
+        )
+    return store
+
+
+def check_tokenizer(cfg: F1Config) -> Path:
+    """The tokenizer directory named by teacher.tokenizer_path, with its two files."""
+    path = cfg.teacher.tokenizer_path
+    if not path:
+        raise UserError("no tokenizer given; pass --tokenizer DIR (the output dir of `f1 train tokenizer`)")
+    directory = Path(path)
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (directory / name).is_file()]
+    if missing:
+        raise UserError(
+            f"tokenizer {directory} lacks {', '.join(missing)}; pass the output dir of `f1 train tokenizer` to --tokenizer"
+        )
+    return directory
+
+
+def check_fresh_output_dir(output_dir: Path, resuming: bool) -> None:
+    """A new run must not write its checkpoints among another run's."""
+    if resuming or not output_dir.is_dir():
+        return
+    existing = sorted(p.name for p in output_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name) and is_complete(p))
+    if existing:
+        raise UserError(
+            f"output dir {output_dir} already holds {existing[-1]}; pass --auto_resume to continue that run "
+            "or choose a new --output-dir"
+        )
+
+
+def store_normalizers(store: StoreReader) -> dict[str, Normalizer]:
+    """{'action', 'state'} normalizers: the store's normalizer.json (from `f1 dataset stats`), else fitted now."""
+    path = store.store_dir / NORMALIZER_FILE
+    if path.is_file():
+        try:
+            return load_normalizers(path)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{path} is unreadable ({type(exc).__name__}); rewrite it with `f1 dataset stats {store.store_dir}`") from None
+    log.info("%s has no %s: fitting the normalizer from its state and action vectors", store.store_dir, NORMALIZER_FILE)
+    return fit_normalizers(store)
+
+
+def fit_normalizers(store: StoreReader, max_episodes: Optional[int] = None) -> dict[str, Normalizer]:
+    """Fit on the real dims of every episode's vectors, leaving out the padding action of each last step."""
+    states, actions = [], []
+    for info in store.episodes[:max_episodes]:
+        v = store.read_episode(info, keys=("state", "action", "is_last"))
+        states.append(v["state"])  # (N, S)
+        actions.append(v["action"][~v["is_last"]])  # (N-1, A)
+    spec = store.spec
+    actions_all = np.concatenate(actions) if sum(map(len, actions)) else np.zeros((1, spec.action_dim), np.float32)
+    return {
+        "action": Normalizer.fit(actions_all, spec.real_action_dims),
+        "state": Normalizer.fit(np.concatenate(states), spec.real_state_dims),
+    }

@@ -22,7 +22,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from f1.collect.plan import plan_collection
+from f1.collect.store_spec import collection_spec
 from f1.collect.worker import WorkerReport, run_worker
+from f1.datasets.manifest import open_or_create_manifest
+from f1.datasets.writer import resolved_spec
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 from f1.shared.gpu import physical_gpu_ids, worker_env
@@ -83,7 +86,9 @@ def main(cfg: F1Config, out: Path) -> int:
     if not todo:
         console.print(f"[green]{out}: all {c.episodes} episodes of this node are already collected; nothing to do.")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
+    # Create the store, or check that it holds this format and spec, before any worker starts:
+    # a mismatch is one line here rather than a traceback from every worker.
+    open_or_create_manifest(out, c.format, resolved_spec(out, c.format, collection_spec(cfg)), cfg.to_dict())
     if done:
         console.print(f"Resuming {out}: {len(done)} episodes present, collecting {todo} more.")
 

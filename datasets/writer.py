@@ -211,11 +211,18 @@ def open_writer(
         raise StoreError(f"worker name {worker!r} must be letters and digits only, like 'n0w3'")
     if episodes_per_shard < 1:
         raise StoreError(f"episodes_per_shard={episodes_per_shard} must be at least 1")
+    spec = resolved_spec(store_dir, fmt, spec, image_codec)
+    return EpisodeWriter(store_dir, fmt, spec, worker, collection_config, episodes_per_shard, background)
+
+
+def resolved_spec(store_dir: str | Path, fmt: str, spec: StoreSpec, image_codec: str | None = None) -> StoreSpec:
+    """`spec` with a concrete codec: `image_codec` (or, when None, spec's) 'auto' takes an existing
+    store's codec, else the format's default. StoreError if the existing store holds another format."""
+    store_dir = Path(store_dir)
     codec = image_codec if image_codec is not None else spec.image_codec
     if (store_dir / MANIFEST_NAME).exists():
         existing = read_manifest(store_dir)
         check_format(store_dir, existing, fmt)
         if codec == AUTO:
             codec = existing["spec"]["image_codec"]
-    spec = spec.with_codec(resolve_codec(fmt, codec))
-    return EpisodeWriter(store_dir, fmt, spec, worker, collection_config, episodes_per_shard, background)
+    return spec.with_codec(resolve_codec(fmt, codec))

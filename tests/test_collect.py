@@ -86,3 +86,24 @@ def test_sigkill_mid_run_then_rerun_resumes_to_exact_count(tmp_path):
     store = open_store(out)
     assert sorted(e.episode_id for e in store.episodes) == sorted(f"s0-e{i:07d}" for i in range(8))
     assert verify_store(out) == []
+
+
+def test_store_with_another_spec_is_refused_before_any_worker_starts(tmp_path, f1_cli):
+    from f1.collect.store_spec import collection_spec
+    from f1.datasets.manifest import open_or_create_manifest
+    from f1.datasets.writer import resolved_spec
+    from f1.shared.config import load_config
+
+    out = tmp_path / "store"
+    cfg = load_config(overrides=["environment.image_size=[32,32]"])
+    open_or_create_manifest(out, "zarr", resolved_spec(out, "zarr", collection_spec(cfg)), cfg.to_dict())
+    before = (out / "manifest.json").read_bytes()
+    result = f1_cli("collect", "--out", out, "--episodes", "1", "--image-size", "64")
+    assert result.returncode == 2
+    assert "different spec" in result.stderr and "image_hw" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "manifest.json").read_bytes() == before
+    not_a_store = tmp_path / "other"
+    not_a_store.mkdir()
+    (not_a_store / "notes.txt").write_text("mine")
+    result = f1_cli("collect", "--out", not_a_store, "--episodes", "1")
+    assert result.returncode == 2 and "not an f1 store" in result.stderr

@@ -17,9 +17,12 @@ import numpy as np
 TABLE_HALF_SIZE = (0.65, 0.75, 0.025)
 TABLE_CENTER = (0.25, 0.0, -0.025)
 FLOOR_Z = -0.76
-WALL_X = -0.75
-WALL_HALF_SIZE = (0.01, 2.5, 1.5)
-WALL_CENTER_Z = 0.4
+# The room: walls on four sides and a ceiling, so that no camera looks into the black void
+# (the wrist camera points anywhere). [x_min, x_max], [y_min, y_max], ceiling height.
+WALL_X = -0.75  # the wall behind the robot, the head camera's background
+ROOM_X = (WALL_X, 2.5)
+ROOM_Y = (-2.0, 2.0)
+CEILING_Z = 2.0
 
 # Objects start inside this rectangle [x_min, x_max, y_min, y_max], within the Panda's reach.
 CLUTTER_REGION = (0.30, 0.72, -0.32, 0.32)

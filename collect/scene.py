@@ -66,6 +66,20 @@ def surface_material(spec: SurfaceSpec) -> sapien.render.RenderMaterial:
     return material
 
 
+def room_panels() -> list[tuple[tuple[float, float, float], tuple[float, float, float]]]:
+    """(half size, centre) of the four walls and the ceiling: thin boxes around the floor."""
+    (x0, x1), (y0, y1), z0, z1 = layout.ROOM_X, layout.ROOM_Y, layout.FLOOR_Z, layout.CEILING_Z
+    cx, cy, cz = (x0 + x1) / 2, (y0 + y1) / 2, (z0 + z1) / 2
+    hx, hy, hz, t = (x1 - x0) / 2, (y1 - y0) / 2, (z1 - z0) / 2, 0.01
+    return [
+        ((t, hy, hz), (x0, cy, cz)),  # behind the robot
+        ((t, hy, hz), (x1, cy, cz)),  # behind the head camera
+        ((hx, t, hz), (cx, y0, cz)),
+        ((hx, t, hz), (cx, y1, cz)),
+        ((hx, hy, t), (cx, cy, z1)),  # ceiling
+    ]
+
+
 def _visual_only_box(scene: sapien.Scene, half_size, pose: sapien.Pose, material) -> sapien.Entity:
     entity = sapien.Entity()
     render = sapien.render.RenderBodyComponent()
@@ -133,8 +147,9 @@ class TabletopScene:
         table.add_box_visual(half_size=layout.TABLE_HALF_SIZE, material=surface_material(params.table))
         table.initial_pose = sapien.Pose(layout.TABLE_CENTER)
         table.build_static(name="table")
-        wall_pose = sapien.Pose([layout.WALL_X, 0.0, layout.WALL_CENTER_Z])
-        _visual_only_box(scene, layout.WALL_HALF_SIZE, wall_pose, surface_material(params.wall))
+        wall = surface_material(params.wall)
+        for half_size, center in room_panels():
+            _visual_only_box(scene, half_size, sapien.Pose(center), wall)
         scene.set_ambient_light(params.light.ambient)
         scene.add_directional_light(params.light.direction, params.light.color, shadow=False)
 

@@ -348,3 +348,19 @@ def test_vector_env_steps_chosen_envs_like_single_envs(cfg, env):
     assert len(obs) == 1
     assert [e._elapsed for e in venv.envs] == [1, 2]
     venv.close()
+
+
+@pytest.mark.slow
+def test_full_robot_meshes_render_and_their_tint_does_not_pile_up(cfg):
+    from f1.collect.scene import TabletopScene
+
+    params = sample_scene(cfg.environment.domain_randomization, 3)
+    assert params.robot_tint != [1.0, 1.0, 1.0]
+    frames = []
+    for _ in range(2):  # SAPIEN caches loaded meshes: tinting their materials in place would tint twice
+        scene = TabletopScene(params, (SIZE, SIZE), ("head",), 0.01, robot_meshes="full")
+        scene.place(sample_episode(params, 0, 0.0))
+        scene.take_pictures()
+        frames.append(scene.read("head"))
+    assert frames[0].reshape(-1, 3).std(axis=0).max() > 10
+    assert np.array_equal(frames[0], frames[1])

@@ -1,0 +1,132 @@
+"""What the student and adversarial loops share: resume checks, devices, the PPO batch, metrics, videos.
+
+Both phases count progress in iterations (one rollout of one episode per env,
+then the updates); the iteration is the checkpoint step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from f1.shared.config import F1Config
+from f1.train.checkpoint import Checkpoint, CheckpointError
+from f1.train.coverage import distinct_voxels
+from f1.train.rollout import RolloutBuffer
+
+
+@dataclass
+class Progress:
+    """Where an online run is: saved in training_state.pt."""
+
+    iteration: int = 0
+    """Iterations done (rollout + updates): the checkpoint step."""
+    episodes: int = 0
+    """Episodes rolled out, over all ranks."""
+    env_steps: int = 0
+    """Actions taken, over all ranks."""
+
+
+def check_online_resume(checkpoint: Checkpoint, phase: str, world_size: int, envs: int, base_refs: Mapping[str, str]) -> None:
+    """A resume must be of the same phase, world size and env count, against the same base checkpoints."""
+    state, path = checkpoint.training_state, checkpoint.path
+    if state.get("phase") != phase:
+        raise CheckpointError(f"--resume {path} is a {state.get('phase')} checkpoint, not {phase}; pass one of this phase's")
+    if state["world_size"] != world_size:
+        raise CheckpointError(
+            f"checkpoint {path} was written by {state['world_size']} processes, this run has {world_size}; "
+            f"resume with --gpus {state['world_size']} or start a new output dir"
+        )
+    if state["batch_size"] != envs:
+        raise CheckpointError(f"checkpoint {path} ran {state['batch_size']} envs per process; resume with --envs {state['batch_size']}")
+    saved = checkpoint.model["model_config"]
+    for key, given in base_refs.items():
+        if Path(saved[key]).resolve() != Path(given).resolve():
+            raise CheckpointError(f"checkpoint {path} was trained from {key}={saved[key]}, not {given}; pass that one or start a new output dir")
+
+
+def planned_iterations(total_iterations: int, num_episodes: Optional[int], episodes_per_iteration: int) -> int:
+    """training.num_episodes, when set, decides the length (rounded up to whole iterations); else total_iterations."""
+    if num_episodes is not None:
+        return math.ceil(num_episodes / episodes_per_iteration)
+    return total_iterations
+
+
+def render_device_for(device: torch.device) -> Optional[str]:
+    """SAPIEN renders on the GPU torch uses (the pinned one), or on the CPU (lavapipe) when torch is on the CPU."""
+    if device.type != "cuda":
+        return None
+    return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+
+
+@torch.no_grad()
+def ppo_batch(buf: RolloutBuffer, advantages: Tensor, returns: Tensor) -> dict[str, Tensor]:
+    """The rollout flattened over (T, M) -> N = T*M rows, CleanRL's b_* names."""
+    num_steps = buf.num_steps
+    return {
+        "b_tokens": buf.tokens[:num_steps].flatten(0, 1),  # (N,n)
+        "b_memory": buf.memory[:num_steps].flatten(0, 1),  # (N,L_m,Hm)
+        "b_actions": buf.actions.flatten(0, 1),  # (N,A)
+        "b_logprobs": buf.logprobs.flatten(),
+        "b_advantages": advantages.flatten(),
+        "b_returns": returns.flatten(),
+        "b_values": buf.values.flatten(),
+    }
+
+
+def rollout_metrics(buf: RolloutBuffer) -> dict[str, float]:
+    """Per-step means of each reward term, the mean episode return, exploration and the world model's loss on it."""
+    metrics = {name: float(term.mean()) for name, term in buf.terms.items()}
+    voxels = [distinct_voxels(buf.ee_pos[:, e]) for e in range(buf.num_envs)]
+    metrics.update({
+        "policy/episode_return": float(buf.rewards.sum(0).mean()),
+        "explore/ee_voxels": float(np.mean(voxels)),
+        "wm/prediction_ce": float(buf.prediction_ce.mean()),
+        "perf/env_s": buf.seconds.get("env", 0.0),
+        "perf/policy_s": buf.seconds.get("policy", 0.0),
+        "perf/world_model_s": buf.seconds.get("world_model", 0.0),
+    })  # fmt: skip
+    return metrics
+
+
+def mean_over_ranks(accelerator: Any, metrics: dict[str, float]) -> dict[str, float]:
+    """Every metric averaged over the ranks (one all-reduce); unchanged with one rank."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], device=accelerator.device, dtype=torch.float64)
+    values = accelerator.reduce(values, "mean")
+    return dict(zip(keys, values.tolist()))
+
+
+def write_rollout_sample(output_dir: Path, episode: int, buf: RolloutBuffer, tokenizer: Any, history: int, stride: int, fps: float) -> Path:
+    """videos/episode_<episode>.mp4 (env 0's wrist | the world model's prediction) and samples/episode_<episode>.png."""
+    from f1.train.run_outputs import sample_png_path, video_path, write_sample_png, write_video
+    from f1.train.teacher_samples import to_uint8
+
+    assert buf.wrist_frames is not None, "the rollout kept no frames: collect_rollout(keep_video=True)"
+    wrist = buf.wrist_frames  # (T+1,H,W,3)
+    predicted = to_uint8(tokenizer.decode(buf.predicted_tokens[:, 0]))  # (T,S,S,3), frame t+1 predicted at t
+    k = (len(wrist) - 1) // 2
+    slots = [max(k - (history - 1 - j) * stride, 0) for j in range(history)]
+    write_sample_png(sample_png_path(output_dir, episode), [wrist[s] for s in slots], wrist[k + 1], predicted[k])
+    return write_video(video_path(output_dir, episode), [wrist[1:], predicted], fps)
+
+
+def model_file_config(cfg: F1Config, phase: str, bundle: Any, **refs: str) -> dict[str, Any]:
+    """model.pt's model_config for an online checkpoint: phase, token sizes, base refs and the run's config."""
+    return {
+        "phase": phase,
+        "n_tokens": bundle.tokenizer.n_tokens,
+        "codebook_size": bundle.tokenizer.codebook_size,
+        "tokenizer_path": bundle.model_config["tokenizer_path"],
+        "normalizers": bundle.model_config["normalizers"],
+        **refs,
+        "config": cfg.to_dict(),
+    }

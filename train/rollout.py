@@ -1,0 +1,351 @@
+"""Live rollouts for the online phases: M envs stepped together, a policy acting, the world model stepped alongside.
+
+    buf = collect_rollout(venv, slots, policy, stepper, reward_fn)   # one whole episode per env
+
+A rollout is exactly one episode of T = training.steps_per_episode actions in
+each of the M envs, all started together, so the world model's memory starts
+from zeros at step 0 (is_first) in every env and an episode never straddles
+two PPO iterations. Per step t, in order:
+
+    1. the policy sees the current wrist frame's tokens and the memory m_t     -> action a_t
+    2. the envs apply a_t (real dims clipped to [-1, 1], as the env does)      -> frame t+1
+    3. the frozen world model steps on frames [t-(h-1)s .. t], the actions at
+       those steps (a_t last), state t and m_t                                  -> next-frame logits, m_{t+1}
+    4. the reward terms (f1.train.rewards) from (m_t, m_{t+1}, logits, tokens of frame t+1)
+
+Storage is CleanRL's: preallocated (T, M) + shape, or (T + 1, M) + shape for what
+exists at every step including the last (tokens, states, memory). Histories are
+gathered from the buffer with the replay's rule (DESIGN §2): slots before step 0
+repeat step 0 and are flagged in the pad mask, so the world model sees exactly
+what the teacher trained on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from f1.shared.normalizers import Normalizer
+
+ONLINE_SEED_STREAM = 0x0511E  # keeps online episode seeds apart from `f1 collect`'s (same base seed)
+RewardFn = Callable[[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]
+
+
+# --------------------------------------------------------------------------- which episodes run
+
+
+@dataclass(frozen=True)
+class EpisodeSlot:
+    """One env's episode in one round: its id, env seed and scene."""
+
+    episode_id: str
+    seed: int
+    scene_seed: int
+    scene_id: int
+
+
+def _seed(*words: int) -> int:
+    return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
+
+
+def plan_round(
+    seed: int, stream: int, round_index: int, first_slot: int, num_envs: int, scene_reset_interval: int, id_prefix: str
+) -> list[EpisodeSlot]:
+    """The episodes of round `round_index` for env slots first_slot .. first_slot+num_envs-1 (global over ranks).
+
+    Pure in its arguments, so a resumed run replays the same seeds and scenes: each slot keeps
+    its scene for `scene_reset_interval` rounds, the scene seed a function of (slot, block).
+    """
+    block = round_index // scene_reset_interval
+    slots = []
+    for slot in range(first_slot, first_slot + num_envs):
+        scene = _seed(seed, ONLINE_SEED_STREAM, stream, 1, slot, block)
+        slots.append(
+            EpisodeSlot(
+                episode_id=f"{id_prefix}-r{round_index:06d}-g{slot:03d}",
+                seed=_seed(seed, ONLINE_SEED_STREAM, stream, 0, round_index, slot),
+                scene_seed=scene,
+                scene_id=scene % 2**31,
+            )
+        )
+    return slots
+
+
+# --------------------------------------------------------------------------- policies
+
+
+class Policy(Protocol):
+    def reset(self, seeds: Sequence[int]) -> None: ...
+
+    def act(self, tokens: Tensor, memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """tokens (M,n), memory (L_m,M,Hm) -> (action (M,A), log-prob (M,), value (M,))."""
+        ...
+
+    def value(self, tokens: Tensor, memory: Tensor) -> Tensor: ...
+
+
+class ExplorerPolicy:
+    """The explorer's Gaussian (sampled, or its mean when deterministic)."""
+
+    def __init__(self, explorer: torch.nn.Module, deterministic: bool = False):
+        self.explorer, self.deterministic = explorer, deterministic
+
+    def reset(self, seeds: Sequence[int]) -> None:
+        pass  # draws come from torch's generator, saved in checkpoints
+
+    def act(self, tokens: Tensor, memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.explorer.act(tokens, memory, deterministic=self.deterministic)
+
+    def value(self, tokens: Tensor, memory: Tensor) -> Tensor:
+        return self.explorer(tokens, memory)[2]
+
+
+class ScriptedPolicy:
+    """`f1 collect`'s exploration policies ("random", "ou"), one per env, seeded by the episode: the baselines."""
+
+    def __init__(self, name: str, action_dim: int, num_envs: int, device: torch.device):
+        from f1.collect.policies import make_policy
+
+        self.policies = [make_policy(name, action_dim) for _ in range(num_envs)]
+        self.device = device
+
+    def reset(self, seeds: Sequence[int]) -> None:
+        for policy, seed in zip(self.policies, seeds):
+            policy.reset(seed)
+
+    def act(self, tokens: Tensor, memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        actions = torch.from_numpy(np.stack([p.act() for p in self.policies])).to(self.device)  # (M,A)
+        zeros = torch.zeros(len(self.policies), device=self.device)
+        return actions, zeros, zeros
+
+    def value(self, tokens: Tensor, memory: Tensor) -> Tensor:
+        return torch.zeros(len(self.policies), device=self.device)
+
+
+# --------------------------------------------------------------------------- the buffer
+
+
+@dataclass
+class RolloutBuffer:
+    """One rollout: T steps in M envs (one episode each). Tensors live on the training device."""
+
+    tokens: Tensor  # (T+1, M, n) long: wrist tokens of step k
+    states: Tensor  # (T+1, M, S) raw state at step k
+    applied: Tensor  # (T+1, M, A) action applied after step k (as the env clips it); row T is padding zeros
+    memory: Tensor  # (T+1, M, L_m, Hm) world-model memory m_k before step k (m_0 = 0)
+    actions: Tensor  # (T, M, A) the policy's draw (unclipped): what PPO scores
+    logprobs: Tensor  # (T, M)
+    values: Tensor  # (T, M)
+    rewards: Tensor  # (T, M) reward/total
+    terminated: Tensor  # (T, M) bool: action t ended the episode in a terminal state
+    prediction_ce: Tensor  # (T, M) world model's cross-entropy (nats) on frame t+1: its loss on this data
+    predicted_tokens: Tensor  # (T, M, n) argmax prediction of frame t+1
+    terms: dict[str, Tensor]  # name -> (T, M), every reward term
+    next_value: Tensor  # (M,) value of the final observation (the episodes are truncated there)
+    ee_pos: np.ndarray  # (T+1, M, 3) end-effector positions, metres
+    slots: list[EpisodeSlot]
+    wrist_frames: Optional[np.ndarray] = None  # (T+1, H, W, 3) env 0's frames, when kept for a video
+    episodes: list[tuple[dict[str, np.ndarray], Any]] = field(default_factory=list)  # (arrays, EpisodeMeta) to record
+    seconds: dict[str, float] = field(default_factory=dict)  # env / policy / world_model time
+
+    @property
+    def num_steps(self) -> int:
+        return self.actions.shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        return self.actions.shape[1]
+
+
+def rollout_inputs(
+    tokens: Tensor,
+    applied: Tensor,
+    states: Tensor,
+    steps: Tensor,
+    history: int,
+    stride: int,
+    normalizers: Mapping[str, Normalizer],
+) -> dict[str, Tensor]:
+    """The world model's inputs at `steps` (L,) of every env: forward_chunk's dict, each (M, L, ...).
+
+    tokens (T+1,M,n), applied (T+1,M,A), states (T+1,M,S): a rollout's per-step arrays.
+    History slots t-(h-1)s .. t; before step 0 they repeat step 0 and are padded (the replay's rule).
+    """
+    offsets = (torch.arange(history, device=steps.device) - (history - 1)) * stride  # (h,) oldest first
+    hist_steps = steps[:, None] + offsets  # (L,h)
+    index = hist_steps.clamp(min=0)  # (L,h)
+    m, length = tokens.shape[1], steps.shape[0]
+    return {
+        "wrist_hist": tokens[index].permute(2, 0, 1, 3),  # (L,h,M,n) -> (M,L,h,n)
+        "action_hist": normalizers["action"].normalize(applied[index].float()).permute(2, 0, 1, 3),  # (M,L,h,A)
+        "state": normalizers["state"].normalize(states[steps].float()).transpose(0, 1),  # (M,L,S)
+        "pad_mask": (hist_steps < 0)[None].expand(m, length, history),  # (M,L,h)
+        "is_first": (steps == 0)[None].expand(m, length),  # (M,L)
+    }
+
+
+class WorldModelStepper:
+    """The world model stepped one step at a time over a rollout buffer (no head camera: the envs are wrist-only).
+
+    history, stride: the world model's training.n_obs_img_steps / obs_img_stride (from its own config).
+    """
+
+    def __init__(
+        self,
+        world_model: torch.nn.Module,
+        tokenizer: torch.nn.Module,
+        normalizers: Mapping[str, Normalizer],
+        history: int,
+        stride: int,
+    ):
+        assert history == world_model.history, ("history differs from the world model's", history, world_model.history)
+        self.world_model, self.tokenizer, self.normalizers = world_model, tokenizer, normalizers
+        self.history, self.stride = history, stride
+
+    def step(self, buf: RolloutBuffer, t: int) -> tuple[Tensor, Tensor]:
+        """-> (next-frame logits (M,n,K), m_{t+1} (L_m,M,Hm)) for step t (buf.applied[t] must hold a_t)."""
+        steps = torch.tensor([t], device=buf.tokens.device)
+        inputs = rollout_inputs(buf.tokens, buf.applied, buf.states, steps, self.history, self.stride, self.normalizers)
+        inputs = {k: v[:, 0] for k, v in inputs.items()}  # the one step: (M,1,...) -> (M,...)
+        memory = buf.memory[t].transpose(0, 1).contiguous()  # (M,L_m,Hm) -> (L_m,M,Hm)
+        return self.world_model.step(
+            inputs["wrist_hist"], None, inputs["action_hist"], inputs["state"], inputs["pad_mask"], memory,
+            inputs["is_first"], step_index=t,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the rollout
+
+
+def clip_action(action: Tensor, real_dims: int) -> Tensor:
+    """What the env applies: real dims clipped to [-1, 1], padding zeroed. (M,A) -> (M,A)."""
+    applied = torch.zeros_like(action)
+    applied[:, :real_dims] = action[:, :real_dims].clamp(-1.0, 1.0)
+    return applied
+
+
+@torch.no_grad()
+def collect_rollout(
+    venv: Any,
+    slots: Sequence[EpisodeSlot],
+    policy: Policy,
+    stepper: WorldModelStepper,
+    reward_fn: RewardFn,
+    *,
+    num_steps: int,
+    device: torch.device,
+    record: bool = False,
+    keep_video: bool = False,
+) -> RolloutBuffer:
+    """Reset every env to its slot's episode and run `num_steps` actions; see the module docstring.
+
+    record: also keep each env's episode in the store schema (head + wrist frames, states, actions)
+    as (arrays, EpisodeMeta) pairs in `buf.episodes`; the envs must then have both cameras.
+    """
+    from f1.collect.env_spec import REAL_ACTION_DIMS
+    from f1.collect.episode_buffer import EpisodeBuffer
+    from f1.datasets import EpisodeMeta
+
+    wm, tokenizer = stepper.world_model, stepper.tokenizer
+    m, n = len(slots), tokenizer.n_tokens
+    action_dim, state_dim = wm.action_dim, wm.state_dim
+    timers = {"env": 0.0, "policy": 0.0, "world_model": 0.0}
+
+    t0 = time.perf_counter()
+    obs, infos = venv.reset(
+        seeds=[s.seed for s in slots], options=[{"scene_seed": s.scene_seed, "scene_id": s.scene_id} for s in slots]
+    )
+    timers["env"] += time.perf_counter() - t0
+    policy.reset([s.seed for s in slots])
+
+    def zeros(*shape, dtype=torch.float32):
+        return torch.zeros(*shape, dtype=dtype, device=device)
+
+    memory0 = wm.initial_memory(m, device)  # (L_m,M,Hm)
+    buf = RolloutBuffer(
+        tokens=zeros(num_steps + 1, m, n, dtype=torch.long),
+        states=zeros(num_steps + 1, m, state_dim),
+        applied=zeros(num_steps + 1, m, action_dim),
+        memory=zeros(num_steps + 1, m, *memory0.transpose(0, 1).shape[1:]),
+        actions=zeros(num_steps, m, action_dim),
+        logprobs=zeros(num_steps, m),
+        values=zeros(num_steps, m),
+        rewards=zeros(num_steps, m),
+        terminated=zeros(num_steps, m, dtype=torch.bool),
+        prediction_ce=zeros(num_steps, m),
+        predicted_tokens=zeros(num_steps, m, n, dtype=torch.long),
+        terms={},
+        next_value=zeros(m),
+        ee_pos=np.zeros((num_steps + 1, m, 3), np.float32),
+        slots=list(slots),
+    )
+    episode_buffers = [EpisodeBuffer(num_steps, action_dim) for _ in slots] if record else []
+    video = [obs[0]["wrist_rgb"]] if keep_video else None
+
+    def observe(k: int, obs: list[dict], infos: list[dict]) -> None:
+        start = time.perf_counter()
+        wrist = torch.from_numpy(np.stack([o["wrist_rgb"] for o in obs])).to(device)  # (M,H,W,3) uint8
+        buf.tokens[k] = tokenizer.encode(wrist)  # (M,n)
+        timers["world_model"] += time.perf_counter() - start
+        buf.states[k] = torch.from_numpy(np.stack([o["state"] for o in obs])).to(device)
+        buf.ee_pos[k] = np.stack([info["ee_pos"] for info in infos])
+
+    observe(0, obs, infos)
+    for t in range(num_steps):
+        start = time.perf_counter()
+        memory = buf.memory[t].transpose(0, 1).contiguous()  # (L_m,M,Hm)
+        action, logprob, value = policy.act(buf.tokens[t], memory)  # (M,A), (M,), (M,)
+        timers["policy"] += time.perf_counter() - start
+        buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
+        buf.applied[t] = clip_action(action, REAL_ACTION_DIMS)
+        applied_np = buf.applied[t].cpu().numpy()
+
+        start = time.perf_counter()
+        next_obs, _, terminated, _, infos = venv.step(applied_np)
+        timers["env"] += time.perf_counter() - start
+        buf.terminated[t] = torch.from_numpy(np.asarray(terminated, bool)).to(device)
+        for ep, ob, act in zip(episode_buffers, obs, applied_np):
+            ep.add(ob, act)
+        observe(t + 1, next_obs, infos)
+
+        start = time.perf_counter()
+        logits, next_memory = stepper.step(buf, t)  # (M,n,K), (L_m,M,Hm)
+        buf.memory[t + 1] = next_memory.transpose(0, 1)
+        ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), buf.tokens[t + 1], reduction="none")  # (M,n)
+        buf.prediction_ce[t] = ce.mean(1)
+        buf.predicted_tokens[t] = logits.argmax(-1)
+        terms = reward_fn(memory, next_memory, logits, buf.tokens[t + 1])
+        for name, term in terms.items():
+            buf.terms.setdefault(name, zeros(num_steps, m))[t] = term
+        buf.rewards[t] = terms["reward/total"]
+        timers["world_model"] += time.perf_counter() - start
+        if video is not None:
+            video.append(next_obs[0]["wrist_rgb"])
+        obs = next_obs
+
+    start = time.perf_counter()
+    buf.next_value = policy.value(buf.tokens[num_steps], buf.memory[num_steps].transpose(0, 1).contiguous())
+    timers["policy"] += time.perf_counter() - start
+    for ep, ob, term, info, slot in zip(episode_buffers, obs, buf.terminated[-1].tolist(), infos, slots):
+        ep.finish(ob, terminated=bool(term))
+        meta = EpisodeMeta(slot.episode_id, slot.seed, slot.scene_id, info.get("randomization", {}), num_steps + 1)
+        buf.episodes.append((ep.arrays(), meta))
+    buf.wrist_frames = np.stack(video) if video is not None else None
+    buf.seconds = timers
+    return buf
+
+
+def make_online_env(cfg: Any, num_envs: int, record: bool, render_device: Optional[str]) -> Any:
+    """M live envs. Wrist camera only (StudentEnv's); with --record the head camera renders too,
+
+    so the recorded store has both cameras like `f1 collect`'s; the models never see the head frame.
+    """
+    from f1.collect.vector import make_vector_env
+
+    cameras = ("head", "wrist") if record else ("wrist",)
+    return make_vector_env(cfg, num_envs, cameras=cameras, render_device=render_device)

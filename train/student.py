@@ -1,0 +1,241 @@
+"""`f1 train student`: the explorer learns online, by PPO, to go where the frozen teacher world model is surprised.
+
+Top to bottom (DESIGN §5, §7): check the inputs (teacher checkpoint, resume,
+record store); start the ranks; load the teacher's world model and tokenizer,
+frozen (eval, requires_grad off: their weights stay bit-identical); build the
+explorer from the world model's backbone and embeddings with LoRA on the
+backbone, so only the adapters and the explorer's heads train; then per
+iteration:
+
+    rollout   M live wrist-only envs, one whole episode each; the explorer acts on the
+              current frame's tokens and the world model's memory; the world model steps
+              alongside, carrying the memory (zeros at each episode's start)
+    reward    student.memory_divergence_weight x memory divergence
+              + student.wm_uncertainty_weight x world-model uncertainty   (f1.train.rewards)
+    update    GAE, then PPO epochs over shuffled minibatches (f1.train.ppo)
+
+Logging (`reward/...`, `policy/...`, `explore/...`, `perf/...`), videos and
+checkpoints on the config's cadence, counted in iterations. The run lasts
+`student.total_iterations` iterations, or, when `training.num_episodes` is set,
+as many as it takes to roll out that many episodes (M x ranks per iteration).
+With --gpus G each rank runs its own M envs, rendering and training on its own GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+from f1.shared.config import F1Config
+from f1.shared.errors import UserError
+from f1.shared.gpu import pin_from_local_rank
+from f1.train.checkpoint import load_checkpoint, resolve_resume
+from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
+from f1.train.online_models import WORLD_MODEL_PHASES, checkpoint_phase, read_model_file
+from f1.train.online_record import check_record_store
+from f1.train.online_run import Progress, check_online_resume, planned_iterations
+from f1.train.teacher_inputs import check_fresh_output_dir
+
+PHASE = "student"
+SEED_STREAM = 1  # episode seeds of student rollouts (f1.train.rollout.plan_round)
+
+
+def check_teacher(path: Optional[str], flag: str) -> Path:
+    """The teacher checkpoint directory, checked: complete, and holding a world model."""
+    if not path:
+        raise UserError(f"no teacher checkpoint given; pass {flag} CKPT (a checkpoint-<step> directory of `f1 train teacher`)")
+    model_file = read_model_file(Path(path), flag)
+    phase = checkpoint_phase(model_file)
+    if phase not in WORLD_MODEL_PHASES:
+        raise UserError(f"{flag} {path} is a {phase} checkpoint, not a teacher's; pass a checkpoint of `f1 train teacher`")
+    return Path(path)
+
+
+def main(
+    cfg: F1Config,
+    record: Optional[Path] = None,
+    resume: Optional[Path] = None,
+    auto_resume: bool = False,
+    gpus: Optional[int] = None,
+) -> Progress:
+    """Train the explorer; returns where it stopped."""
+    s, t = cfg.student, cfg.training
+    output_dir = Path(s.output_dir)
+
+    # ---- inputs: every check before a rank starts or a file is written
+    teacher_path = check_teacher(s.teacher_path, "--teacher_path")
+    resume_path = resolve_resume(output_dir, resume, auto_resume)
+    check_fresh_output_dir(output_dir, resuming=resume_path is not None)
+    checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
+    if checkpoint is not None:
+        check_online_resume(checkpoint, PHASE, planned_world_size(gpus), s.envs, {"teacher_path": str(teacher_path)})
+    if record is not None:
+        check_record_store(Path(record), cfg)
+
+    relaunch_if_needed(gpus)  # exits here when this process only starts the ranks
+    pin_from_local_rank()
+
+    # ---- ranks, seeds, logging
+    import psutil
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    from f1.shared.logs import setup_logging
+    from f1.train.checkpoint import capture_rng_state, gather_rank_states, restore_rng_state, save_checkpoint
+    from f1.train.lora import save_adapter
+    from f1.train.online_models import (
+        architecture_config, explorer_heads_state, freeze, load_explorer_parts, load_world_model, new_explorer,
+    )  # fmt: skip
+    from f1.train.online_record import RolloutRecorder, run_tag
+    from f1.train.online_run import (
+        mean_over_ranks, model_file_config, ppo_batch, render_device_for, rollout_metrics, write_rollout_sample,
+    )  # fmt: skip
+    from f1.train.optim import count_parameters, make_optimizer
+    from f1.train.ppo import ActionScorer, compute_gae, explained_variance, ppo_update
+    from f1.train.rewards import StudentReward
+    from f1.train.rollout import ExplorerPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
+    from f1.train.run_outputs import MetricsLog
+
+    use_cpu = gpus == 0 or forces_cpu() or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=use_cpu)
+    rank, world_size, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device = accelerator.device
+    if checkpoint is not None:
+        check_online_resume(checkpoint, PHASE, world_size, s.envs, {"teacher_path": str(teacher_path)})
+    log = setup_logging(cfg.logging, output_dir if is_main else None, PHASE)
+    set_seed(t.seed)
+
+    # ---- models: the frozen teacher, the explorer (LoRA + heads), its optimizer
+    teacher = load_world_model(teacher_path, "--teacher_path", device)
+    world_model, tokenizer = freeze(teacher.world_model), freeze(teacher.tokenizer)
+    arch_cfg = architecture_config(cfg, teacher.config)
+    explorer = new_explorer(world_model, arch_cfg).to(device)
+    if checkpoint is not None:
+        load_explorer_parts(explorer, checkpoint.model["model"], checkpoint.path)
+    optimizer = make_optimizer(explorer, t, learning_rate=s.learning_rate)
+    progress = Progress()
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint.training_state["optimizer"])
+        progress = Progress(**checkpoint.training_state["progress"])
+    scorer, optimizer = accelerator.prepare(ActionScorer(explorer), optimizer)
+    if checkpoint is not None:
+        restore_rng_state(checkpoint.rank_state(rank)["rng"])  # last: nothing above may draw after it
+        log.info("resumed from %s at iteration %d (%d episodes)", checkpoint.path, progress.iteration, progress.episodes)
+    else:
+        set_seed(t.seed + rank)  # ranks draw different action noise
+    params = count_parameters(explorer)
+    log.info(
+        "student: %d rank(s) on %s, %d env(s) each, teacher %s; explorer trains %d of %d parameters (LoRA + heads)",
+        world_size, device, s.envs, teacher_path, params["trainable"], params["total"],
+    )  # fmt: skip
+
+    # ---- the live envs, rewards, outputs
+    history, stride = arch_cfg.training.n_obs_img_steps, arch_cfg.training.obs_img_stride
+    venv = make_online_env(cfg, s.envs, record is not None, render_device_for(device))
+    stepper = WorldModelStepper(world_model, tokenizer, teacher.normalizers, history, stride)
+    reward = StudentReward(s.memory_divergence_weight, s.wm_uncertainty_weight)
+    reward_fn = lambda before, after, logits, next_tokens: reward(before, after, logits)  # noqa: E731
+    policy = ExplorerPolicy(explorer)
+    recorder = RolloutRecorder(Path(record), cfg, PHASE, rank) if record is not None else None
+    metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
+    model_config = model_file_config(arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()))
+    id_prefix = run_tag(PHASE, output_dir)
+    total = planned_iterations(s.total_iterations, t.num_episodes, s.envs * world_size)
+    last_metrics: dict[str, Any] = {}
+
+    def save() -> None:
+        """Every rank gathers its RNG state; rank 0 writes checkpoint-<iteration>."""
+        ranks = gather_rank_states({"rng": capture_rng_state()}, rank, world_size)
+        if is_main:
+            training_state = {
+                "phase": PHASE,
+                "optimizer": optimizer.state_dict(),
+                "step": progress.iteration,
+                "progress": asdict(progress),
+                "config": cfg.to_dict(),
+                "world_size": world_size,
+                "batch_size": s.envs,
+                "ranks": ranks,
+            }
+            path = save_checkpoint(
+                output_dir, progress.iteration, model_state=explorer_heads_state(explorer), model_config=model_config,
+                training_state=training_state, metrics=last_metrics, write_adapter=lambda d: save_adapter(explorer, d.parent),
+            )  # fmt: skip
+            log.info("saved %s", path)
+        accelerator.wait_for_everyone()
+
+    # ---- the loop
+    process = psutil.Process()
+    bar = tqdm(total=total, initial=min(progress.iteration, total), disable=not is_main, desc=PHASE, unit="it", dynamic_ncols=True)
+    try:
+        while progress.iteration < total:
+            start = time.perf_counter()
+            sample_now = is_main and ((progress.iteration + 1) % t.sample_every == 0 or progress.iteration + 1 == total)
+            slots = plan_round(t.seed, SEED_STREAM, progress.iteration, rank * s.envs, s.envs, cfg.environment.scene_reset_interval, id_prefix)
+            explorer.eval()
+            buf = collect_rollout(
+                venv, slots, policy, stepper, reward_fn, num_steps=t.steps_per_episode, device=device,
+                record=recorder is not None, keep_video=sample_now,
+            )  # fmt: skip
+            rollout_s = time.perf_counter() - start
+
+            start = time.perf_counter()
+            advantages, returns = compute_gae(buf.rewards, buf.values, buf.terminated, buf.next_value, s.gamma, s.gae_lambda)
+            batch = ppo_batch(buf, advantages, returns)
+            explorer.train()
+            update = ppo_update(
+                scorer, optimizer, batch, update_epochs=s.update_epochs, num_minibatches=s.num_minibatches,
+                clip_coef=s.clip_coef, vf_coef=s.vf_coef, ent_coef=s.ent_coef, backward=accelerator.backward,
+                clip_grad=lambda: accelerator.clip_grad_norm_(scorer.parameters(), t.grad_clip),
+            )  # fmt: skip
+            update_s = time.perf_counter() - start
+
+            progress.iteration += 1
+            progress.episodes += s.envs * world_size
+            progress.env_steps += t.steps_per_episode * s.envs * world_size
+            if recorder is not None:
+                recorder.add(buf.episodes)
+            bar.update(1)
+
+            done = progress.iteration == total
+            if progress.iteration % t.log_every == 0 or done:
+                metrics = {
+                    **rollout_metrics(buf),
+                    **update,
+                    "policy/explained_variance": explained_variance(batch["b_values"], batch["b_returns"]),
+                    "policy/action_std": float(explorer.log_std.detach().exp().mean()),
+                    "perf/rollout_s": rollout_s,
+                    "perf/update_s": update_s,
+                    "perf/env_steps_per_s": t.steps_per_episode * s.envs / max(rollout_s, 1e-9),
+                }
+                metrics = mean_over_ranks(accelerator, metrics)
+                metrics.update({
+                    "loss": metrics["policy/loss"],
+                    "perf/rss_mb": process.memory_info().rss / 2**20,
+                    "train/iteration": progress.iteration,
+                    "train/episodes": progress.episodes,
+                })  # fmt: skip
+                last_metrics = metrics
+                if is_main:
+                    metrics_log.write(progress.iteration, metrics)
+                    bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", kl=f"{metrics['policy/approx_kl']:.4f}")
+            if sample_now:
+                write_rollout_sample(output_dir, progress.episodes - s.envs * world_size, buf, tokenizer, history, stride, cfg.environment.control_freq)
+            if progress.iteration % t.save_every == 0 or done:
+                save()
+    finally:
+        bar.close()
+        venv.close()
+        if recorder is not None:
+            recorder.close()
+        if metrics_log is not None:
+            metrics_log.close()
+    if checkpoint is not None and progress.iteration == checkpoint.step and progress.iteration >= total:
+        log.info("nothing to do: the checkpoint is already at iteration %d of %d", progress.iteration, total)
+    log.info("student stopped at iteration %d, %d episodes, %d env steps", progress.iteration, progress.episodes, progress.env_steps)
+    accelerator.end_training()
+    return progress

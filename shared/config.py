@@ -201,6 +201,8 @@ class TeacherConfig:
     """Trained tokenizer directory (`f1 train tokenizer` output)."""
     use_head_camera: bool = True
     """Feed the head camera frame as well as the wrist history."""
+    cache_tokens: bool = True
+    """Tokenise each frame once and keep its tokens in memory (2 bytes a token); false re-tokenises every chunk's frames."""
 
 
 @dataclass

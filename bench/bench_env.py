@@ -184,7 +184,7 @@ def main() -> None:
         f"machine: {machine()}; SAPIEN {sapien.__version__} rendering on "
         f"{sapien.render.get_device_summary().splitlines()[0].removeprefix('GPU: ')}; {size}x{size} head + wrist, "
         f"robot_meshes={cfg.environment.robot_meshes}, {substeps} substeps a step; medians of {args.rounds} "
-        f"alternating rounds of {steps}-step episodes\n\n"
+        f"alternating rounds of {steps}-step episodes; load average {os.getloadavg()[0]:.1f} at the end\n\n"
     )
     table = "| measurement | figure | ratio |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
     print(header + setup + table)

@@ -5,10 +5,10 @@ each frame costs CPU time that grows with the triangles drawn (DESIGN.md
 section 6). So every camera uses SAPIEN's "minimal" shader (one G-buffer pass
 and a composite, no shadows or ray tracing) and the "Color" output is
 rendered as RGBA8 (`r8g8b8a8unorm`), so pixels come back as uint8 with no
-float conversion in Python. Measured on lavapipe at 128x128 with the same
-scene (bench/bench_env.py has the figures): the minimal shader and RGBA8 cut
-the read of two cameras from ~6.5 ms to ~2 ms; light robot meshes (see
-f1.collect.robot) cut it a further ~10x.
+float conversion in Python. bench/bench_env.py measures each choice on lavapipe
+at 128x128, two cameras, physics included (bench/RESULTS.md): SAPIEN's default
+shader runs at ~0.65x the speed, its float32 output converted to uint8 at
+~0.9x, and the full robot meshes (f1.collect.robot) at ~0.12x.
 
 `create_render_system` turns SAPIEN's bare "failed to find a rendering device"
 into a UserError that says how to install one.

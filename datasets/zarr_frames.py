@@ -34,7 +34,8 @@ from numcodecs import zstd
 
 from f1.datasets.schema import StoreError
 
-EMPTY = np.uint64(2**64 - 1)  # offset and nbytes of an inner chunk that was never written
+EMPTY_INT = 2**64 - 1  # offset and nbytes of an inner chunk that was never written
+EMPTY = np.uint64(EMPTY_INT)
 ENTRY_BYTES = 16  # (offset, nbytes), uint64 each
 CRC_BYTES = 4
 
@@ -103,8 +104,8 @@ class ShardedZstdFrames:
             pos = end
         return out
 
-    def _path(self, file_no: int) -> Path:
-        return self.array_dir / self._file_key(file_no)
+    def _path(self, file_no: int) -> str:
+        return os.path.join(self.array_dir, self._file_key(file_no))
 
     def _index(self, file_no: int) -> np.ndarray:
         index = self._indexes.get(file_no)
@@ -151,22 +152,27 @@ class ShardedZstdFrames:
 
     def _read_file(self, file_no: int, first: int, stop: int, dest: np.ndarray) -> None:
         """Frames [first, stop) of file file_no into dest (stop - first, H*W*3): one pread, one zstd call each."""
-        entries = self._index(file_no)[first:stop]  # (k, 2)
-        written = entries[:, 0] != EMPTY
-        dest[~written] = self.fill_value
-        if not written.any():
+        # Python lists, not numpy ops: a range spans a few frames, where per-call numpy overhead would dominate.
+        entries = self._index(file_no)[first:stop].tolist()  # [[offset, nbytes], ...]
+        written = [(row, offset, nbytes) for row, (offset, nbytes) in enumerate(entries) if offset != EMPTY_INT]
+        if len(written) < len(entries):
+            dest[[row for row, (offset, _) in enumerate(entries) if offset == EMPTY_INT]] = self.fill_value
+        if not written:
             return
-        offsets, sizes = entries[written, 0], entries[written, 1]
-        lo, hi = int(offsets.min()), int((offsets + sizes).max())
+        lo = min(offset for _, offset, _ in written)
+        hi = max(offset + nbytes for _, offset, nbytes in written)
         path = self._path(file_no)
-        with open(path, "rb") as f:
-            span = os.pread(f.fileno(), hi - lo, lo)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            span = os.pread(fd, hi - lo, lo)
+        finally:
+            os.close(fd)
         if len(span) != hi - lo:
             raise StoreError(f"{path}: read {len(span)} of bytes [{lo}, {hi}): truncated; re-collect the shard")
         view = memoryview(span)
-        for row, offset, nbytes in zip(np.flatnonzero(written).tolist(), (offsets - lo).tolist(), sizes.tolist()):
+        for row, offset, nbytes in written:
             try:
-                frame = zstd.decompress(view[offset : offset + nbytes])
+                frame = zstd.decompress(view[offset - lo : offset - lo + nbytes])
             except RuntimeError as exc:
                 raise StoreError(f"{path}: frame {first + row} does not decode ({exc}); re-collect the shard") from None
             if len(frame) != self._frame_bytes:

@@ -188,6 +188,27 @@ def test_memory_continues_across_chunk_borders_and_resets_exactly_at_is_first(re
     assert continued > 0 and reset_after_memory > 0, (continued, reset_after_memory)
 
 
+def test_cached_tokens_match_the_tokenised_window(assets):
+    """The token cache gathers by (episode, step) what tokenising the replay's window frames gives."""
+    from f1.datasets import open_store
+    from f1.datasets.replay import OrderedReplay
+    from f1.train.teacher_batch import cached_tokens, window_tokens
+    from f1.train.token_cache import TokenCache
+
+    store, tokenizer, cpu = open_store(assets.store), VQTokenizer.load(assets.tokenizer), torch.device("cpu")
+    replay = OrderedReplay(store.episodes, store.read_steps, batch_size=2, bptt_length=4, history=4, stride=2, prefetch=0)
+    cache = TokenCache(store, tokenizer, ("wrist", "head"))
+    assert cache.warm(range(len(LENGTHS))) == 2 * sum(LENGTHS)
+    for chunk in replay.iter_chunks(0):
+        valid, target_valid = torch.from_numpy(chunk["valid"]), torch.from_numpy(chunk["target_valid"])
+        window = window_tokens(chunk, tokenizer, cpu, use_head=True)
+        cached = cached_tokens(chunk, cache, 4, 2, cpu, use_head=True)
+        assert torch.equal(window[0][valid], cached[0][valid]), chunk["chunk_index"]  # history
+        assert torch.equal(window[1][valid], cached[1][valid]), chunk["chunk_index"]  # head
+        assert torch.equal(window[2][target_valid], cached[2][target_valid]), chunk["chunk_index"]  # next frame
+        assert len(torch.unique(cached[0][valid])) > 1, "every frame got one token: the test would prove nothing"
+
+
 # ------------------------------------------------------------------------------------------ resume
 
 
@@ -250,9 +271,10 @@ def test_killed_run_auto_resumes_from_the_last_complete_checkpoint(reference, as
 
 @pytest.mark.slow
 def test_two_cpu_processes_read_disjoint_episodes_and_keep_identical_weights(assets, tmp_path):
+    """Also the path without the token cache: each chunk's window frames are read and tokenised."""
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-               "-m", "f1", *cli_args(assets, out, "--max-steps", "4")]  # fmt: skip
+               "-m", "f1", *cli_args(assets, out, "--max-steps", "4", "--set", "teacher.cache_tokens=false")]  # fmt: skip
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -109,7 +109,8 @@ def main(
     from f1.shared.logs import setup_logging
     from f1.train.optim import make_optimizer, make_scheduler
     from f1.train.run_outputs import MetricsLog
-    from f1.train.teacher_batch import ChunkModel, chunk_inputs, memory_norm
+    from f1.train.teacher_batch import ChunkModel, cached_tokens, chunk_inputs, memory_norm, window_tokens
+    from f1.train.token_cache import TokenCache
     from f1.train.teacher_samples import write_episode_sample
     from f1.train.tokenizer import VQTokenizer
     from f1.train.world_model import WorldModel
@@ -133,7 +134,12 @@ def main(
     world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.codebook_size).to(device)
     chunk_model = ChunkModel(world_model)  # what DDP wraps: forward = forward_chunk
     use_head = cfg.teacher.use_head_camera
-    keys = ("wrist_rgb", "state", "action", "is_first", "is_last") + (("head_rgb",) if use_head else ())
+    cameras = ("wrist", "head") if use_head else ("wrist",)
+    # With the token cache the replay reads only vectors and markers; frames are read once, by the cache.
+    keys = ("state", "action", "is_first", "is_last")
+    if not cfg.teacher.cache_tokens:
+        keys += tuple(f"{camera}_rgb" for camera in cameras)
+    cache = TokenCache(store, tokenizer, cameras) if cfg.teacher.cache_tokens else None
     replay_cls = OrderedReplay if t.sequential_training else RandomWindows
     # Each rank builds its own replay (its own lanes); Accelerate never sees the data.
     replay = replay_cls(
@@ -228,6 +234,14 @@ def main(
     bar = tqdm(total=total, initial=min(progress.step, total), disable=not is_main, desc="teacher", unit="step", dynamic_ncols=True)
     while stop_reason is None and progress.epoch < t.epochs:
         epoch_chunks = replay.num_chunks(progress.epoch)
+        if cache is not None:
+            start = time.perf_counter()
+            frames = cache.warm(rank_episodes(replay, progress.epoch), progress=is_main, desc=f"tokenising epoch {progress.epoch}")
+            if frames:
+                log.info(
+                    "epoch %d: tokenised %d frames in %.1f s (token cache %.1f MB)",
+                    progress.epoch, frames, time.perf_counter() - start, cache.nbytes / 2**20,
+                )  # fmt: skip
         with closing(replay.iter_chunks(progress.epoch, progress.chunk)) as chunks:
             while stop_reason is None:
                 wait_start = time.perf_counter()
@@ -240,7 +254,11 @@ def main(
                     "step %d epoch %d chunk %d episodes %s", progress.step + 1, progress.epoch, progress.chunk,
                     sorted({store.episodes[e].episode_id for e in chunk["episode_index"][chunk["valid"]]}),
                 )  # fmt: skip
-                inputs, targets, mask = chunk_inputs(chunk, tokenizer, normalizers, device, use_head)
+                if cache is not None:
+                    tokens = cached_tokens(chunk, cache, t.n_obs_img_steps, t.obs_img_stride, device, use_head)
+                else:
+                    tokens = window_tokens(chunk, tokenizer, device, use_head)
+                inputs, targets, mask = chunk_inputs(chunk, tokens, normalizers, device)
                 memory_in = memory
                 with accelerator.autocast():
                     logits, memory, trace = model(inputs, memory)  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm)
@@ -324,3 +342,10 @@ def log_window(accelerator, window: LogWindow, progress: Progress, scheduler, pr
         "train/epoch": progress.epoch,
         "train/episodes": progress.episodes,
     }
+
+
+def rank_episodes(replay, epoch: int) -> list[int]:
+    """The episodes this rank replays in `epoch` (its lanes, or the ones it samples windows from)."""
+    if hasattr(replay, "lanes"):
+        return [e for lane in replay.lanes(epoch) for e in lane]
+    return replay.owned_episodes(epoch)

@@ -8,13 +8,14 @@ window by the frozen tokenizer, then gathered.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from f1.shared.normalizers import Normalizer
+from f1.train.token_cache import TokenCache
 from f1.train.tokenizer import VQTokenizer
 from f1.train.world_model import WorldModel
 
@@ -62,33 +63,62 @@ def gather_positions(window: Tensor, index: Tensor) -> Tensor:
     return window[lanes, index]
 
 
-def chunk_inputs(
-    chunk: Mapping[str, Any],
-    tokenizer: VQTokenizer,
-    normalizers: Mapping[str, Normalizer],
-    device: torch.device,
-    use_head: bool,
-) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    """-> (forward_chunk inputs, target tokens (B,L,n), loss mask (B,L))."""
-    history_index = to_device(chunk["history_index"], device)  # (B,L,h)
-    length = history_index.shape[1]
+FrameTokens = tuple[Tensor, Optional[Tensor], Tensor]
+"""(wrist history (B,L,h,n), head frame (B,L,n) or None, next wrist frame = the target (B,L,n)), long."""
+
+
+def window_tokens(chunk: Mapping[str, Any], tokenizer: VQTokenizer, device: torch.device, use_head: bool) -> FrameTokens:
+    """Tokenise the chunk's window frames (C + L + 1 per lane), then pick each position's."""
+    length = chunk["history_index"].shape[1]
     context = chunk["wrist_rgb"].shape[1] - length - 1  # C: the window has C + L + 1 positions
     wrist = tokenize_frames(tokenizer, to_device(chunk["wrist_rgb"], device))  # (B,C+L+1,n)
+    head = None
+    if use_head:
+        head = tokenize_frames(tokenizer, to_device(chunk["head_rgb"][:, context : context + length], device))  # (B,L,n)
+    history = gather_positions(wrist, to_device(chunk["history_index"], device))  # (B,L,h,n)
+    return history, head, wrist[:, context + 1 : context + length + 1]
+
+
+def cached_tokens(chunk: Mapping[str, Any], cache: TokenCache, history: int, stride: int, device: torch.device, use_head: bool) -> FrameTokens:
+    """The same tokens from the cache, by each position's (episode, step): no frame is read or encoded.
+
+    History slots follow the replay's rule (DESIGN §2): steps k-(h-1)s .. k of the
+    position's own episode, steps before 0 repeating step 0.
+    """
+    episode, step = chunk["episode_index"], chunk["step"]  # (B,L), -1 on padding
+    offsets = (np.arange(history) - (history - 1)) * stride  # (h,)
+    history_step = np.maximum(step[..., None] + offsets, 0)  # (B,L,h)
+    history_episode = np.broadcast_to(episode[..., None], history_step.shape)  # (B,L,h)
+    next_step = np.where(chunk["target_valid"], step + 1, 0)  # (B,L)
+    wrist_history = cache.gather("wrist", history_episode, history_step).to(device)  # (B,L,h,n)
+    head = cache.gather("head", episode, np.maximum(step, 0)).to(device) if use_head else None  # (B,L,n)
+    targets = cache.gather("wrist", np.where(chunk["target_valid"], episode, -1), next_step).to(device)  # (B,L,n)
+    return wrist_history, head, targets
+
+
+def chunk_inputs(
+    chunk: Mapping[str, Any],
+    tokens: FrameTokens,
+    normalizers: Mapping[str, Normalizer],
+    device: torch.device,
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """-> (forward_chunk inputs, target tokens (B,L,n), loss mask (B,L))."""
+    wrist_history, head, targets = tokens
+    history_index = to_device(chunk["history_index"], device)  # (B,L,h)
+    length = history_index.shape[1]
+    context = chunk["action"].shape[1] - length - 1  # C: the window has C + L + 1 positions
     action = normalizers["action"].normalize(to_device(chunk["action"], device).float())  # (B,C+L+1,A)
     state = normalizers["state"].normalize(to_device(chunk["state"], device).float())  # (B,C+L+1,S)
     inputs = {
-        "wrist_hist": gather_positions(wrist, history_index),  # (B,L,h,n)
+        "wrist_hist": wrist_history,  # (B,L,h,n)
         "action_hist": gather_positions(action, history_index),  # (B,L,h,A)
         "state": state[:, context : context + length],  # (B,L,S)
         "pad_mask": to_device(chunk["history_pad"], device),  # (B,L,h)
         "is_first": to_device(chunk["is_first"], device),  # (B,L)
     }
-    if use_head:
-        head_frames = to_device(chunk["head_rgb"][:, context : context + length], device)  # (B,L,H,W,3)
-        inputs["head"] = tokenize_frames(tokenizer, head_frames)  # (B,L,n)
-    targets = wrist[:, context + 1 : context + length + 1]  # (B,L,n): the wrist frame after each position
-    mask = to_device(chunk["target_valid"], device)  # (B,L)
-    return inputs, targets, mask
+    if head is not None:
+        inputs["head"] = head  # (B,L,n)
+    return inputs, targets, to_device(chunk["target_valid"], device)
 
 
 def episode_chunk(arrays: Mapping[str, np.ndarray], history: int, stride: int) -> dict[str, np.ndarray]:

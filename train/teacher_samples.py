@@ -17,7 +17,7 @@ import torch
 from f1.datasets.reader import EpisodeInfo, StoreReader
 from f1.shared.normalizers import Normalizer
 from f1.train.run_outputs import sample_png_path, video_path, write_sample_png, write_video
-from f1.train.teacher_batch import chunk_inputs, episode_chunk
+from f1.train.teacher_batch import chunk_inputs, episode_chunk, window_tokens
 from f1.train.tokenizer import VQTokenizer
 from f1.train.world_model import WorldModel
 
@@ -42,7 +42,8 @@ def predict_episode(
     was_training = model.training
     model.eval()
     try:
-        inputs, targets, _ = chunk_inputs(episode_chunk(arrays, history, stride), tokenizer, normalizers, device, use_head)
+        chunk = episode_chunk(arrays, history, stride)
+        inputs, targets, _ = chunk_inputs(chunk, window_tokens(chunk, tokenizer, device, use_head), normalizers, device)
         logits, _, _ = model.forward_chunk(inputs, model.initial_memory(1, device))  # (1,N-1,n,K)
         tokens = logits.argmax(-1)[0]  # (N-1,n)
         accuracy = float((tokens == targets[0]).float().mean())

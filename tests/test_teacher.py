@@ -224,11 +224,13 @@ def test_k_steps_plus_resume_plus_k_steps_equals_2k_steps(reference, assets, tmp
     assert_same_weights(weights(out / f"checkpoint-{2 * K}"), weights(reference.out / f"checkpoint-{2 * K}"))
 
 
-def test_resume_with_another_batch_size_is_refused(reference, assets):
-    from f1.train.checkpoint import CheckpointError
+def test_resume_with_another_batch_size_or_model_is_refused(reference, assets):
+    from f1.shared.errors import UserError
 
-    with pytest.raises(CheckpointError, match="batch_size=2.*this run has 3"):
+    with pytest.raises(UserError, match="batch_size=2.*this run has 3"):
         run_teacher(config(assets, reference.out, "training.batch_size=3"), assets.store, auto_resume=True)
+    with pytest.raises(UserError, match="model.hidden_size=32, this run has 64"):
+        run_teacher(config(assets, reference.out, "model.hidden_size=64"), assets.store, auto_resume=True)
 
 
 @pytest.mark.slow
@@ -297,6 +299,24 @@ def test_two_cpu_processes_read_disjoint_episodes_and_keep_identical_weights(ass
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
     assert "written by 2 processes, this run has 1" in refused.stderr
+
+
+def test_launcher_strips_gpus_and_counts_ranks():
+    from f1.shared.errors import UserError
+    from f1.train.launch import accelerate_command, planned_world_size, relaunch_if_needed, strip_option
+
+    argv = ["train", "teacher", "--gpus", "2", "--data", "d", "--gpus=3", "--max-steps", "5"]
+    assert strip_option(argv, "--gpus") == ["train", "teacher", "--data", "d", "--max-steps", "5"]
+    command = accelerate_command(2, strip_option(argv, "--gpus"))
+    assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"] and "--multi_gpu" in command
+    assert command[command.index("--num_processes") + 1] == "2"
+    assert command[-8:] == ["-m", "f1", "train", "teacher", "--data", "d", "--max-steps", "5"]
+    assert planned_world_size(None, {}) == planned_world_size(0, {}) == planned_world_size(1, {}) == 1
+    assert planned_world_size(4, {}) == 4
+    assert planned_world_size(None, {"WORLD_SIZE": "3", "LOCAL_RANK": "1"}) == 3
+    if torch.cuda.device_count() < 64:
+        with pytest.raises(UserError, match="--gpus 64 asked for 64 GPUs"):
+            relaunch_if_needed(64, argv)
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -38,7 +38,13 @@ from f1.train.checkpoint import (
     state_digest,
 )
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
-from f1.train.teacher_inputs import check_fresh_output_dir, check_store, check_tokenizer, store_normalizers
+from f1.train.teacher_inputs import (
+    check_fresh_output_dir,
+    check_same_model,
+    check_store,
+    check_tokenizer,
+    store_normalizers,
+)
 
 PHASE = "teacher"
 
@@ -89,12 +95,13 @@ def main(
 
     # ---- inputs: every check before a rank starts or a file is written
     store = check_store(Path(data), cfg)
-    tokenizer_dir = check_tokenizer(cfg)
+    tokenizer_dir, tokenizer = check_tokenizer(cfg)
     resume_path = resolve_resume(output_dir, resume, auto_resume)
     check_fresh_output_dir(output_dir, resuming=resume_path is not None)
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
     if checkpoint is not None:
         check_resume_compatible(checkpoint.path, checkpoint.training_state, planned_world_size(gpus), t.batch_size)
+        check_same_model(checkpoint, cfg, tokenizer)
 
     relaunch_if_needed(gpus)  # exits here when this process only starts the ranks
     pin_from_local_rank()
@@ -112,7 +119,6 @@ def main(
     from f1.train.teacher_batch import ChunkModel, cached_tokens, chunk_inputs, memory_norm, window_tokens
     from f1.train.token_cache import TokenCache
     from f1.train.teacher_samples import write_episode_sample
-    from f1.train.tokenizer import VQTokenizer
     from f1.train.world_model import WorldModel
 
     use_cpu = gpus == 0 or forces_cpu() or not torch.cuda.is_available()
@@ -129,7 +135,7 @@ def main(
     set_seed(t.seed)
 
     # ---- models: the frozen tokenizer, the world model, optimizer, scheduler
-    tokenizer = VQTokenizer.load(tokenizer_dir).to(device).eval().requires_grad_(False)
+    tokenizer = tokenizer.to(device).eval().requires_grad_(False)
     normalizers = store_normalizers(store)
     world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.codebook_size).to(device)
     chunk_model = ChunkModel(world_model)  # what DDP wraps: forward = forward_chunk

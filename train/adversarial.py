@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
@@ -61,8 +61,13 @@ def main(
     resume: Optional[Path] = None,
     auto_resume: bool = False,
     gpus: Optional[int] = None,
+    on_iteration: Optional[Callable[[dict[str, Any]], None]] = None,
 ) -> Progress:
-    """Run the alternating game; returns where it stopped."""
+    """Run the alternating game; returns where it stopped.
+
+    `on_iteration(record)` (for tests) sees the models before the first iteration and after each one:
+    {"iteration", "world_model", "tokenizer", "explorer", "buffer" (None before the first)}.
+    """
     a, s, t = cfg.adversarial, cfg.student, cfg.training
     output_dir = Path(a.output_dir)
 
@@ -96,7 +101,8 @@ def main(
     )  # fmt: skip
     from f1.train.online_record import RolloutRecorder, run_tag
     from f1.train.online_run import (
-        mean_over_ranks, model_file_config, ppo_batch, render_device_for, rollout_metrics, write_rollout_sample,
+        limit_cpu_threads, mean_over_ranks, model_file_config, ppo_batch, render_device_for, rollout_metrics,
+        write_rollout_sample,
     )  # fmt: skip
     from f1.train.optim import make_optimizer
     from f1.train.ppo import ActionScorer, compute_gae, explained_variance, ppo_update
@@ -110,6 +116,7 @@ def main(
     accelerator = Accelerator(cpu=use_cpu)
     rank, world_size, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
+    threads_before = limit_cpu_threads(device)
     if checkpoint is not None:
         check_online_resume(checkpoint, PHASE, world_size, s.envs, refs)
     log = setup_logging(cfg.logging, output_dir if is_main else None, PHASE)
@@ -201,6 +208,11 @@ def main(
     process = psutil.Process()
     policy = ExplorerPolicy(explorer)
     bar = tqdm(total=total, initial=min(progress.iteration, total), disable=not is_main, desc=PHASE, unit="it", dynamic_ncols=True)
+    def hook(buf: Any) -> None:
+        if on_iteration is not None:
+            on_iteration({"iteration": progress.iteration, "world_model": world_model, "tokenizer": tokenizer, "explorer": explorer, "buffer": buf})
+
+    hook(None)
     try:
         while progress.iteration < total:
             # 1. the explorer plays against the current world model
@@ -253,6 +265,7 @@ def main(
             if recorder is not None:
                 recorder.add(buf.episodes)
             bar.update(1)
+            hook(buf)
 
             done = progress.iteration == total
             if progress.iteration % t.log_every == 0 or done:
@@ -287,6 +300,7 @@ def main(
     finally:
         bar.close()
         venv.close()
+        torch.set_num_threads(threads_before)  # this process may go on (tests, notebooks)
         if recorder is not None:
             recorder.close()
         if metrics_log is not None:

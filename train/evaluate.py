@@ -67,9 +67,11 @@ def main(
 
     from f1.shared.logs import setup_logging
     from f1.train.online_models import explorer_base_path, freeze, load_explorer, load_world_model
+    from f1.train.online_run import limit_cpu_threads
 
     log = setup_logging(cfg.logging, output_dir, "evaluate")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    threads_before = limit_cpu_threads(device)
     torch.manual_seed(cfg.training.seed)
     wm_path = checkpoint if phase != "student" else explorer_base_path(checkpoint, model_file)
     bundle = load_world_model(wm_path, "--checkpoint", device)
@@ -94,6 +96,7 @@ def main(
         freeze(explorer)
         log.info("exploration: %d episodes of %d steps per policy", episodes, run_cfg.training.steps_per_episode)
         report["exploration"] = evaluate_exploration(run_cfg, bundle, explorer, episodes, device, output_dir)
+    torch.set_num_threads(threads_before)
     (output_dir / "report.json").write_text(json.dumps(report, indent=2))
     (output_dir / "report.md").write_text(render_report(report))
     log.info("wrote %s", output_dir / "report.md")

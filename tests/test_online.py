@@ -1,0 +1,368 @@
+"""The online phases: rewards, GAE/PPO, rollouts in real SAPIEN envs, student, adversarial, evaluate, resume.
+
+The teacher is a freshly initialised world model + tokenizer saved in the
+teacher's checkpoint layout (training one is the teacher tests' job); the
+envs are real, 32x32, episodes of T = 6 actions in 2 envs. The phases run
+in this process, so SAPIEN compiles its shaders once for the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from f1.shared.config import load_config
+from f1.shared.errors import UserError
+from f1.shared.normalizers import Normalizer
+from f1.train.checkpoint import CheckpointError, save_checkpoint
+from f1.train.coverage import coverage_curve, distinct_voxels
+from f1.train.ppo import compute_gae, ppo_loss
+from f1.train.rewards import StudentReward, memory_divergence, prediction_error, wm_uncertainty
+from f1.train.run_outputs import read_metrics
+
+SIZE = 32  # env camera and tokenizer side: 4x4 tokens a frame
+T = 6  # actions per episode
+ENVS = 2
+H, S = 3, 2  # history length and stride: the stride exercises the history gather
+
+
+def online_config(tmp: Path, *sets: str):
+    return load_config(
+        overrides=[
+            f"environment.image_size=[{SIZE},{SIZE}]",
+            f"model.tokenizer_image_size={SIZE}",
+            f"training.n_obs_img_steps={H}",
+            f"training.obs_img_stride={S}",
+            f"training.steps_per_episode={T}",
+            "training.bptt_length=4",
+            "training.log_every=1",
+            "training.save_every=1",
+            "training.sample_every=1000",
+            f"student.envs={ENVS}",
+            "student.num_minibatches=2",
+            "adversarial.wm_updates_per_iteration=1",
+            "logging.tensorboard=false",
+            f"student.output_dir={tmp / 'student'}",
+            f"adversarial.output_dir={tmp / 'adversarial'}",
+            *sets,
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("online")
+
+
+@pytest.fixture(scope="module")
+def teacher_path(work: Path) -> Path:
+    """A fresh world model + tokenizer in the teacher's checkpoint layout (f1.train.teacher)."""
+    from f1.train.tokenizer import VQTokenizer
+    from f1.train.world_model import WorldModel
+
+    cfg = online_config(work)
+    torch.manual_seed(0)
+    tokenizer = VQTokenizer.from_config(cfg)
+    tokenizer.save(work / "tokenizer")
+    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.codebook_size)
+    normalizers = {"action": Normalizer([0.0] * 8, [0.5] * 8, 8), "state": Normalizer([0.0] * 15, [0.3] * 15, 15)}
+    model_config = {
+        "phase": "teacher",
+        "n_tokens": tokenizer.n_tokens,
+        "codebook_size": tokenizer.codebook_size,
+        "tokenizer_path": str(work / "tokenizer"),
+        "normalizers": {k: asdict(v) for k, v in normalizers.items()},
+        "config": cfg.to_dict(),
+    }
+    state = {"step": 1, "world_size": 1, "batch_size": 1, "ranks": [{"rank": 0}]}
+    return save_checkpoint(work / "teacher", 1, model_state=world_model.state_dict(), model_config=model_config, training_state=state, metrics={})
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict, after: dict) -> set[str]:
+    assert before.keys() == after.keys(), sorted(set(before) ^ set(after))
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+# --------------------------------------------------------------------------- rewards, GAE, PPO (no simulator)
+
+
+def test_reward_terms_match_their_definitions():
+    before = torch.zeros(2, 3, 4)  # (num_layers, B, hidden)
+    after = before.clone()
+    after[:, 1] = 0.5  # lane 1 moves every unit by 0.5: RMS change 0.5
+    assert torch.allclose(memory_divergence(before, after), torch.tensor([0.0, 0.5, 0.0]))
+
+    k = 16
+    uniform = torch.zeros(2, 5, k)  # (B, n, K)
+    peaked = torch.full((2, 5, k), -30.0)
+    peaked[..., 3] = 30.0
+    assert torch.allclose(wm_uncertainty(uniform), torch.ones(2), atol=1e-6)
+    assert torch.all(wm_uncertainty(peaked) < 1e-6)
+    from f1.train.world_model import WorldModel
+
+    logits = torch.randn(3, 5, k)
+    assert torch.allclose(wm_uncertainty(logits), WorldModel.uncertainty(logits) / math.log(k), atol=1e-6)
+    targets = torch.full((2, 5), 3)
+    assert torch.allclose(prediction_error(uniform, targets), torch.ones(2), atol=1e-6)
+    assert torch.all(prediction_error(peaked, targets) < 1e-6)
+
+    terms = StudentReward(2.0, 0.5)(before, after, torch.zeros(3, 5, k))
+    assert torch.allclose(terms["reward/total"], 2.0 * terms["reward/memory_divergence"] + 0.5 * terms["reward/wm_uncertainty"])
+
+
+def test_gae_matches_a_direct_sum_and_stops_at_terminal_steps():
+    gamma, lam = 0.9, 0.8
+    rewards = torch.tensor([[1.0], [0.0], [2.0]])  # (T=3, M=1)
+    values = torch.tensor([[0.5], [0.2], [0.1]])
+    next_value = torch.tensor([0.7])
+    advantages, returns = compute_gae(rewards, values, torch.zeros(3, 1, dtype=torch.bool), next_value, gamma, lam)
+    v_after = [0.2, 0.1, 0.7]
+    deltas = [float(rewards[t, 0] + gamma * v_after[t] - values[t, 0]) for t in range(3)]
+    expected = [sum((gamma * lam) ** (j - t) * deltas[j] for j in range(t, 3)) for t in range(3)]
+    assert torch.allclose(advantages[:, 0], torch.tensor(expected)), (advantages, expected)
+    assert torch.allclose(returns, advantages + values)
+
+    terminated = torch.tensor([[False], [True], [False]])
+    advantages, _ = compute_gae(rewards, values, terminated, next_value, gamma, lam)
+    assert torch.isclose(advantages[1, 0], rewards[1, 0] - values[1, 0])  # no value after a terminal step
+
+
+def test_ppo_loss_clips_the_ratio_and_reports_it():
+    new = torch.tensor([0.0, 0.5, -0.5, 0.0], requires_grad=True)  # log-ratios 0, +0.5, -0.5, 0
+    old = torch.zeros(4)
+    advantages = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    loss, stats = ppo_loss(new, old, torch.zeros(4), torch.zeros(4), advantages, torch.zeros(4),
+                           clip_coef=0.2, vf_coef=0.5, ent_coef=0.0, norm_adv=False)  # fmt: skip
+    loss.backward()
+    assert stats.clip_fraction == 0.5, stats
+    # samples 1 and 2 sit beyond the clip on the side their advantage pushes: no gradient
+    assert new.grad[1] == 0 and new.grad[2] == 0 and new.grad[0] != 0 and new.grad[3] != 0, new.grad
+    assert stats.approx_kl > 0
+
+
+def test_coverage_counts_distinct_5cm_voxels():
+    path = np.array([[0.01, 0.01, 0.01], [0.02, 0.03, 0.04], [0.06, 0.01, 0.01], [0.01, 0.01, 0.01], [-0.01, 0.0, 0.0]])
+    assert distinct_voxels(path) == 3
+    assert coverage_curve(path).tolist() == [1, 1, 2, 2, 3]
+
+
+def test_rollout_history_matches_the_teachers_chunks(work, teacher_path):
+    """The world model sees online exactly the inputs and targets the teacher trained on from a store."""
+    from f1.train.online_models import load_world_model
+    from f1.train.rollout_wm import chunk_batch
+    from f1.train.teacher_batch import chunk_inputs, episode_chunk, window_tokens
+
+    bundle = load_world_model(teacher_path, "--teacher_path")
+    rng = np.random.default_rng(0)
+    n = T + 1
+    arrays = {
+        "wrist_rgb": rng.integers(0, 255, (n, SIZE, SIZE, 3), dtype=np.uint8),
+        "action": rng.uniform(-1, 1, (n, 32)).astype(np.float32),
+        "state": rng.normal(0, 1, (n, 32)).astype(np.float32),
+    }
+    arrays["action"][-1] = 0.0
+    chunk, cpu = episode_chunk(arrays, H, S), torch.device("cpu")
+    want, want_targets, _ = chunk_inputs(chunk, window_tokens(chunk, bundle.tokenizer, cpu, False), bundle.normalizers, cpu)
+    tokens = bundle.tokenizer.encode(torch.from_numpy(arrays["wrist_rgb"]))[:, None]  # (N,1,n)
+    got, got_targets, _ = chunk_batch(
+        tokens, torch.from_numpy(arrays["action"])[:, None], torch.from_numpy(arrays["state"])[:, None],
+        torch.arange(T), H, S, bundle.normalizers,
+    )  # fmt: skip
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    assert torch.equal(got_targets, want_targets)
+
+
+# --------------------------------------------------------------------------- the student
+
+
+class Recorder:
+    """on_iteration hook: snapshots of the models before the first iteration and after the last."""
+
+    def __init__(self):
+        self.first: dict = {}
+        self.last: dict = {}
+        self.per_iteration: list[dict] = []
+        self.trainable: set[str] = set()
+
+    def __call__(self, record: dict) -> None:
+        shot = {name: snapshot(record[name]) for name in ("world_model", "tokenizer", "explorer")}
+        if not self.first:
+            self.first = shot
+            self.trainable = {k for k, p in record["explorer"].named_parameters() if p.requires_grad}
+        self.last = shot
+        self.per_iteration.append(shot)
+
+
+@pytest.fixture(scope="module")
+def student_run(work, teacher_path):
+    from f1.train.student import main
+
+    hook = Recorder()
+    sets = (f"student.teacher_path={teacher_path}", "student.total_iterations=3")
+    progress = main(online_config(work, *sets), record=work / "recorded", on_iteration=hook)
+    return {"progress": progress, "hook": hook, "sets": sets, "output_dir": work / "student"}
+
+
+def resume_copy(output_dir: Path, step: int, into: Path) -> Path:
+    """A new output dir holding only checkpoint-<step> of `output_dir`: a run killed after that checkpoint."""
+    import shutil
+
+    shutil.copytree(output_dir / f"checkpoint-{step}", into / f"checkpoint-{step}")
+    return into / f"checkpoint-{step}"
+
+
+@pytest.mark.slow
+def test_student_rewards_are_finite_and_nonzero(student_run):
+    assert student_run["progress"].iteration == 3 and student_run["progress"].episodes == 3 * ENVS
+    records = read_metrics(student_run["output_dir"])
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for r in records:
+        for key in ("reward/memory_divergence", "reward/wm_uncertainty", "reward/total", "policy/episode_return"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        for key in ("policy/entropy", "policy/approx_kl", "policy/clip_fraction", "explore/ee_voxels"):
+            assert math.isfinite(r[key]), (key, r[key])
+        assert r["reward/total"] == pytest.approx(r["reward/memory_divergence"] + r["reward/wm_uncertainty"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_student_trains_only_lora_and_heads(student_run):
+    hook = student_run["hook"]
+    assert not changed(hook.first["world_model"], hook.last["world_model"]), "the frozen world model changed"
+    assert not changed(hook.first["tokenizer"], hook.last["tokenizer"]), "the frozen tokenizer changed"
+    moved = changed(hook.first["explorer"], hook.last["explorer"])
+    assert moved, "the explorer did not train"
+    assert moved <= hook.trainable, sorted(moved - hook.trainable)
+    assert any("lora_" in k for k in moved) and any(k.startswith(("mean_head", "value_head")) for k in moved), sorted(moved)
+    assert all("lora_" in k or not k.startswith("backbone.") for k in hook.trainable), sorted(hook.trainable)
+
+
+@pytest.mark.slow
+def test_student_checkpoint_layout_and_record_store(student_run, work):
+    from f1.datasets import open_store
+    from f1.datasets.schema import validate_episode
+
+    ckpt = student_run["output_dir"] / "checkpoint-3"
+    for name in ("model.pt", "training_state.pt", "metrics.pt", "peft_adapter/adapter_config.json"):
+        assert (ckpt / name).is_file(), name
+    model = torch.load(ckpt / "model.pt", weights_only=False)
+    assert model["model_config"]["phase"] == "student" and not any(k.startswith("backbone.") for k in model["model"])
+    assert (student_run["output_dir"] / "samples").is_dir() and any((student_run["output_dir"] / "videos").glob("*.mp4"))
+
+    store = open_store(work / "recorded")
+    assert len(store.episodes) == 3 * ENVS and set(store.spec.cameras) == {"head", "wrist"}
+    info = store.episodes[0]
+    validate_episode(store.read_episode(info), store.episode_meta(info), store.spec)
+    assert info.length == T + 1
+
+
+@pytest.mark.slow
+def test_student_resume_continues_exactly(student_run, work):
+    """Resumed from checkpoint-2, iteration 3 gives the same figures as the run that went on without stopping."""
+    from f1.train.student import main
+
+    resumed_dir = work / "student_resumed"
+    checkpoint = resume_copy(student_run["output_dir"], 2, resumed_dir)
+    main(online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}"), resume=checkpoint)
+    (resumed,), uninterrupted = read_metrics(resumed_dir), read_metrics(student_run["output_dir"])[-1]
+    assert resumed["step"] == uninterrupted["step"] == 3
+    for key in ("reward/total", "policy/loss", "policy/approx_kl", "explore/ee_voxels"):
+        assert resumed[key] == uninterrupted[key], (key, resumed[key], uninterrupted[key])
+
+    with pytest.raises(CheckpointError, match="--envs"):
+        main(online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}", "student.envs=1"), auto_resume=True)
+
+
+def test_student_needs_a_teacher(work):
+    from f1.train.student import main
+
+    with pytest.raises(UserError, match="--teacher_path"):
+        main(online_config(work / "none"))
+    with pytest.raises(UserError, match="not a directory"):
+        main(online_config(work / "none", f"student.teacher_path={work / 'missing'}"))
+
+
+# --------------------------------------------------------------------------- adversarial
+
+
+@pytest.fixture(scope="module")
+def adversarial_run(work, teacher_path, student_run):
+    from f1.train.adversarial import main
+
+    hook = Recorder()
+    sets = (
+        f"adversarial.teacher_checkpoint={teacher_path}",
+        f"adversarial.student_checkpoint={student_run['output_dir'] / 'checkpoint-3'}",
+        "adversarial.total_iterations=3",
+    )
+    progress = main(online_config(work, *sets), on_iteration=hook)
+    return {"progress": progress, "hook": hook, "sets": sets, "output_dir": work / "adversarial"}
+
+
+@pytest.mark.slow
+def test_adversarial_alternates_and_both_parts_train(adversarial_run):
+    hook = adversarial_run["hook"]
+    assert len(hook.per_iteration) == 4  # before the first iteration, then after each of 3
+    for before, after in zip(hook.per_iteration, hook.per_iteration[1:]):
+        assert changed(before["world_model"], after["world_model"]), "the world model did not train this iteration"
+        moved = changed(before["explorer"], after["explorer"])
+        assert moved and moved <= hook.trainable, sorted(moved)
+        assert not changed(before["tokenizer"], after["tokenizer"])
+    for r in read_metrics(adversarial_run["output_dir"]):
+        for key in ("adv/wm_loss_explorer_data", "adv/wm_loss_random_data", "wm/loss", "reward/prediction_error", "policy/approx_kl"):
+            assert math.isfinite(r[key]), (key, r[key])
+        assert r["reward/prediction_error"] > 0
+    ckpt = adversarial_run["output_dir"] / "checkpoint-3"
+    assert (ckpt / "explorer.pt").is_file() and (ckpt / "peft_adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_adversarial_resume_continues_exactly(adversarial_run, work):
+    from f1.train.adversarial import main
+
+    resumed_dir = work / "adversarial_resumed"
+    checkpoint = resume_copy(adversarial_run["output_dir"], 2, resumed_dir)
+    main(online_config(work, *adversarial_run["sets"], f"adversarial.output_dir={resumed_dir}"), resume=checkpoint)
+    (resumed,), uninterrupted = read_metrics(resumed_dir), read_metrics(adversarial_run["output_dir"])[-1]
+    assert resumed["step"] == uninterrupted["step"] == 3
+    for key in ("adv/wm_loss_explorer_data", "adv/wm_loss_random_data", "wm/loss", "policy/loss"):
+        assert resumed[key] == uninterrupted[key], (key, resumed[key], uninterrupted[key])
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@pytest.mark.slow
+def test_evaluate_writes_its_report(student_run, work):
+    from f1.train.evaluate import main
+
+    out = work / "evaluate"
+    cfg = online_config(work)
+    report = main(cfg, student_run["output_dir"] / "checkpoint-3", data=work / "recorded", episodes=2, output_dir=out)
+    for name in ("report.md", "report.json", "prediction.png", "coverage.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "report.json").read_text())["phase"] == "student"
+    prediction = report["prediction"]["mean"]
+    assert 0.0 <= prediction["token_accuracy"] <= 1.0 and math.isfinite(prediction["psnr_prediction"])
+    policies = report["exploration"]["policies"]
+    assert {"explorer (sampled)", "random", "ou"} <= set(policies)
+    for result in policies.values():
+        assert len(result["voxels_per_episode"]) == 2 and 1 <= result["mean_voxels"] <= T + 1
+    assert "Explorer (sampled) / random coverage" in (out / "report.md").read_text()
+
+
+def test_evaluate_needs_data_for_a_teacher(work, teacher_path):
+    from f1.train.evaluate import main
+
+    with pytest.raises(UserError, match="--data"):
+        main(online_config(work), teacher_path, output_dir=work / "evaluate_teacher")

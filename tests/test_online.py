@@ -32,27 +32,29 @@ ENVS = 2
 H, S = 3, 2  # history length and stride: the stride exercises the history gather
 
 
+def online_config_sets(tmp: Path, *sets: str) -> list[str]:
+    return [
+        f"environment.image_size=[{SIZE},{SIZE}]",
+        f"model.tokenizer_image_size={SIZE}",
+        f"training.n_obs_img_steps={H}",
+        f"training.obs_img_stride={S}",
+        f"training.steps_per_episode={T}",
+        "training.bptt_length=4",
+        "training.log_every=1",
+        "training.save_every=1",
+        "training.sample_every=1000",
+        f"student.envs={ENVS}",
+        "student.num_minibatches=2",
+        "adversarial.wm_updates_per_iteration=1",
+        "logging.tensorboard=false",
+        f"student.output_dir={tmp / 'student'}",
+        f"adversarial.output_dir={tmp / 'adversarial'}",
+        *sets,
+    ]
+
+
 def online_config(tmp: Path, *sets: str):
-    return load_config(
-        overrides=[
-            f"environment.image_size=[{SIZE},{SIZE}]",
-            f"model.tokenizer_image_size={SIZE}",
-            f"training.n_obs_img_steps={H}",
-            f"training.obs_img_stride={S}",
-            f"training.steps_per_episode={T}",
-            "training.bptt_length=4",
-            "training.log_every=1",
-            "training.save_every=1",
-            "training.sample_every=1000",
-            f"student.envs={ENVS}",
-            "student.num_minibatches=2",
-            "adversarial.wm_updates_per_iteration=1",
-            "logging.tensorboard=false",
-            f"student.output_dir={tmp / 'student'}",
-            f"adversarial.output_dir={tmp / 'adversarial'}",
-            *sets,
-        ]
-    )
+    return load_config(overrides=online_config_sets(tmp, *sets))
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,16 @@ def teacher_path(work: Path) -> Path:
     }
     state = {"step": 1, "world_size": 1, "batch_size": 1, "ranks": [{"rank": 0}]}
     return save_checkpoint(work / "teacher", 1, model_state=world_model.state_dict(), model_config=model_config, training_state=state, metrics={})
+
+
+def run_phase(module: str, *args, **kwargs):
+    """A phase's real `main`, in this process, with a fresh Accelerate state (other tests may have made one)."""
+    import importlib
+
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return importlib.import_module(f"f1.train.{module}").main(*args, **kwargs)
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -206,11 +218,9 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def student_run(work, teacher_path):
-    from f1.train.student import main
-
     hook = Recorder()
     sets = (f"student.teacher_path={teacher_path}", "student.total_iterations=3")
-    progress = main(online_config(work, *sets), record=work / "recorded", on_iteration=hook)
+    progress = run_phase("student", online_config(work, *sets), record=work / "recorded", on_iteration=hook)
     return {"progress": progress, "hook": hook, "sets": sets, "output_dir": work / "student"}
 
 
@@ -269,27 +279,23 @@ def test_student_checkpoint_layout_and_record_store(student_run, work):
 @pytest.mark.slow
 def test_student_resume_continues_exactly(student_run, work):
     """Resumed from checkpoint-2, iteration 3 gives the same figures as the run that went on without stopping."""
-    from f1.train.student import main
-
     resumed_dir = work / "student_resumed"
     checkpoint = resume_copy(student_run["output_dir"], 2, resumed_dir)
-    main(online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}"), resume=checkpoint)
+    run_phase("student", online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}"), resume=checkpoint)
     (resumed,), uninterrupted = read_metrics(resumed_dir), read_metrics(student_run["output_dir"])[-1]
     assert resumed["step"] == uninterrupted["step"] == 3
     for key in ("reward/total", "policy/loss", "policy/approx_kl", "explore/ee_voxels"):
         assert resumed[key] == uninterrupted[key], (key, resumed[key], uninterrupted[key])
 
     with pytest.raises(CheckpointError, match="--envs"):
-        main(online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}", "student.envs=1"), auto_resume=True)
+        run_phase("student", online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}", "student.envs=1"), auto_resume=True)
 
 
 def test_student_needs_a_teacher(work):
-    from f1.train.student import main
-
     with pytest.raises(UserError, match="--teacher_path"):
-        main(online_config(work / "none"))
+        run_phase("student", online_config(work / "none"))
     with pytest.raises(UserError, match="not a directory"):
-        main(online_config(work / "none", f"student.teacher_path={work / 'missing'}"))
+        run_phase("student", online_config(work / "none", f"student.teacher_path={work / 'missing'}"))
 
 
 # --------------------------------------------------------------------------- adversarial
@@ -297,15 +303,13 @@ def test_student_needs_a_teacher(work):
 
 @pytest.fixture(scope="module")
 def adversarial_run(work, teacher_path, student_run):
-    from f1.train.adversarial import main
-
     hook = Recorder()
     sets = (
         f"adversarial.teacher_checkpoint={teacher_path}",
         f"adversarial.student_checkpoint={student_run['output_dir'] / 'checkpoint-3'}",
         "adversarial.total_iterations=3",
     )
-    progress = main(online_config(work, *sets), on_iteration=hook)
+    progress = run_phase("adversarial", online_config(work, *sets), on_iteration=hook)
     return {"progress": progress, "hook": hook, "sets": sets, "output_dir": work / "adversarial"}
 
 
@@ -328,11 +332,9 @@ def test_adversarial_alternates_and_both_parts_train(adversarial_run):
 
 @pytest.mark.slow
 def test_adversarial_resume_continues_exactly(adversarial_run, work):
-    from f1.train.adversarial import main
-
     resumed_dir = work / "adversarial_resumed"
     checkpoint = resume_copy(adversarial_run["output_dir"], 2, resumed_dir)
-    main(online_config(work, *adversarial_run["sets"], f"adversarial.output_dir={resumed_dir}"), resume=checkpoint)
+    run_phase("adversarial", online_config(work, *adversarial_run["sets"], f"adversarial.output_dir={resumed_dir}"), resume=checkpoint)
     (resumed,), uninterrupted = read_metrics(resumed_dir), read_metrics(adversarial_run["output_dir"])[-1]
     assert resumed["step"] == uninterrupted["step"] == 3
     for key in ("adv/wm_loss_explorer_data", "adv/wm_loss_random_data", "wm/loss", "policy/loss"):
@@ -344,11 +346,9 @@ def test_adversarial_resume_continues_exactly(adversarial_run, work):
 
 @pytest.mark.slow
 def test_evaluate_writes_its_report(student_run, work):
-    from f1.train.evaluate import main
-
     out = work / "evaluate"
     cfg = online_config(work)
-    report = main(cfg, student_run["output_dir"] / "checkpoint-3", data=work / "recorded", episodes=2, output_dir=out)
+    report = run_phase("evaluate", cfg, student_run["output_dir"] / "checkpoint-3", data=work / "recorded", episodes=2, output_dir=out)
     for name in ("report.md", "report.json", "prediction.png", "coverage.png"):
         assert (out / name).is_file(), name
     assert json.loads((out / "report.json").read_text())["phase"] == "student"
@@ -362,7 +362,33 @@ def test_evaluate_writes_its_report(student_run, work):
 
 
 def test_evaluate_needs_data_for_a_teacher(work, teacher_path):
-    from f1.train.evaluate import main
-
     with pytest.raises(UserError, match="--data"):
-        main(online_config(work), teacher_path, output_dir=work / "evaluate_teacher")
+        run_phase("evaluate", online_config(work), teacher_path, output_dir=work / "evaluate_teacher")
+
+
+# --------------------------------------------------------------------------- ranks and the CLI
+
+
+@pytest.mark.slow
+def test_student_on_two_cpu_ranks_records_each_ranks_envs(work, teacher_path, f1_cli):
+    """`accelerate launch --cpu --num_processes 2`: two ranks, each its own env, one checkpoint, one store."""
+    import subprocess
+    import sys
+
+    out, store = work / "student_ddp", work / "recorded_ddp"
+    sets = [a for s in online_config_sets(work) for a in ("--set", s)]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "-m", "f1",
+               "train", "student", "--teacher_path", str(teacher_path), "--output-dir", str(out), "--envs", "1",
+               "--total-iterations", "1", "--record", str(store), *sets]  # fmt: skip
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from f1.datasets import open_store
+    from f1.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(out / "checkpoint-1").training_state
+    assert state["world_size"] == 2 and state["progress"]["episodes"] == 2, state["progress"]
+    ids = [e.episode_id for e in open_store(store).episodes]
+    assert len(ids) == len(set(ids)) == 2, ids
+
+    refused = f1_cli("train", "student", "--teacher_path", str(teacher_path), "--output-dir", str(out), "--auto_resume", *sets)
+    assert refused.returncode == 2 and refused.stderr.startswith("error:") and "processes" in refused.stderr, refused.stderr

@@ -106,7 +106,7 @@ def load_world_model(path: Path, flag: str, device: torch.device | str = "cpu") 
             f"{flag} {path} names tokenizer {tokenizer_path}, which does not exist; restore it (the world model "
             "predicts that tokenizer's codes)"
         )
-    tokenizer = VQTokenizer.load(tokenizer_path, map_location=device).to(device)
+    tokenizer = VQTokenizer.load(tokenizer_path).to(device)  # load on the CPU: a CPU rank's device is "cpu:0", which torch.load rejects
     world_model = WorldModel(trained, int(model_config["n_tokens"]), int(model_config["codebook_size"]))
     world_model.load_state_dict(model_file["model"])
     normalizers = {k: Normalizer(**v) for k, v in model_config["normalizers"].items()}

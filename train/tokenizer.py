@@ -41,13 +41,13 @@ class TokenizerLoadError(UserError):
 
 
 class ResBlock(nn.Module):
+    # No normalisation layers anywhere in the tokenizer: GroupNorm over a frame removes its
+    # mean colour and brightness, which the tokens must keep (randomised light and table colours).
     def __init__(self, channels: int):
         super().__init__()
         self.block = nn.Sequential(
-            nn.GroupNorm(min(8, channels), channels),
             nn.SiLU(),
             nn.Conv2d(channels, channels, 3, padding=1),
-            nn.GroupNorm(min(8, channels), channels),
             nn.SiLU(),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
@@ -72,7 +72,7 @@ class Encoder(nn.Module):
             layers += [nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1)]
             if i > 0:
                 layers += [ResBlock(ch[i + 1])]
-        layers += [nn.GroupNorm(min(8, ch[-1]), ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], code_dim, 1)]
+        layers += [nn.SiLU(), nn.Conv2d(ch[-1], code_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -86,7 +86,7 @@ class Decoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(code_dim, ch[0], 3, padding=1)]
         for i in range(levels - 1):
             layers += [ResBlock(ch[i]), nn.ConvTranspose2d(ch[i], ch[i + 1], 4, stride=2, padding=1)]
-        layers += [nn.GroupNorm(min(8, ch[-1]), ch[-1]), nn.SiLU(), nn.ConvTranspose2d(ch[-1], 3, 4, stride=2, padding=1)]
+        layers += [nn.SiLU(), nn.ConvTranspose2d(ch[-1], 3, 4, stride=2, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -149,6 +149,23 @@ def test_world_model_shapes_and_uncertainty():
     assert wm.forward_chunk(no_head, wm.initial_memory(2))[0].shape == (2, 3, N, K)
 
 
+def test_forward_chunk_equals_step_by_step():
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    wm = WorldModel(cfg, N, K).eval()
+    inputs = chunk_inputs(2, 4, cfg)
+    inputs["is_first"][1, 2] = True
+    inputs["pad_mask"][1, 2, :-1] = True
+    start = torch.randn(cfg.model.memory_num_layers, 2, cfg.model.memory_hidden)
+    logits, memory, _ = wm.forward_chunk(inputs, start)
+    step_memory = start
+    for k in range(4):
+        args = [inputs[key][:, k] for key in ("wrist_hist", "head", "action_hist", "state", "pad_mask")]
+        step_logits, step_memory = wm.step(*args, step_memory, inputs["is_first"][:, k], step_index=k)
+        assert torch.allclose(step_logits, logits[:, k], atol=1e-5), (k, (step_logits - logits[:, k]).abs().max())
+    assert torch.allclose(step_memory, memory, atol=1e-6)
+
+
 def test_world_model_overfits_one_sequence():
     torch.manual_seed(0)
     cfg = tiny_cfg()

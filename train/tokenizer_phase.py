@@ -154,7 +154,7 @@ def main(cfg: F1Config, data: Path) -> dict:
 
     tokenizer.train()
     start = time.perf_counter()
-    bar = tqdm(range(1, t_cfg.max_steps + 1), desc="tokenizer", unit="step")
+    bar = tqdm(range(1, t_cfg.max_steps + 1), desc="tokenizer", unit="step", mininterval=0.5)
     for step in bar:
         batch = pool[torch.from_numpy(rng.integers(0, len(pool), t_cfg.batch_size))].to(device, non_blocking=True)
         out = tokenizer(batch)

@@ -128,33 +128,38 @@ class WorldModel(nn.Module):
     def _modality(self, name: str) -> Tensor:
         return self.modality_embed.weight[MODALITIES.index(name)]  # (d,)
 
-    def _step(
-        self,
-        wrist_hist: Tensor,
-        head: Optional[Tensor],
-        action_hist: Tensor,
-        state: Tensor,
-        pad_mask: Tensor,
-        memory: Optional[Tensor],
-        is_first: Tensor,
-        step_index: Optional[int],
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (logits (B,n,K), new memory (L_m,B,Hm), memory used (L_m,B,Hm))."""
-        where = f"step {step_index}" if step_index is not None else "this step"
+    def _reset(self, memory: Optional[Tensor], is_first: Tensor, step_index: Optional[int]) -> Tensor:
+        """Check the memory and zero it for the lanes where is_first: (L_m,B,Hm) -> (L_m,B,Hm)."""
         if memory is None:
+            where = f"step {step_index}" if step_index is not None else "this step"
             raise ValueError(
                 f"WorldModel got memory=None at {where}; memory is never None: start from initial_memory(batch_size)"
             )
+        b = is_first.shape[0]
+        assert memory.shape == (self.memory_layers, b, self.memory_hidden), (
+            "memory (num_layers,B,hidden)", tuple(memory.shape), (self.memory_layers, b, self.memory_hidden),
+        )
+        # DESIGN §4: zero the lane's memory at its episode's first step, before anything uses it.
+        return torch.where(is_first.view(1, b, 1), torch.zeros_like(memory), memory)
+
+    def _next_memory(self, current_tokens: Tensor, action: Tensor, state: Tensor, memory: Tensor) -> Tensor:
+        """m_{t+1} = GRU(x_t, m_t); current_tokens (B,n), action (B,A), state (B,S), memory (L_m,B,Hm)."""
+        if not self.memory_enabled:
+            return memory  # stays zeros
+        current = self.token_embed(current_tokens) + self.grid_pos_embed  # (B,n,d)
+        summary = torch.cat([current.mean(1), action, state], dim=-1)  # (B,d+A+S)
+        _, new_memory = self.gru(self.summary_proj(summary).unsqueeze(0), memory)  # (1,B,d) -> (L_m,B,Hm)
+        return new_memory
+
+    def _predict(
+        self, wrist_hist: Tensor, head: Optional[Tensor], action_hist: Tensor, state: Tensor, pad_mask: Tensor, memory_top: Tensor
+    ) -> Tensor:
+        """One backbone pass over N independent steps -> logits (N,n,K); memory_top (N,Hm) is m_t's top layer."""
         b, h, n = wrist_hist.shape
         assert (h, n) == (self.history, self.n_tokens), ("wrist_hist (B,h,n)", tuple(wrist_hist.shape), self.history, self.n_tokens)
         assert action_hist.shape[:2] == (b, h), (
             "image and action histories differ in length", tuple(wrist_hist.shape), tuple(action_hist.shape),
         )
-        assert memory.shape == (self.memory_layers, b, self.memory_hidden), (
-            "memory (num_layers,B,hidden)", tuple(memory.shape), (self.memory_layers, b, self.memory_hidden),
-        )
-        # DESIGN §4: zero the lane's memory at its episode's first step, before anything uses it.
-        memory = torch.where(is_first.view(1, b, 1), torch.zeros_like(memory), memory)  # (L_m,B,Hm)
         d = self.width
         pad = pad_mask.unsqueeze(-1).to(self.pad_embed.dtype) * self.pad_embed  # (B,h,d)
 
@@ -165,7 +170,7 @@ class WorldModel(nn.Module):
 
         parts = []
         if self.memory_enabled:
-            parts.append((self.memory_proj(memory[-1]) + self._modality("memory")).unsqueeze(1))  # (B,1,d)
+            parts.append((self.memory_proj(memory_top) + self._modality("memory")).unsqueeze(1))  # (B,1,d)
         parts.append((self.state_proj(state) + self._modality("state")).unsqueeze(1))  # (B,1,d)
         if h > 1:
             past = pool_grid(frames[:, :-1].reshape(b * (h - 1), n, d), self.grid)  # (B*(h-1),n',d)
@@ -182,14 +187,7 @@ class WorldModel(nn.Module):
 
         x = self.in_proj(torch.cat(parts, dim=1))  # (B,T,hidden)
         out = self.out_proj(self.backbone(inputs_embeds=x).last_hidden_state[:, -n:])  # (B,n,d)
-        logits = self.logits_head(self.out_norm(out))  # (B,n,K)
-
-        if self.memory_enabled:
-            summary = torch.cat([current.mean(1), action_hist[:, -1], state], dim=-1)  # (B,d+A+S)
-            _, new_memory = self.gru(self.summary_proj(summary).unsqueeze(0), memory)  # (1,B,d) -> (L_m,B,Hm)
-        else:
-            new_memory = memory  # stays zeros
-        return logits, new_memory, memory
+        return self.logits_head(self.out_norm(out))  # (B,n,K)
 
     def step(
         self,
@@ -207,8 +205,9 @@ class WorldModel(nn.Module):
         wrist_hist (B,h,n) long, head (B,n) long or None, action_hist (B,h,A) (the last slot holds
         action t), state (B,S) normalized, pad_mask (B,h) bool, memory (L_m,B,Hm), is_first (B,) bool.
         """
-        logits, new_memory, _ = self._step(wrist_hist, head, action_hist, state, pad_mask, memory, is_first, step_index)
-        return logits, new_memory
+        memory = self._reset(memory, is_first, step_index)  # (L_m,B,Hm) m_t
+        logits = self._predict(wrist_hist, head, action_hist, state, pad_mask, memory[-1])
+        return logits, self._next_memory(wrist_hist[:, -1], action_hist[:, -1], state, memory)
 
     # ------------------------------------------------------------------ a TBPTT chunk
 
@@ -219,26 +218,30 @@ class WorldModel(nn.Module):
         pad_mask (B,L,h), is_first (B,L). memory_trace[:, k] is the top layer of the memory step k
         used (after its is_first reset). Gradients cross steps through the memory unless
         training.memory_backprop is false; the caller detaches between chunks.
+
+        Same result as L calls of `step`, but faster: the memory's inputs are the step's own
+        inputs (never the backbone's outputs), so the GRU runs first, step by step (resets
+        inside the loop), and the backbone then sees all B x L steps in one batch.
         """
-        length = inputs["wrist_hist"].shape[1]
-        head = inputs.get("head")
-        logits, trace = [], []
+        wrist_hist, head = inputs["wrist_hist"], inputs.get("head")
+        b, length = wrist_hist.shape[:2]
+        used = []
         for k in range(length):
             if memory is not None and not self.memory_backprop:
                 memory = memory.detach()
-            step_logits, memory, used = self._step(
-                inputs["wrist_hist"][:, k],
-                head[:, k] if head is not None else None,
-                inputs["action_hist"][:, k],
-                inputs["state"][:, k],
-                inputs["pad_mask"][:, k],
-                memory,
-                inputs["is_first"][:, k],
-                step_index=k,
-            )
-            logits.append(step_logits)
-            trace.append(used[-1])
-        return torch.stack(logits, 1), memory, torch.stack(trace, 1)  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm)
+            memory = self._reset(memory, inputs["is_first"][:, k], k)  # (L_m,B,Hm) m_k
+            used.append(memory[-1])
+            memory = self._next_memory(wrist_hist[:, k, -1], inputs["action_hist"][:, k, -1], inputs["state"][:, k], memory)
+        trace = torch.stack(used, 1)  # (B,L,Hm)
+        logits = self._predict(
+            wrist_hist.flatten(0, 1),  # (B*L,h,n)
+            head.flatten(0, 1) if head is not None else None,
+            inputs["action_hist"].flatten(0, 1),
+            inputs["state"].flatten(0, 1),
+            inputs["pad_mask"].flatten(0, 1),
+            trace.flatten(0, 1),  # (B*L,Hm)
+        )
+        return logits.view(b, length, self.n_tokens, -1), memory, trace  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm)
 
     # ------------------------------------------------------------------ losses and rewards
 

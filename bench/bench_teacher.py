@@ -11,9 +11,12 @@ the model (data, memory carry, bookkeeping), not the model. Rows:
 - the replay alone, as the teacher reads it (vectors and markers; frames come
   from the token cache) and as the uncached path reads it (frames too), from
   the store against the same episodes in memory (the ceiling).
-- stability: the median step time around chunk 2,000 against around chunk 20,
-  and the process RSS at chunk 2,000 against chunk 20 (goal: ratio <= 1.1,
-  nothing grows with the run, no graph kept across chunks).
+- stability: the median step time (process CPU time and wall time) over the
+  20 chunks up to chunk 2,000 against chunks 1..20, of the same run and of a
+  fresh run started right after it (the same machine load as chunk 2,000);
+  the process RSS and the number of objects the garbage collector tracks at
+  chunk 2,000 against chunk 20 (goal: ratio <= 1.1, nothing grows with the
+  run, no graph kept across chunks).
 The table is printed and appended to bench/RESULTS.md.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import platform
 import shutil
@@ -41,6 +45,8 @@ from f1.train.run_outputs import read_metrics
 from f1.train.tokenizer import VQTokenizer
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+EARLY = 20  # the stability baseline: chunk 20 of a run
+OBJECT_COUNT_AT: set[int] = set()  # chunks at which `train` counts the objects gc tracks (set in main)
 SIZE = 32
 SPEC = StoreSpec(image_hw=(SIZE, SIZE), state_dim=8, action_dim=8, real_state_dims=8, real_action_dims=8)
 # The smallest world model the config allows, so the loop's own costs are visible.
@@ -85,8 +91,8 @@ def episode(e: int, n: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def train(work: Path, name: str, chunks: int, prefetch: int, cache: bool) -> tuple[list[dict], list[tuple[float, float, float]]]:
-    """Run the teacher for `chunks` steps; -> (metric records, per chunk at its end (wall s, process CPU s, RSS bytes))."""
+def train(work: Path, name: str, chunks: int, prefetch: int, cache: bool) -> tuple[list[dict], list[tuple]]:
+    """Run the teacher for `chunks` steps; -> (metric records, per chunk at its end (wall s, CPU s, RSS bytes, gc objects))."""
     from accelerate.state import AcceleratorState
 
     from f1.train.teacher import main
@@ -98,21 +104,23 @@ def train(work: Path, name: str, chunks: int, prefetch: int, cache: bool) -> tup
 
     def mark(record: dict) -> None:
         cpu = process.cpu_times()
-        marks.append((time.perf_counter(), cpu.user + cpu.system, process.memory_info().rss))
+        # Objects the garbage collector tracks: a count that does not depend on the machine's load.
+        objects = len(gc.get_objects()) if record["step"] in OBJECT_COUNT_AT else 0
+        marks.append((time.perf_counter(), cpu.user + cpu.system, process.memory_info().rss, objects))
 
-    marks: list[tuple[float, float, float]] = []
+    marks: list[tuple[float, float, float, int]] = []
     AcceleratorState._reset_state(reset_partial_state=True)
     main(cfg, work / "store", on_chunk=mark)
     assert len(marks) == chunks, (len(marks), chunks)
     return read_metrics(work / name), marks
 
 
-def chunk_rate(marks: list[tuple[float, float, float]]) -> float:
+def chunk_rate(marks: list[tuple]) -> float:
     """Chunks/s after the first chunk (start-up left out)."""
     return (len(marks) - 1) / (marks[-1][0] - marks[0][0])
 
 
-def median_around(marks: list[tuple[float, float, float]], chunk: int, column: int) -> float:
+def median_around(marks: list[tuple], chunk: int, column: int) -> float:
     """Median per-chunk increment of a mark column (0: wall s, 1: CPU s) over the ~20 chunks ending near `chunk`."""
     values = np.diff([m[column] for m in marks])  # values[i]: chunk i+2
     return float(np.median(values[max(chunk - 21, 0) : chunk - 1]))
@@ -145,7 +153,7 @@ def main() -> None:
     parser.add_argument("--no-append", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
-    early, late = 20, args.chunks
+    early, late = EARLY, args.chunks
 
     work = Path(tempfile.mkdtemp(prefix="bench_teacher_"))
     try:
@@ -158,6 +166,7 @@ def main() -> None:
         tokenizer(torch.from_numpy(np.concatenate([a["wrist_rgb"] for a in arrays.values()])))  # k-means codebook start
         tokenizer.save(work / "tokenizer")
 
+        OBJECT_COUNT_AT.update({EARLY, args.chunks})
         runs = {}
         for name, chunks, prefetch, cache in (
             ("frames read and tokenised per chunk, prefetch 0 (baseline)", args.baseline_chunks, 0, False),
@@ -168,6 +177,10 @@ def main() -> None:
             start = time.perf_counter()
             runs[name] = (*train(work, f"run{len(runs)}", chunks, prefetch, cache), time.perf_counter() - start)
         records, marks, total_s = runs[name]  # the long run
+        # Its chunk 20 ran minutes before its chunk 2,000, under whatever else the machine ran then; a fresh
+        # run right after gives a chunk 20 under the same conditions as chunk 2,000.
+        print(f"training {2 * EARLY} chunks again: chunk {EARLY} right after the long run ...")
+        _, fresh_marks = train(work, "fresh", 2 * EARLY, 4, True)
 
         store = open_store(work / "store")
         memory = [MemoryEpisode(name, args.steps) for name in arrays]
@@ -194,13 +207,18 @@ def main() -> None:
         ceiling = rates[(keys, "memory")]
         rows.append((f"replay steps/s, {label}: in memory (ceiling)", f"{ceiling:,.0f}", "1.00"))
         rows.append((f"replay steps/s, {label}: zarr store", f"{rates[(keys, 'store')]:,.0f}", f"{rates[(keys, 'store')] / ceiling:.2f}"))
-    for column, label, unit in ((1, "process CPU time a step", "ms"), (0, "wall time a step", "ms")):
-        first, last = median_around(marks, early, column), median_around(marks, late, column)
-        rows.append((f"{label}, median of chunks {early - 19}..{early} (baseline)", f"{first * 1e3:.1f} {unit}", "1.00"))
-        rows.append((f"{label}, median of chunks {late - 19}..{late} (goal <= 1.1)", f"{last * 1e3:.1f} {unit}", f"{last / first:.2f}"))
+    for column, label in ((1, "process CPU time a step"), (0, "wall time a step")):
+        first, fresh, last = (median_around(m, c, column) for m, c in ((marks, early), (fresh_marks, early), (marks, late)))
+        rows.append((f"{label}, chunks {early - 19}..{early} of the long run (baseline)", f"{first * 1e3:.1f} ms", "1.00"))
+        rows.append((f"{label}, chunks {early - 19}..{early} of a fresh run after it (baseline)", f"{fresh * 1e3:.1f} ms", "1.00"))
+        rows.append((f"{label}, chunks {late - 19}..{late} (goal <= 1.1 x the fresh run)", f"{last * 1e3:.1f} ms",
+                     f"{last / first:.2f} / {last / fresh:.2f}"))  # fmt: skip
     rss_first, rss_last = marks[early - 1][2], marks[late - 1][2]
     rows.append((f"process RSS at chunk {early} (baseline)", f"{rss_first / 2**20:.1f} MB", "1.00"))
     rows.append((f"process RSS at chunk {late} (goal <= 1.1)", f"{rss_last / 2**20:.1f} MB", f"{rss_last / rss_first:.3f}"))
+    objects_first, objects_last = marks[early - 1][3], marks[late - 1][3]
+    rows.append((f"objects tracked by gc at chunk {early} (baseline)", f"{objects_first:,}", "1.00"))
+    rows.append((f"objects tracked by gc at chunk {late}", f"{objects_last:,}", f"{objects_last / objects_first:.3f}"))
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     load = os.getloadavg()[0]
     header = (
@@ -208,7 +226,7 @@ def main() -> None:
         f"Machine: {machine()}, load average {load:.1f} at the end. Store: {args.episodes} episodes x {args.steps} steps, "
         f"{SIZE}x{SIZE} frames, Zarr. Model: the smallest the config allows (hidden 16, 1 layer, 4 tokens a frame, "
         f"h=2, B=2, L=2, wrist only), so the loop's own costs show. Long run (token cache, prefetch 4): {args.chunks} "
-        f"chunks in {total_s:.0f} s; the other runs {args.baseline_chunks} chunks. Chunks/s from per-chunk timestamps "
+        f"chunks in {total_s:.0f} s; the other runs {args.baseline_chunks} chunks, the fresh run {2 * EARLY}. Chunks/s from per-chunk timestamps "
         f"after the first; data-wait share from episode_metrics.jsonl (20-step windows, the first left out); step "
         f"times are medians over 20 chunks, CPU time is the process's user + system time (less sensitive than wall "
         f"time to other jobs on the machine); replay rates: one epoch, prefetch 0, best of 2.\n\n"

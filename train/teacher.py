@@ -109,7 +109,7 @@ def main(
     # ---- ranks, seeds, logging
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from tqdm import tqdm
 
     from f1.datasets.replay import OrderedReplay, RandomWindows
@@ -123,7 +123,11 @@ def main(
 
     use_cpu = gpus == 0 or forces_cpu() or not torch.cuda.is_available()
     # The schedule counts optimizer steps: Accelerate would otherwise step it once per process per step.
-    accelerator = Accelerator(cpu=use_cpu, mixed_precision=t.mixed_precision, step_scheduler_with_optimizer=False)
+    # The model's only buffers are constants (rotary frequencies): no need for DDP to broadcast them every forward.
+    accelerator = Accelerator(
+        cpu=use_cpu, mixed_precision=t.mixed_precision, step_scheduler_with_optimizer=False,
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )  # fmt: skip
     rank, world_size, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
     if checkpoint is not None:
@@ -133,6 +137,9 @@ def main(
     log = setup_logging(logging_cfg, output_dir, PHASE if world_size == 1 else f"{PHASE}-rank{rank}")
     log.info("teacher: %d rank(s) on %s, store %s (%d episodes), output %s", world_size, device, data, len(store.episodes), output_dir)
     set_seed(t.seed)
+    # Adam's moments of parameters whose gradient stays zero (rows of codes never seen) decay geometrically
+    # into denormal floats after ~800 steps, and CPU arithmetic on denormals is many times slower: flush them.
+    torch.set_flush_denormal(True)
 
     # ---- models: the frozen tokenizer, the world model, optimizer, scheduler
     tokenizer = tokenizer.to(device).eval().requires_grad_(False)
@@ -154,7 +161,7 @@ def main(
         seed=t.seed, keys=keys, prefetch=t.prefetch_chunks,
     )  # fmt: skip
     planned_steps = sum(replay.num_chunks(epoch) for epoch in range(t.epochs))
-    optimizer = make_optimizer(world_model, t)  # every world-model parameter trains in this phase (bar the unused one ChunkModel froze)
+    optimizer = make_optimizer(world_model, t)  # all of the world model trains (but the table ChunkModel froze)
     scheduler = make_scheduler(optimizer, t.warmup_steps, planned_steps)
 
     progress = Progress()

@@ -216,7 +216,8 @@ def test_k_steps_plus_resume_plus_k_steps_equals_2k_steps(reference, assets, tmp
     out = tmp_path / "split"
     first = run_teacher(config(assets, out, f"training.max_steps={K}"), assets.store)
     assert first.step == K and (out / f"checkpoint-{K}").is_dir()
-    second = run_teacher(config(assets, out, f"training.max_steps={2 * K}"), assets.store, auto_resume=True)
+    # --resume PATH here; --auto_resume is the killed-run test's
+    second = run_teacher(config(assets, out, f"training.max_steps={2 * K}"), assets.store, resume=out / f"checkpoint-{K}")
     assert second.step == 2 * K
     want = losses(reference.out)
     assert [s for s, _ in want] == list(range(1, 2 * K + 1))

@@ -341,9 +341,10 @@ def collect_rollout(
 
 
 def make_online_env(cfg: Any, num_envs: int, record: bool, render_device: Optional[str]) -> Any:
-    """M live envs. Wrist camera only (StudentEnv's); with --record the head camera renders too,
+    """M live envs with StudentEnv's wrist camera only, or with --record the head camera too.
 
-    so the recorded store has both cameras like `f1 collect`'s; the models never see the head frame.
+    Recording renders the head camera so the store has both cameras, like `f1 collect`'s
+    (a teacher may train on it); the explorer and the world model never see the head frame.
     """
     from f1.collect.vector import make_vector_env
 

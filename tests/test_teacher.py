@@ -225,6 +225,17 @@ def test_k_steps_plus_resume_plus_k_steps_equals_2k_steps(reference, assets, tmp
     assert_same_weights(weights(out / f"checkpoint-{2 * K}"), weights(reference.out / f"checkpoint-{2 * K}"))
 
 
+def test_resuming_a_finished_run_trains_nothing(reference, assets, tmp_path):
+    import shutil
+
+    out = shutil.copytree(reference.out, tmp_path / "done")
+    before = sorted(p.name for p in out.iterdir())
+    progress = run_teacher(config(assets, out, f"training.max_steps={2 * K}"), assets.store, auto_resume=True)
+    assert progress.step == 2 * K
+    assert losses(out) == losses(reference.out)
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_resume_with_another_batch_size_or_model_is_refused(reference, assets):
     from f1.shared.errors import UserError
 

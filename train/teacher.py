@@ -241,11 +241,10 @@ def main(
 
     process = psutil.Process()
     window = LogWindow()
-    stop_reason: Optional[str] = None
-    last_saved = last_sampled = progress.step if checkpoint else -1
+    stop_reason = reached_stop(progress, t)  # a resumed run may already be done
     total = min(planned_steps, t.max_steps or planned_steps)
     bar = tqdm(total=total, initial=min(progress.step, total), disable=not is_main, desc="teacher", unit="step", dynamic_ncols=True)
-    while stop_reason is None and progress.epoch < t.epochs:
+    while stop_reason is None:
         epoch_chunks = replay.num_chunks(progress.epoch)
         if cache is not None:
             start = time.perf_counter()
@@ -298,13 +297,7 @@ def main(
                 window.add(float(loss.detach()), float(accuracy), memory_norm(memory), data_wait_s, time.perf_counter() - wait_start)
                 bar.update(1)
 
-                # Episodes count when replayed to their last step: counting is_first would stop as the N-th begins.
-                if t.max_steps is not None and progress.step >= t.max_steps:
-                    stop_reason = "max_steps"
-                elif t.num_episodes is not None and progress.episodes >= t.num_episodes:
-                    stop_reason = "num_episodes"
-                elif progress.epoch >= t.epochs:
-                    stop_reason = "epochs"
+                stop_reason = reached_stop(progress, t)
 
                 if progress.step % t.log_every == 0 or stop_reason:
                     last_metrics = log_window(accelerator, window, progress, scheduler, process, world_size)
@@ -314,23 +307,28 @@ def main(
                     window.reset()
                 if is_main and (progress.step % t.sample_every == 0 or stop_reason):
                     sample()
-                    last_sampled = progress.step
                 if progress.step % t.save_every == 0 or stop_reason:
                     save()
-                    last_saved = progress.step
+        assert stop_reason is not None or progress.chunk == 0, ("the replay ended before the epoch's last chunk", progress)
     bar.close()
-
-    stop_reason = stop_reason or "epochs"
-    if last_saved != progress.step:  # an epoch ended without a step (e.g. resumed at the end): keep the state
-        save()
-    if is_main and last_sampled != progress.step and progress.step > 0:
-        sample()
     log.info("teacher stopped (%s) at step %d, epoch %d, %d episodes replayed", stop_reason, progress.step, progress.epoch, progress.episodes)
     if metrics_log is not None:
         metrics_log.close()
     store.close()
     accelerator.end_training()
     return progress
+
+
+def reached_stop(progress: Progress, t) -> Optional[str]:
+    """Why training stops now, or None. Episodes count when replayed to their last step (is_last):
+    counting is_first would stop as the N-th episode begins."""
+    if t.max_steps is not None and progress.step >= t.max_steps:
+        return "max_steps"
+    if t.num_episodes is not None and progress.episodes >= t.num_episodes:
+        return "num_episodes"
+    if progress.epoch >= t.epochs:
+        return "epochs"
+    return None
 
 
 def log_window(accelerator, window: LogWindow, progress: Progress, scheduler, process, world_size: int) -> dict[str, float]:

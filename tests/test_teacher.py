@@ -7,8 +7,6 @@ for a few steps, the tiny world model, Accelerate on the CPU.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import subprocess
@@ -27,7 +25,6 @@ from f1.shared.config import load_config
 from f1.train.checkpoint import (
     METRICS_FILE,
     MODEL_FILE,
-    TRAINING_STATE_FILE,
     latest_checkpoint,
     load_checkpoint,
 )

@@ -2,8 +2,10 @@
 
 Window arrays span C + L + 1 positions per lane (C = (h-1)s): chunk position
 p sits at window position C+p, its history slots at `history_index[:, p]`,
-its next wrist frame (the target) at C+p+1. Frames are tokenised once per
-window by the frozen tokenizer, then gathered.
+its next wrist frame (the target) at C+p+1. Tokens come either from the
+token cache, by each position's (episode, step) (`cached_tokens`, the
+default), or from tokenising the window's frames (`window_tokens`); both
+give the same tokens (tested).
 """
 
 from __future__ import annotations

@@ -16,13 +16,12 @@ Figures, all measured in this run:
 from __future__ import annotations
 
 import argparse
-import datetime
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from bench_env import RESULTS, machine
+from results import machine, report
 
 from f1.collect.plan import plan_collection
 from f1.shared.config import load_config
@@ -104,17 +103,11 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    header = f"## bench_collect — {stamp}\n\n"
     setup = (
         f"machine: {machine()}; {args.size}x{args.size} head + wrist, {args.steps} actions/episode, "
-        f"{cfg.collect.format} store, codec {cfg.collect.image_codec}, OU policy\n\n"
+        f"{cfg.collect.format} store, codec {cfg.collect.image_codec}, OU policy"
     )
-    table = "| measurement | figure | ratio |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
-    print(header + setup + table)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write(header + setup + table + "\n")
+    report("bench_collect", setup, rows, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,6 @@ printed and appended to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -38,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from results import machine, report
+
 from f1.datasets import EpisodeMeta, StoreSpec, open_store, open_writer
 from f1.datasets import codecs
 from f1.datasets.zarr_shard import ZarrShardReader
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 CONFIGS = [  # (format, codec, PNG zlib level or None)
     ("zarr", "delta-zstd", None),
     ("zarr", "zstd", None),
@@ -52,10 +50,6 @@ CONFIGS = [  # (format, codec, PNG zlib level or None)
     ("webdataset", "png", 6),
     ("webdataset", "npy", None),
 ]
-
-
-def machine() -> str:
-    return f"{platform.node()} {platform.machine()} {platform.processor() or platform.system()} {os.cpu_count()} CPUs"
 
 
 def rendered_frames(size: int, per_scene: int) -> dict[str, np.ndarray]:
@@ -222,33 +216,23 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     rows = [("np.save, uncompressed / in memory (baselines)", base_write, base_bytes, compression, base_read)] + results
 
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    header = (
-        f"## bench_datasets — {stamp}\n\n"
+    setup = (
         f"Machine: {machine()}. Frames: {source}, {args.size}x{args.size}, 2 cameras. "
         f"{args.episodes} episodes x {args.steps} steps = {steps} steps ({spec.raw_bytes_per_step()} raw bytes/step). "
         f"Read: read_steps in episode order, chunks of {args.chunk} steps, all keys; ceiling: the same arrays in memory "
-        f"(numpy slice + copy), best over all its runs (re-measured beside each store). Best of {args.rounds}.\n\n"
+        f"(numpy slice + copy), best over all its runs (re-measured beside each store). Best of {args.rounds}."
     )
-    table = [
-        "| store | write steps/s | write MB/s (raw) | bytes/step | compression | write vs np.save | read steps/s | read vs in-memory |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    columns = ("store", "write steps/s", "write MB/s (raw)", "bytes/step", "compression", "write vs np.save",
+               "read steps/s", "read vs in-memory")  # fmt: skip
+    table = []
     for name, write_s, per_step, comp, read_s in rows:
         if write_s is None:  # a second read path over the store of the row above
-            written = "| (same store) | | | | "
+            written = ("(same store)", "", "", "", "")
         else:
-            written = (
-                f"| {steps / write_s:,.0f} | {raw_mb / write_s:,.1f} | {per_step:,.0f} | {comp:.2f}x "
-                f"| {base_write / write_s:.2f} "
-            )
-        table.append(f"| {name} {written}| {steps / read_s:,.0f} | {base_read / read_s:.3f} |")
-    text = header + "\n".join(table) + "\n\n"
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write(text)
-        print(f"appended to {RESULTS}")
+            written = (f"{steps / write_s:,.0f}", f"{raw_mb / write_s:,.1f}", f"{per_step:,.0f}", f"{comp:.2f}x",
+                       f"{base_write / write_s:.2f}")  # fmt: skip
+        table.append((name, *written, f"{steps / read_s:,.0f}", f"{base_read / read_s:.3f}"))
+    report("bench_datasets", setup, table, columns, append=not args.no_append)
 
 
 if __name__ == "__main__":

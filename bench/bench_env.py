@@ -24,21 +24,14 @@ rounds. The table is printed and appended to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from results import load_average, machine, report
+
 SCENE_SEED, EPISODE_SEED = 12345, 1
-
-
-def machine() -> str:
-    return f"{platform.node()} {platform.machine()} {platform.system()} {os.cpu_count()} CPUs"
 
 
 def timed(fn) -> float:
@@ -178,19 +171,13 @@ def main() -> None:
         plain.close()
         sync.close()
 
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    header = f"## bench_env — {stamp}\n\n"
     setup = (
         f"machine: {machine()}; SAPIEN {sapien.__version__} rendering on "
         f"{sapien.render.get_device_summary().splitlines()[0].removeprefix('GPU: ')}; {size}x{size} head + wrist, "
         f"robot_meshes={cfg.environment.robot_meshes}, {substeps} substeps a step; medians of {args.rounds} "
-        f"alternating rounds of {steps}-step episodes; load average {os.getloadavg()[0]:.1f} at the end\n\n"
+        f"alternating rounds of {steps}-step episodes; load average {load_average():.1f} at the end"
     )
-    table = "| measurement | figure | ratio |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
-    print(header + setup + table)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write(header + setup + table + "\n")
+    report("bench_env", setup, rows, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -17,19 +17,10 @@ appended to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-
-
-def machine() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{platform.node()} {platform.machine()} {platform.system()} {os.cpu_count()} CPUs, load average {load:.1f} at start"
+from results import load_average, machine, report
 
 
 def main() -> None:
@@ -40,6 +31,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median kept)")
     parser.add_argument("--no-append", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args()
+    load_at_start = load_average()
 
     import torch
 
@@ -133,18 +125,12 @@ def main() -> None:
         seconds = median[f"update, {threads} thread{'s' if threads > 1 else ''}"]
         rows.append((f"PPO update of one rollout, {threads} torch thread{'s' if threads > 1 else ''}", f"{seconds:.2f} s", f"{base_update / seconds:.2f}"))
 
-    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    header = (
-        f"Machine: {machine()}. Tiny preset, wrist camera {args.size}x{args.size}, M={m} envs, {steps} steps a rollout, "
-        f"{s.update_epochs}x{s.num_minibatches} PPO minibatches; medians of {args.rounds} alternating rounds. "
-        "Ratios: rollout speed against env only; update speed against 1 thread."
+    setup = (
+        f"Machine: {machine()}, load average {load_at_start:.1f} at start. Tiny preset, wrist camera {args.size}x{args.size}, "
+        f"M={m} envs, {steps} steps a rollout, {s.update_epochs}x{s.num_minibatches} PPO minibatches; medians of "
+        f"{args.rounds} alternating rounds. Ratios: rollout speed against env only; update speed against 1 thread."
     )
-    table = ["| measure | figure | ratio |", "|---|---:|---:|", *[f"| {a} | {b} | {c} |" for a, b, c in rows]]
-    text = "\n".join([f"## bench_online — {when}", "", header, "", *table, ""])
-    print(text)
-    if not args.no_append:
-        with open(RESULTS, "a") as f:
-            f.write("\n" + text)
+    report("bench_online", setup, rows, ("measure", "figure", "ratio"), append=not args.no_append)
 
 
 if __name__ == "__main__":

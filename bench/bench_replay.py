@@ -21,9 +21,6 @@ appended to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -33,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from results import machine, report
+
 from f1.datasets import EpisodeMeta, StoreSpec, open_store, open_writer
 from f1.datasets.replay import OrderedReplay, RandomWindows
 from f1.datasets.zarr_shard import ZarrShardReader
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 KEYS = ("wrist_rgb", "head_rgb", "state", "action", "is_first", "is_last")
 
 
@@ -45,10 +43,6 @@ KEYS = ("wrist_rgb", "head_rgb", "state", "action", "is_first", "is_last")
 class MemoryEpisode:
     episode_id: str
     length: int
-
-
-def machine() -> str:
-    return f"{platform.node()} {platform.machine()} {platform.processor() or platform.system()} {os.cpu_count()} CPUs"
 
 
 def synthetic_episode(spec: StoreSpec, e: int, steps: int) -> dict[str, np.ndarray]:
@@ -169,29 +163,19 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     baseline = rows[0][1]
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     context = (args.history - 1) * args.stride
-    header = (
-        f"## bench_replay — {stamp}\n\n"
+    setup = (
         f"Machine: {machine()}. {args.episodes} episodes x {args.steps} steps, {args.size}x{args.size} synthetic frames, "
         f"2 cameras; B={args.batch_size}, L={args.bptt_length}, h={args.history}, s={args.stride} "
         f"(window C+L+1 = {context + args.bptt_length + 1}); keys {', '.join(KEYS)}. One epoch per figure, best of "
-        f"{args.rounds}. Steps/s counts valid chunk positions; steps read/step: steps decoded from the store per valid position (history and next frame included). Zarr (zstd) rows read through f1's fast path unless marked zarr slicing. Baseline: the same episodes in memory, prefetch 0.\n\n"
+        f"{args.rounds}. Steps/s counts valid chunk positions; steps read/step: steps decoded from the store per valid position (history and next frame included). Zarr (zstd) rows read through f1's fast path unless marked zarr slicing. Baseline: the same episodes in memory, prefetch 0."
     )
+    columns = ("replay", "steps/s", "vs in-memory", "chunks", "reads/chunk", "steps read/step", "read s", "data-wait share")
     table = [
-        "| replay | steps/s | vs in-memory | chunks | reads/chunk | steps read/step | read s | data-wait share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        (name, f"{rate:,.0f}", f"{rate / baseline:.3f}", f"{chunks}", f"{reads:.1f}", f"{per_step:.2f}", f"{read_s:.2f}", f"{wait:.1%}")
+        for name, rate, chunks, reads, per_step, read_s, wait in rows
     ]
-    for name, rate, chunks, reads, per_step, read_s, wait in rows:
-        table.append(
-            f"| {name} | {rate:,.0f} | {rate / baseline:.3f} | {chunks} | {reads:.1f} | {per_step:.2f} | {read_s:.2f} | {wait:.1%} |"
-        )
-    text = header + "\n".join(table) + "\n\n"
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write(text)
-        print(f"appended to {RESULTS}")
+    report("bench_replay", setup, table, columns, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,7 @@ The table is printed and appended to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -38,13 +35,14 @@ import numpy as np
 import psutil
 import torch
 
+from results import load_average, machine, report
+
 from f1.datasets import EpisodeMeta, StoreSpec, open_store, open_writer
 from f1.datasets.replay import OrderedReplay
 from f1.shared.config import load_config
 from f1.train.run_outputs import read_metrics
 from f1.train.tokenizer import VQTokenizer
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 EARLY = 20  # the stability baseline: chunk 20 of a run
 OBJECT_COUNT_AT: set[int] = set()  # chunks at which `train` counts the objects gc tracks (set in main)
 SIZE = 32
@@ -65,10 +63,6 @@ TINY = [
 class MemoryEpisode:
     episode_id: str
     length: int
-
-
-def machine() -> str:
-    return f"{platform.node()} {platform.machine()} {platform.processor() or platform.system()} {os.cpu_count()} CPUs"
 
 
 def episode(e: int, n: int) -> dict[str, np.ndarray]:
@@ -219,25 +213,16 @@ def main() -> None:
     objects_first, objects_last = marks[early - 1][3], marks[late - 1][3]
     rows.append((f"objects tracked by gc at chunk {early} (baseline)", f"{objects_first:,}", "1.00"))
     rows.append((f"objects tracked by gc at chunk {late}", f"{objects_last:,}", f"{objects_last / objects_first:.3f}"))
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    load = os.getloadavg()[0]
-    header = (
-        f"## bench_teacher — {stamp}\n\n"
-        f"Machine: {machine()}, load average {load:.1f} at the end. Store: {args.episodes} episodes x {args.steps} steps, "
+    setup = (
+        f"Machine: {machine()}, load average {load_average():.1f} at the end. Store: {args.episodes} episodes x {args.steps} steps, "
         f"{SIZE}x{SIZE} frames, Zarr. Model: the smallest the config allows (hidden 16, 1 layer, 4 tokens a frame, "
         f"h=2, B=2, L=2, wrist only), so the loop's own costs show. Long run (token cache, prefetch 4): {args.chunks} "
         f"chunks in {total_s:.0f} s; the other runs {args.baseline_chunks} chunks, the fresh run {2 * EARLY}. Chunks/s from per-chunk timestamps "
         f"after the first; data-wait share from episode_metrics.jsonl (20-step windows, the first left out); step "
         f"times are medians over 20 chunks, CPU time is the process's user + system time (less sensitive than wall "
-        f"time to other jobs on the machine); replay rates: one epoch, prefetch 0, best of 2.\n\n"
+        f"time to other jobs on the machine); replay rates: one epoch, prefetch 0, best of 2."
     )
-    table = ["| measurement | figure | ratio |", "|---|---:|---:|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    text = header + "\n".join(table) + "\n\n"
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write(text)
-        print(f"appended to {RESULTS}")
+    report("bench_teacher", setup, rows, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,13 @@ Medians over --reps repetitions after 2 warm-up steps; the table goes to bench/R
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from results import load_average, machine, report
 
 from f1.shared.config import F1Config, load_config
 from f1.train.explorer import Explorer
@@ -34,8 +32,6 @@ from f1.train.lora import apply_lora
 from f1.train.optim import count_parameters, make_optimizer
 from f1.train.tokenizer import VQTokenizer
 from f1.train.world_model import WorldModel, grid_side
-
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 class GRUPredictor(nn.Module):
@@ -69,11 +65,6 @@ class GRUPredictor(nn.Module):
             summary = self.summary_proj(torch.cat([current.mean(1), action, state], -1))
             _, memory = self.gru(summary[None], memory)
         return torch.stack(logits, 1), memory, None
-
-
-def machine() -> str:
-    load = os.getloadavg()[0]
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} {torch.get_num_threads()} threads, load average {load:.1f} at start"
 
 
 def chunk(cfg: F1Config, batch: int, length: int, n: int, k: int, device) -> tuple[dict, torch.Tensor]:
@@ -199,7 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    header = machine()
+    header = f"{machine()}, torch {torch.__version__} {torch.get_num_threads()} threads, load average {load_average():.1f} at start"
     cpu = torch.device("cpu")
     tiny = load_config(overrides=["model.preset=tiny"])
     rows = bench_world_model(tiny, 4, 8, args.reps, cpu, "tiny")
@@ -212,21 +203,13 @@ def main() -> None:
         gpu_note = "GPU rows: base preset, fp32."
 
     columns = ("step", "time", "tokens/s", "parameters (trainable of total)", "peak GPU memory", "ratio vs baseline")
-    lines = ["| " + " | ".join(columns) + " |", "|---|---:|---:|---:|---:|---:|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    table = "\n".join(lines)
     notes = (
         f"Machine: {header}. Medians of {args.reps} steps after 2 warm-up steps; a step is forward + backward + AdamW. "
         "tokens/s: predicted next-frame tokens (world model), frame tokens in (explorer, tokenizer). "
         "Ratios: world model / GRU-only predictor with the same inputs, outputs and memory (the backbone's cost); "
         f"LoRA explorer update / full-parameter explorer update. {gpu_note}"
     )
-    print(notes + "\n\n" + table)
-    if not args.no_append:
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        with RESULTS.open("a") as f:
-            f.write(f"\n\n## bench_models — {stamp}\n\n{notes}\n\n{table}\n")
-        print(f"appended to {RESULTS}")
+    report("bench_models", notes, rows, columns, append=not args.no_append)
 
 
 if __name__ == "__main__":

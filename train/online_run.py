@@ -1,4 +1,4 @@
-"""What the student and adversarial loops share: resume checks, devices, the PPO batch, metrics, videos.
+"""What the student and adversarial loops share: resume checks, devices, the explorer's PPO update, metrics, videos.
 
 Both phases count progress in iterations (one rollout of one episode per env,
 then the updates); the iteration is the checkpoint step.
@@ -7,6 +7,7 @@ then the updates); the iteration is the checkpoint step.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -18,6 +19,7 @@ from torch import Tensor
 from f1.shared.config import F1Config
 from f1.train.checkpoint import Checkpoint, CheckpointError
 from f1.train.coverage import distinct_voxels
+from f1.train.ppo import compute_gae, explained_variance, ppo_update
 from f1.train.rollout import RolloutBuffer
 
 
@@ -31,6 +33,12 @@ class Progress:
     """Episodes rolled out, over all ranks."""
     env_steps: int = 0
     """Actions taken, over all ranks."""
+
+    def advance(self, episodes: int, steps_per_episode: int) -> None:
+        """One iteration done: `episodes` more episodes (all ranks) of `steps_per_episode` actions each."""
+        self.iteration += 1
+        self.episodes += episodes
+        self.env_steps += episodes * steps_per_episode
 
 
 def check_online_resume(checkpoint: Checkpoint, phase: str, world_size: int, envs: int, base_refs: Mapping[str, str]) -> None:
@@ -94,6 +102,30 @@ def ppo_batch(buf: RolloutBuffer, advantages: Tensor, returns: Tensor) -> dict[s
         "b_returns": returns.flatten(),
         "b_values": buf.values.flatten(),
     }
+
+
+def explorer_update(buf: RolloutBuffer, scorer: Any, optimizer: Any, explorer: Any, cfg: F1Config, accelerator: Any) -> tuple[dict[str, float], float]:
+    """The explorer learns from one rollout: GAE, then PPO epochs over shuffled minibatches (student.* settings).
+
+    scorer: the prepared ActionScorer around `explorer`. Returns (figures, seconds): ppo_update's `policy/...`
+    means, the critic's explained variance on the rollout and the policy's action std after the update.
+    """
+    s = cfg.student
+    start = time.perf_counter()
+    advantages, returns = compute_gae(buf.rewards, buf.values, buf.terminated, buf.next_value, s.gamma, s.gae_lambda)
+    batch = ppo_batch(buf, advantages, returns)
+    explorer.train()
+    update = ppo_update(
+        scorer, optimizer, batch, update_epochs=s.update_epochs, num_minibatches=s.num_minibatches,
+        clip_coef=s.clip_coef, vf_coef=s.vf_coef, ent_coef=s.ent_coef, backward=accelerator.backward,
+        clip_grad=lambda: accelerator.clip_grad_norm_(scorer.parameters(), cfg.training.grad_clip),
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    return {
+        **update,
+        "policy/explained_variance": explained_variance(batch["b_values"], batch["b_returns"]),
+        "policy/action_std": float(explorer.log_std.detach().exp().mean()),
+    }, seconds
 
 
 def rollout_metrics(buf: RolloutBuffer) -> dict[str, float]:

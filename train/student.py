@@ -97,11 +97,11 @@ def main(
     )  # fmt: skip
     from f1.train.online_record import RolloutRecorder, run_tag
     from f1.train.online_run import (
-        limit_cpu_threads, mean_over_ranks, model_file_config, ppo_batch, render_device_for, rollout_metrics,
+        explorer_update, limit_cpu_threads, mean_over_ranks, model_file_config, render_device_for, rollout_metrics,
         write_rollout_sample,
     )  # fmt: skip
     from f1.train.optim import count_parameters, make_optimizer
-    from f1.train.ppo import ActionScorer, compute_gae, explained_variance, ppo_update
+    from f1.train.ppo import ActionScorer
     from f1.train.rewards import StudentReward
     from f1.train.rollout import ExplorerPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
     from f1.train.run_outputs import MetricsLog
@@ -195,20 +195,9 @@ def main(
             )  # fmt: skip
             rollout_s = time.perf_counter() - start
 
-            start = time.perf_counter()
-            advantages, returns = compute_gae(buf.rewards, buf.values, buf.terminated, buf.next_value, s.gamma, s.gae_lambda)
-            batch = ppo_batch(buf, advantages, returns)
-            explorer.train()
-            update = ppo_update(
-                scorer, optimizer, batch, update_epochs=s.update_epochs, num_minibatches=s.num_minibatches,
-                clip_coef=s.clip_coef, vf_coef=s.vf_coef, ent_coef=s.ent_coef, backward=accelerator.backward,
-                clip_grad=lambda: accelerator.clip_grad_norm_(scorer.parameters(), t.grad_clip),
-            )  # fmt: skip
-            update_s = time.perf_counter() - start
+            update, update_s = explorer_update(buf, scorer, optimizer, explorer, cfg, accelerator)
 
-            progress.iteration += 1
-            progress.episodes += s.envs * world_size
-            progress.env_steps += t.steps_per_episode * s.envs * world_size
+            progress.advance(s.envs * world_size, t.steps_per_episode)
             if recorder is not None:
                 recorder.add(buf.episodes)
             bar.update(1)
@@ -219,8 +208,6 @@ def main(
                 metrics = {
                     **rollout_metrics(buf),
                     **update,
-                    "policy/explained_variance": explained_variance(batch["b_values"], batch["b_returns"]),
-                    "policy/action_std": float(explorer.log_std.detach().exp().mean()),
                     "perf/rollout_s": rollout_s,
                     "perf/update_s": update_s,
                     "perf/env_steps_per_s": t.steps_per_episode * s.envs / max(rollout_s, 1e-9),

@@ -15,7 +15,9 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -64,7 +66,38 @@ def worker_envs(gpu_ids: list[str], num_workers: int) -> list[dict[str, str]]:
     return envs
 
 
+@dataclass
+class CollectRun:
+    reports: dict[int, WorkerReport] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def steady_steps_per_s(self) -> float:
+        """All workers' steps over the longest worker's time once its envs were built."""
+        busy = max((r.wall_s - r.setup_s for r in self.reports.values()), default=0.0)
+        return sum(r.steps for r in self.reports.values()) / busy if busy > 0 else 0.0
+
+
 def main(cfg: F1Config, out: Path) -> int:
+    """`f1 collect`: exit code 0, or 1 when a worker failed (its traceback printed, other shards kept)."""
+    console = Console(stderr=True)
+    run = run_collection(cfg, Path(out), console)
+    if run is None:
+        return 0
+    _print_summary(console, Path(out), run.reports, run.wall_s)
+    for rank, text in sorted(run.errors.items()):
+        console.print(f"[red]worker {rank} failed:[/red]\n{text.rstrip()}")
+    if run.errors:
+        console.print(
+            f"[red]{len(run.errors)} worker(s) failed; finished shards are kept. Rerun the same command to resume."
+        )
+        return 1
+    return 0
+
+
+def run_collection(cfg: F1Config, out: Path, console: Console) -> Optional[CollectRun]:
+    """Collect what the store is missing; None when nothing is."""
     c = cfg.collect
     out = Path(out)
     done = _existing_episode_ids(out)
@@ -82,10 +115,9 @@ def main(cfg: F1Config, out: Path) -> int:
     )
     plans = [p for p in plans if p.num_episodes]
     todo = sum(p.num_episodes for p in plans)
-    console = Console(stderr=True)
     if not todo:
         console.print(f"[green]{out}: all {c.episodes} episodes of this node are already collected; nothing to do.")
-        return 0
+        return None
     # Create the store, or check that it holds this format and spec, before any worker starts:
     # a mismatch is one line here rather than a traceback from every worker.
     open_or_create_manifest(out, c.format, resolved_spec(out, c.format, collection_spec(cfg)), cfg.to_dict())
@@ -103,8 +135,8 @@ def main(cfg: F1Config, out: Path) -> int:
         proc.start()
         procs[rank] = proc
 
-    reports: dict[int, WorkerReport] = {}
-    errors: dict[int, str] = {}
+    run = CollectRun()
+    reports, errors = run.reports, run.errors
     start = time.perf_counter()
     steps = 0
     columns = (
@@ -140,17 +172,8 @@ def main(cfg: F1Config, out: Path) -> int:
             progress.update(bar, rate=steps / max(elapsed, 1e-9), mb=_dir_bytes(out) / 1e6)
     for proc in procs.values():
         proc.join()
-
-    wall = time.perf_counter() - start
-    _print_summary(console, out, reports, wall)
-    for rank, text in sorted(errors.items()):
-        console.print(f"[red]worker {rank} failed:[/red]\n{text.rstrip()}")
-    if errors:
-        console.print(
-            f"[red]{len(errors)} worker(s) failed; finished shards are kept. Rerun the same command to resume."
-        )
-        return 1
-    return 0
+    run.wall_s = time.perf_counter() - start
+    return run
 
 
 def _print_summary(console: Console, out: Path, reports: dict[int, WorkerReport], wall: float) -> None:

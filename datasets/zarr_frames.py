@@ -18,7 +18,9 @@ then a step range costs one pread per file and one zstd call per frame.
 `ShardedZstdFrames.open` returns None for any other layout (other codecs,
 filters, an index without crc32c, ...), and the caller keeps zarr's slicing.
 
-Thread-safe: no shared file handle (each read opens, preads, closes), index
+Writes: ShardedZstdFrameWriter writes whole files of this layout, the same bytes zarr writes.
+
+Thread-safe (reads): no shared file handle (each read opens, preads, closes), index
 arrays are immutable once cached, and numcodecs' zstd calls keep no state.
 """
 
@@ -30,7 +32,7 @@ from typing import Any, Callable
 
 import google_crc32c  # zarr's own dependency for the crc32c codec
 import numpy as np
-from numcodecs import zstd
+from numcodecs import Zstd, zstd
 
 from f1.datasets.schema import StoreError
 
@@ -40,24 +42,24 @@ ENTRY_BYTES = 16  # (offset, nbytes), uint64 each
 CRC_BYTES = 4
 
 
-class ShardedZstdFrames:
-    """Frames [start, stop) of one (N, H, W, 3) uint8 array: `read(start, stop)` -> (stop - start, H, W, 3)."""
+class _ZstdFrameLayout:
+    """Where and how a zarr.Array in the supported layout stores its frames; `of(array)` is None for any other."""
 
-    def __init__(
-        self, array_dir: Path, shape: tuple[int, ...], frames_per_file: int, fill_value: int, file_key: Callable[[int], str]
-    ):
-        self.array_dir = array_dir
-        self.shape = shape
+    def __init__(self, array: Any, frames_per_file: int, level: int, checksum: bool):
+        self.array_dir = Path(array.store.root) / array.path
+        self.shape = tuple(array.shape)
         self.frames_per_file = frames_per_file
-        self.fill_value = fill_value
-        self._file_key = file_key  # file number -> path of the shard file relative to array_dir
-        self._frame_bytes = int(np.prod(shape[1:]))
-        self._index_bytes = frames_per_file * ENTRY_BYTES + CRC_BYTES
-        self._indexes: dict[int, np.ndarray] = {}
+        self.fill_value = int(array.metadata.fill_value)
+        self.level, self.checksum = level, checksum
+        self.write_empty_chunks = bool(array.async_array.config.write_empty_chunks)
+        self._meta = array.metadata
+
+    def file_key(self, i: int) -> str:
+        """Path of shard file i relative to array_dir: 'c/<i>/0/0/0' with the default '/' separator."""
+        return self._meta.encode_chunk_key((i, 0, 0, 0))
 
     @classmethod
-    def open(cls, array: Any) -> "ShardedZstdFrames | None":
-        """The fast reader of a zarr.Array when its metadata is exactly the supported layout, else None."""
+    def of(cls, array: Any) -> "_ZstdFrameLayout | None":
         from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
         from zarr.codecs.sharding import ShardingCodecIndexLocation
         from zarr.core.chunk_grids import RegularChunkGrid
@@ -83,12 +85,32 @@ class ShardedZstdFrames:
             or sharding.index_location != ShardingCodecIndexLocation.end
         ):
             return None
+        zstd_codec = sharding.codecs[1]
+        return cls(array, int(grid.chunk_shape[0]), int(zstd_codec.level), bool(zstd_codec.checksum))
 
-        def file_key(i: int) -> str:
-            return meta.encode_chunk_key((i, 0, 0, 0))  # 'c/<i>/0/0/0' with the default '/' separator
 
-        array_dir = Path(array.store.root) / array.path
-        return cls(array_dir, shape, int(grid.chunk_shape[0]), int(meta.fill_value), file_key)
+class ShardedZstdFrames:
+    """Frames [start, stop) of one (N, H, W, 3) uint8 array: `read(start, stop)` -> (stop - start, H, W, 3)."""
+
+    def __init__(
+        self, array_dir: Path, shape: tuple[int, ...], frames_per_file: int, fill_value: int, file_key: Callable[[int], str]
+    ):
+        self.array_dir = array_dir
+        self.shape = shape
+        self.frames_per_file = frames_per_file
+        self.fill_value = fill_value
+        self._file_key = file_key  # file number -> path of the shard file relative to array_dir
+        self._frame_bytes = int(np.prod(shape[1:]))
+        self._index_bytes = frames_per_file * ENTRY_BYTES + CRC_BYTES
+        self._indexes: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, array: Any) -> "ShardedZstdFrames | None":
+        """The fast reader of a zarr.Array when its metadata is exactly the supported layout, else None."""
+        layout = _ZstdFrameLayout.of(array)
+        if layout is None:
+            return None
+        return cls(layout.array_dir, layout.shape, layout.frames_per_file, layout.fill_value, layout.file_key)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames [start, stop), clipped to the array like a numpy/zarr slice: (n, H, W, 3) uint8, a fresh array."""
@@ -181,3 +203,61 @@ class ShardedZstdFrames:
                     "re-collect the shard"
                 )
             dest[row] = np.frombuffer(frame, np.uint8)
+
+
+class ShardedZstdFrameWriter:
+    """Writes whole shard files of a zarr.Array in the supported layout, byte for byte as zarr writes them.
+
+    zarr-python spends ~1 ms of Python per inner chunk on `arr[a:b] = frames`; here a file costs one
+    numcodecs zstd call per frame (the codec zarr's ZstdCodec calls, same level and checksum flag, so the
+    same bytes), one crc32c and one file write. As zarr with write_empty_chunks=False (its default), a frame
+    equal to the fill value is not stored (index entry (2**64-1, 2**64-1)), nor is a file of fill frames
+    only, and the entries past the end of a partly filled last file are empty. Files go to the path zarr
+    would use (the array's chunk key encoding) inside the array's own directory; `write` then grows the
+    array's metadata with zarr's resize, which only rewrites zarr.json when the array grows.
+    """
+
+    def __init__(self, array: Any, layout: _ZstdFrameLayout):
+        self._array = array
+        self._layout = layout
+        self._zstd = Zstd(level=layout.level, checksum=layout.checksum)
+
+    @classmethod
+    def open(cls, array: Any) -> "ShardedZstdFrameWriter | None":
+        """The fast writer of a zarr.Array in the supported layout (with zarr's default write_empty_chunks=False), else None."""
+        layout = _ZstdFrameLayout.of(array)
+        if layout is None or layout.write_empty_chunks:
+            return None
+        return cls(array, layout)
+
+    def append(self, frames: np.ndarray) -> None:
+        """Append (n, H, W, 3) uint8 frames; the array's length must be a multiple of frames per file (whole files)."""
+        layout, length = self._layout, self._array.shape[0]
+        per_file = layout.frames_per_file
+        assert length % per_file == 0, f"array length {length} is not a multiple of {per_file}: a file is partly written"
+        assert frames.dtype == np.uint8 and frames.shape[1:] == self._array.shape[1:], (frames.dtype, frames.shape)
+        for start in range(0, len(frames), per_file):
+            self._write_file((length + start) // per_file, frames[start : start + per_file])
+        self._array.resize((length + len(frames), *self._array.shape[1:]))
+
+    def _write_file(self, file_no: int, frames: np.ndarray) -> None:
+        """Shard file file_no from its first len(frames) frames (the rest of the file is left empty)."""
+        n, per_file = len(frames), self._layout.frames_per_file
+        flat = frames.reshape(n, -1)  # (n, H*W*3)
+        stored = (flat != self._layout.fill_value).any(axis=1).tolist()  # a frame all fill is not stored
+        if not any(stored):
+            return  # zarr writes no file for a shard of fill only (nothing to delete: files are written once)
+        index = np.full((per_file, 2), EMPTY, "<u8")  # (S, 2): offset, nbytes
+        parts, offset = [], 0
+        for row, keep in enumerate(stored):
+            if keep:
+                part = self._zstd.encode(np.ascontiguousarray(flat[row]))
+                index[row] = (offset, len(part))
+                parts.append(part)
+                offset += len(part)
+        body = index.tobytes()
+        parts += [body, np.uint32(google_crc32c.value(body)).tobytes()]  # crc32c little-endian, as Crc32cCodec writes it
+        path = os.path.join(self._layout.array_dir, self._layout.file_key(file_no))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"".join(parts))

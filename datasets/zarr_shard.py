@@ -17,13 +17,20 @@ import numpy as np
 
 from f1.datasets.codecs import ZSTD_LEVEL, zarr_image_codecs
 from f1.datasets.schema import FORMAT_VERSION, EpisodeMeta, StoreError, StoreSpec
-from f1.datasets.zarr_frames import ShardedZstdFrames
+from f1.datasets.zarr_frames import ShardedZstdFrames, ShardedZstdFrameWriter
 
 FRAMES_PER_FILE = 128  # ~6 MB raw per file at 128x128: a few files per shard, bounded write buffer
 
 
 class ZarrShardWriter:
-    def __init__(self, path: Path, spec: StoreSpec):
+    """Writes one shard at `path` (the writer's `.tmp` directory, renamed once finished).
+
+    Images in the 'zstd' layout are written by ShardedZstdFrameWriter (the same bytes zarr writes, ~1 ms of
+    Python less per frame); other codecs by zarr's `append`. `fast_images=False` forces zarr's own write path
+    everywhere (the benches' comparison and the tests' reference); `fast_image_keys` says which path each key takes.
+    """
+
+    def __init__(self, path: Path, spec: StoreSpec, fast_images: bool = True):
         import zarr
         from zarr.codecs import ZstdCodec
 
@@ -39,6 +46,9 @@ class ZarrShardWriter:
                 shards=(FRAMES_PER_FILE, h, w, 3), fill_value=0, **zarr_image_codecs(spec.image_codec),
             )  # fmt: skip
             self._pending[key] = []
+        fast = {k: ShardedZstdFrameWriter.open(a) for k, a in self._images.items()} if fast_images else {}
+        self._fast = {k: f for k, f in fast.items() if f is not None}
+        self.fast_image_keys = frozenset(self._fast)
         self._vectors: dict[str, list[np.ndarray]] = {k: [] for k in spec.keys if k not in spec.image_keys}
         self._zstd = ZstdCodec(level=ZSTD_LEVEL)
         self._metas: list[EpisodeMeta] = []
@@ -59,7 +69,7 @@ class ZarrShardWriter:
             return
         frames = np.concatenate(pending)  # (buffered, H, W, 3)
         whole = len(frames) if final else len(frames) - len(frames) % FRAMES_PER_FILE
-        self._images[key].append(frames[:whole])
+        (self._fast[key] if key in self._fast else self._images[key]).append(frames[:whole])
         self._pending[key] = [frames[whole:]] if whole < len(frames) else []
 
     def finish(self) -> list[Path]:

@@ -34,9 +34,9 @@ def _frames(seed: int) -> np.ndarray:
     return frames
 
 
-def write_shard(path: Path, codec: str) -> tuple[StoreSpec, dict[str, np.ndarray]]:
+def write_shard(path: Path, codec: str, fast_images: bool = True) -> tuple[StoreSpec, dict[str, np.ndarray]]:
     spec = StoreSpec(image_hw=HW, state_dim=4, action_dim=4, real_state_dims=4, real_action_dims=4, image_codec=codec)
-    writer = ZarrShardWriter(path, spec)
+    writer = ZarrShardWriter(path, spec, fast_images=fast_images)
     arrays = {key: _frames(c) for c, key in enumerate(spec.image_keys)}
     n = np.arange(STEPS)
     # Two episodes, the first ending inside shard file 0: 200 + 100 steps.

@@ -69,9 +69,11 @@ def main() -> None:
         bare = BareSapien(cfg)
         bare.steps(10)
         n = 4 * (args.steps + 1)
-        start = time.perf_counter()
-        bare.steps(n)
-        bare_rate = n / (time.perf_counter() - start)
+        bare_rate = 0.0
+        for _ in range(3):  # best of 3: the machine is shared, and the baseline must not be a slow outlier
+            start = time.perf_counter()
+            bare.steps(n)
+            bare_rate = max(bare_rate, n / (time.perf_counter() - start))
         del bare
         loop = collect_plan(cfg, plan, DiscardingWriter())
         stored = collect_plan(cfg, plan, open_store_writer(cfg, tmp / "inproc", 0))

@@ -79,11 +79,11 @@ class _ChunkSource:
         bptt_length: int,
         history: int,
         stride: int,
-        rank: int,
-        world_size: int,
-        seed: int,
-        keys: Sequence[str],
-        prefetch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        keys: Sequence[str] = DEFAULT_KEYS,
+        prefetch: int = 4,
     ) -> None:
         assert batch_size >= 1 and bptt_length >= 1, ("batch_size, bptt_length", batch_size, bptt_length)
         assert history >= 1 and stride >= 1, ("history, stride", history, stride)
@@ -192,26 +192,7 @@ class _ChunkSource:
 class OrderedReplay(_ChunkSource):
     """Each of this rank's B lanes streams whole episodes in the seeded order of `assign_lanes`."""
 
-    def __init__(
-        self,
-        episodes: Sequence[Any],
-        read_steps: ReadSteps,
-        *,
-        batch_size: int,
-        bptt_length: int,
-        history: int,
-        stride: int,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 0,
-        keys: Sequence[str] = DEFAULT_KEYS,
-        prefetch: int = 4,
-    ) -> None:
-        super().__init__(
-            episodes, read_steps, batch_size=batch_size, bptt_length=bptt_length, history=history, stride=stride,
-            rank=rank, world_size=world_size, seed=seed, keys=keys, prefetch=prefetch,
-        )
-        self._plan_epoch: Optional[int] = None
+    _plan_epoch: Optional[int] = None  # the epoch whose lane plan is loaded
 
     def lanes(self, epoch: int) -> list[list[int]]:
         """This rank's lanes: episode indices in stream order."""
@@ -257,26 +238,7 @@ class RandomWindows(_ChunkSource):
     steps as the store: ceil(total steps / (world_size * B * L)) chunks.
     """
 
-    def __init__(
-        self,
-        episodes: Sequence[Any],
-        read_steps: ReadSteps,
-        *,
-        batch_size: int,
-        bptt_length: int,
-        history: int,
-        stride: int,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 0,
-        keys: Sequence[str] = DEFAULT_KEYS,
-        prefetch: int = 4,
-    ) -> None:
-        super().__init__(
-            episodes, read_steps, batch_size=batch_size, bptt_length=bptt_length, history=history, stride=stride,
-            rank=rank, world_size=world_size, seed=seed, keys=keys, prefetch=prefetch,
-        )
-        self._owned_epoch: Optional[int] = None
+    _owned_epoch: Optional[int] = None  # the epoch whose owned episodes are loaded
 
     def owned_episodes(self, epoch: int) -> list[int]:
         """Indices of the episodes this rank samples from in `epoch`."""

@@ -107,3 +107,27 @@ def test_store_with_another_spec_is_refused_before_any_worker_starts(tmp_path, f
     (not_a_store / "notes.txt").write_text("mine")
     result = f1_cli("collect", "--out", not_a_store, "--episodes", "1")
     assert result.returncode == 2 and "not an f1 store" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_reported_and_the_run_exits_nonzero_keeping_the_others(tmp_path):
+    import psutil
+
+    out = tmp_path / "store"
+    # Longer episodes than SMALL's, so that both workers are surely mid-run when the first shard lands.
+    args = [*F1, "collect", "--gpus", "0", "--workers", "2", "--envs", "1", "--episodes", "8", "--out", str(out),
+            "--episodes-per-shard", "1", *SMALL, "--steps-per-episode", "60"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while _shards_in_manifest(out) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2 and proc.poll() is None, "both workers must still be running"
+    victim = workers[0]
+    victim.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1
+    assert "died with exit code -9" in stderr and "Rerun the same command to resume" in stderr
+    assert verify_store(out) == []  # the survivor's shards (and the victim's finished ones) are intact
+    kept = len(open_store(out).episodes)
+    assert 4 <= kept < 8, kept  # the surviving worker finished its half

@@ -420,8 +420,11 @@ def test_outputs_metrics_samples_video_tensorboard_logs_checkpoints(reference):
     assert pngs and [p.stem for p in pngs] == [v.stem for v in videos], (pngs, videos)
     for png, video in zip(pngs, videos):
         image = imageio.imread(png)
-        history, gaps = 4, 2  # 4 history frames | truth | prediction, 32 px each, 2-px gaps inside, 6-px between groups
-        assert image.shape == (32, history * 32 + (history - 1) * gaps + 2 * 6 + 2 * 32, 3), image.shape
+        # a 16-row caption over 4 history frames | truth | prediction, 32 px frames shown at 128 px,
+        # 2-px gaps inside the history, 6-px between groups
+        history, gaps, tile = 4, 2, 128
+        assert image.shape == (16 + tile, history * tile + (history - 1) * gaps + 2 * 6 + 2 * tile, 3), image.shape
+        assert (image[:16] < 128).any(), "the caption row has no text"
         frames = imageio.mimread(video)
         n = LENGTHS[int(video.stem.split("_")[1])]
         assert len(frames) == n - 1 and frames[0].shape == (32, 3 * 32, 3), (len(frames), frames[0].shape)

@@ -114,18 +114,32 @@ def video_path(output_dir: str | Path, episode: int) -> Path:
     return Path(output_dir) / VIDEOS_DIR / f"episode_{episode}.mp4"
 
 
-def write_sample_png(path: Path, history: Sequence[np.ndarray], truth: np.ndarray, prediction: np.ndarray) -> Path:
-    """One row: the history frames (oldest first) | the true next frame | the predicted one, all at the truth's size.
+SAMPLE_MIN_TILE = 128  # sample tiles are blown up (nearest, whole pixels) to at least this many rows
+CAPTION_ROWS = 16  # a white strip above the tiles naming each group
 
-    2-px gaps inside the history, 6-px gaps between the three groups.
+
+def write_sample_png(path: Path, history: Sequence[np.ndarray], truth: np.ndarray, prediction: np.ndarray) -> Path:
+    """One row, captioned: the history frames (oldest first) | the true next frame | the predicted one.
+
+    Every tile is the truth's size times an integer factor (so a 64x64 frame is seen at 128x128,
+    pixel for pixel); 2-px gaps inside the history, 6-px gaps between the three groups.
     """
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     height, width = truth.shape[:2]
-    tiles = [resize_frame(f, height, width) for f in (*history, truth, prediction)]
-    image = hstack([hstack(tiles[:-2], 2), tiles[-2], tiles[-1]], 6)
+    scale = -(-SAMPLE_MIN_TILE // height)  # ceil: integer upscaling keeps the tokens' blockiness visible
+    tiles = [resize_frame(f, height, width).repeat(scale, 0).repeat(scale, 1) for f in (*history, truth, prediction)]
+    history_row = hstack(tiles[:-2], 2)
+    image = hstack([history_row, tiles[-2], tiles[-1]], 6)  # (h*scale, W, 3)
+    canvas = Image.new("RGB", (image.shape[1], CAPTION_ROWS + image.shape[0]), "white")
+    canvas.paste(Image.fromarray(image), (0, CAPTION_ROWS))
+    draw = ImageDraw.Draw(canvas)
+    tile_w = width * scale
+    starts = (0, history_row.shape[1] + 6, history_row.shape[1] + 12 + tile_w)
+    for x, label in zip(starts, (f"history ({len(history)} frames, oldest first)", "truth t+1", "predicted t+1")):
+        draw.text((x + 2, 2), label, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    canvas.save(path)
     return path
 
 

@@ -1,6 +1,9 @@
-"""The store spec a collect run writes: the config's sizes plus the env's real action/state dims."""
+"""The store a run writes: its spec (the config's sizes plus the env's real action/state dims) and writer."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 from f1.collect.env_spec import REAL_ACTION_DIMS, REAL_STATE_DIMS
 from f1.datasets.schema import StoreSpec
@@ -18,4 +21,23 @@ def collection_spec(cfg: F1Config, cameras: tuple[str, ...] = ("head", "wrist"))
         control_mode=cfg.environment.control_mode,
         control_freq=cfg.environment.control_freq,
         image_codec=cfg.collect.image_codec,
+    )
+
+
+def open_config_writer(cfg: F1Config, store_dir: Path, worker: str, image_codec: Optional[str] = None):
+    """A background writer of `worker`'s own shards into `store_dir`, sized and encoded as `cfg` says.
+
+    `image_codec` None takes `cfg.collect.image_codec`.
+    """
+    from f1.datasets import open_writer
+
+    return open_writer(
+        store_dir,
+        cfg.collect.format,
+        collection_spec(cfg),
+        worker=worker,
+        collection_config=cfg.to_dict(),
+        episodes_per_shard=cfg.collect.episodes_per_shard,
+        image_codec=cfg.collect.image_codec if image_codec is None else image_codec,
+        background=True,
     )

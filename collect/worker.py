@@ -65,19 +65,9 @@ def run_worker(
 
 def open_store_writer(cfg, out_dir: Path, rank: int):
     """This worker's writer: its own shards (n<node>w<rank>), encoding in a background thread."""
-    from f1.collect.store_spec import collection_spec
-    from f1.datasets import open_writer
+    from f1.collect.store_spec import open_config_writer
 
-    return open_writer(
-        out_dir,
-        cfg.collect.format,
-        collection_spec(cfg),
-        worker=f"n{cfg.collect.node_rank}w{rank}",
-        collection_config=cfg.to_dict(),
-        episodes_per_shard=cfg.collect.episodes_per_shard,
-        image_codec=cfg.collect.image_codec,
-        background=True,
-    )
+    return open_config_writer(cfg, out_dir, worker=f"n{cfg.collect.node_rank}w{rank}")
 
 
 def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None) -> WorkerReport:

@@ -53,24 +53,16 @@ class RolloutRecorder:
     """One rank's writer into the record store."""
 
     def __init__(self, store_dir: Path, cfg: F1Config, phase: str, rank: int):
-        from f1.collect.store_spec import collection_spec
-        from f1.datasets import MANIFEST_NAME, open_store, open_writer
+        from f1.collect.store_spec import open_config_writer
+        from f1.datasets import MANIFEST_NAME, open_store
 
         store_dir = Path(store_dir)
         self.known: set[str] = set()
         exists = (store_dir / MANIFEST_NAME).exists()
         if exists:
             self.known = {info.episode_id for info in open_store(store_dir).episodes}
-        self.writer = open_writer(
-            store_dir,
-            cfg.collect.format,
-            collection_spec(cfg),
-            worker=f"{phase}{rank}",
-            collection_config=cfg.to_dict(),
-            episodes_per_shard=cfg.collect.episodes_per_shard,
-            image_codec="auto" if exists else None,  # an existing store keeps its codec; a new one takes collect.image_codec
-            background=True,
-        )
+        # An existing store keeps its codec; a new one takes collect.image_codec.
+        self.writer = open_config_writer(cfg, store_dir, worker=f"{phase}{rank}", image_codec="auto" if exists else None)
         self.written = self.skipped = 0
 
     def add(self, episodes: Sequence[tuple[dict, Any]]) -> None:

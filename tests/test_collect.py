@@ -68,12 +68,13 @@ def _shards_in_manifest(out: Path) -> int:
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_resumes_to_exact_count(tmp_path):
     out = tmp_path / "store"
+    # Longer episodes than SMALL's, so that the kill surely lands mid-run (a quiet machine is fast).
     args = [*F1, "collect", "--gpus", "0", "--workers", "2", "--envs", "1", "--episodes", "8", "--out", str(out),
-            "--episodes-per-shard", "1", *SMALL]  # fmt: skip
+            "--episodes-per-shard", "1", *SMALL, "--steps-per-episode", "60"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while _shards_in_manifest(out) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert proc.poll() is None, "run finished before it could be killed; make it longer"
     os.killpg(proc.pid, signal.SIGKILL)  # the whole run: parent and workers
     proc.wait()

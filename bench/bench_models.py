@@ -27,11 +27,11 @@ from torch import nn
 from results import load_average, machine, report
 
 from f1.shared.config import F1Config, load_config
-from f1.train.explorer import Explorer
-from f1.train.lora import apply_lora
+from f1.train.models.explorer import Explorer
+from f1.train.models.lora import apply_lora
 from f1.train.optim import count_parameters, make_optimizer
-from f1.train.tokenizer import VQTokenizer
-from f1.train.world_model import WorldModel, grid_side
+from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.world_model import WorldModel, grid_side
 
 
 class GRUPredictor(nn.Module):

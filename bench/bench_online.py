@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_online.py [--size 64] [--steps 30] [--envs 2] [--rounds 3] [--no-append]
 
 - env only (the baseline): M wrist-only envs stepped by the random policy, no model;
-- student rollout (f1.train.rollout.collect_rollout): the same envs, the explorer acting
+- student rollout (f1.train.online.rollout.collect_rollout): the same envs, the explorer acting
   on tokens + memory, the tokenizer encoding every frame, the world model stepping
   alongside and the rewards computed; with one torch thread (what the online phases
   use on the CPU) and with torch's default thread count;
@@ -37,14 +37,14 @@ def main() -> None:
 
     from f1.shared.config import load_config
     from f1.shared.normalizers import Normalizer
-    from f1.train.online_models import freeze, new_explorer
-    from f1.train.online_run import ppo_batch
-    from f1.train.ppo import ActionScorer, compute_gae, ppo_update
-    from f1.train.rewards import StudentReward
-    from f1.train.rollout import ExplorerPolicy, ScriptedPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
+    from f1.train.online.models import freeze, new_explorer
+    from f1.train.online.common import ppo_batch
+    from f1.train.online.ppo import ActionScorer, compute_gae, ppo_update
+    from f1.train.online.rewards import StudentReward
+    from f1.train.online.rollout import ExplorerPolicy, ScriptedPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
     from f1.train.optim import make_optimizer
-    from f1.train.tokenizer import VQTokenizer
-    from f1.train.world_model import WorldModel
+    from f1.train.models.tokenizer import VQTokenizer
+    from f1.train.models.world_model import WorldModel
 
     m, steps = args.envs, args.steps
     cfg = load_config(overrides=[f"environment.image_size=[{args.size},{args.size}]", f"training.steps_per_episode={steps}"])

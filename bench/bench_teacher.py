@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_teacher.py [--chunks 2000] [--baseline-chunks 200] [--no-append]
 
-The real loop (`f1.train.teacher.main`, in this process) on a real Zarr store
+The real loop (`f1.train.offline.teacher.main`, in this process) on a real Zarr store
 written by `open_writer`, at a deliberately tiny model size so that 2,000
 chunks take a few minutes on 2 cores: what is measured is the loop around
 the model (data, memory carry, bookkeeping), not the model. Rows:
@@ -41,7 +41,7 @@ from f1.datasets import EpisodeMeta, StoreSpec, open_store, open_writer
 from f1.datasets.replay import OrderedReplay
 from f1.shared.config import load_config
 from f1.train.run_outputs import read_metrics
-from f1.train.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import VQTokenizer
 
 EARLY = 20  # the stability baseline: chunk 20 of a run
 OBJECT_COUNT_AT: set[int] = set()  # chunks at which `train` counts the objects gc tracks (set in main)
@@ -89,7 +89,7 @@ def train(work: Path, name: str, chunks: int, prefetch: int, cache: bool) -> tup
     """Run the teacher for `chunks` steps; -> (metric records, per chunk at its end (wall s, CPU s, RSS bytes, gc objects))."""
     from accelerate.state import AcceleratorState
 
-    from f1.train.teacher import main
+    from f1.train.offline.teacher import main
 
     cfg = load_config(None, [*TINY, f"training.max_steps={chunks}", f"training.prefetch_chunks={prefetch}",
                              f"teacher.cache_tokens={str(cache).lower()}", f"teacher.output_dir={work / name}",

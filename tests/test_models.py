@@ -10,11 +10,11 @@ import torch
 
 from f1.shared.config import load_config
 from f1.shared.errors import UserError
-from f1.train.explorer import REAL_ACTION_DIMS, Explorer
-from f1.train.lora import apply_lora, base_backbone_state_dict, load_adapter, save_adapter
+from f1.train.models.explorer import REAL_ACTION_DIMS, Explorer
+from f1.train.models.lora import apply_lora, base_backbone_state_dict, load_adapter, save_adapter
 from f1.train.optim import count_parameters, make_optimizer, make_scheduler, set_policy_requires_grad
-from f1.train.tokenizer import VQTokenizer
-from f1.train.world_model import WorldModel
+from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.world_model import WorldModel
 
 H, N, K = 4, 64, 256  # history, tokens a frame, codebook (tiny preset)
 

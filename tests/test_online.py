@@ -21,9 +21,9 @@ from f1.shared.config import load_config
 from f1.shared.errors import UserError
 from f1.shared.normalizers import Normalizer
 from f1.train.checkpoint import CheckpointError, save_checkpoint
-from f1.train.coverage import coverage_curve, distinct_voxels
-from f1.train.ppo import compute_gae, ppo_loss
-from f1.train.rewards import StudentReward, memory_divergence, prediction_error, wm_uncertainty
+from f1.train.online.coverage import coverage_curve, distinct_voxels
+from f1.train.online.ppo import compute_gae, ppo_loss
+from f1.train.online.rewards import StudentReward, memory_divergence, prediction_error, wm_uncertainty
 from f1.train.run_outputs import read_metrics
 
 SIZE = 32  # env camera and tokenizer side: 4x4 tokens a frame
@@ -64,9 +64,9 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def teacher_path(work: Path) -> Path:
-    """A fresh world model + tokenizer in the teacher's checkpoint layout (f1.train.teacher)."""
-    from f1.train.tokenizer import VQTokenizer
-    from f1.train.world_model import WorldModel
+    """A fresh world model + tokenizer in the teacher's checkpoint layout (f1.train.offline.teacher)."""
+    from f1.train.models.tokenizer import VQTokenizer
+    from f1.train.models.world_model import WorldModel
 
     cfg = online_config(work)
     torch.manual_seed(0)
@@ -93,7 +93,8 @@ def run_phase(module: str, *args, **kwargs):
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
-    return importlib.import_module(f"f1.train.{module}").main(*args, **kwargs)
+    package = "f1.train" if module == "evaluate" else "f1.train.online"
+    return importlib.import_module(f"{package}.{module}").main(*args, **kwargs)
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -120,7 +121,7 @@ def test_reward_terms_match_their_definitions():
     peaked[..., 3] = 30.0
     assert torch.allclose(wm_uncertainty(uniform), torch.ones(2), atol=1e-6)
     assert torch.all(wm_uncertainty(peaked) < 1e-6)
-    from f1.train.world_model import WorldModel
+    from f1.train.models.world_model import WorldModel
 
     logits = torch.randn(3, 5, k)
     assert torch.allclose(wm_uncertainty(logits), WorldModel.uncertainty(logits) / math.log(k), atol=1e-6)
@@ -170,9 +171,9 @@ def test_coverage_counts_distinct_5cm_voxels():
 
 def test_rollout_history_matches_the_teachers_chunks(work, teacher_path):
     """The world model sees online exactly the inputs and targets the teacher trained on from a store."""
-    from f1.train.online_models import load_world_model
-    from f1.train.rollout_wm import chunk_batch
-    from f1.train.teacher_batch import chunk_inputs, episode_chunk, window_tokens
+    from f1.train.online.models import load_world_model
+    from f1.train.online.rollout_wm import chunk_batch
+    from f1.train.offline.teacher_batch import chunk_inputs, episode_chunk, window_tokens
 
     bundle = load_world_model(teacher_path, "--teacher_path")
     rng = np.random.default_rng(0)

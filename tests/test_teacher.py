@@ -29,7 +29,7 @@ from f1.train.checkpoint import (
     load_checkpoint,
 )
 from f1.train.run_outputs import read_metrics
-from f1.train.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import VQTokenizer
 
 from conftest import F1, run_f1
 
@@ -107,7 +107,7 @@ def run_teacher(cfg, store, **kwargs):
     """The real `main`, in this process: a fresh Accelerate state each time (other tests may have made one)."""
     from accelerate.state import AcceleratorState
 
-    from f1.train.teacher import main
+    from f1.train.offline.teacher import main
 
     AcceleratorState._reset_state(reset_partial_state=True)
     return main(cfg, store, **kwargs)
@@ -189,8 +189,8 @@ def test_cached_tokens_match_the_tokenised_window(assets):
     """The token cache gathers by (episode, step) what tokenising the replay's window frames gives."""
     from f1.datasets import open_store
     from f1.datasets.replay import OrderedReplay
-    from f1.train.teacher_batch import cached_tokens, window_tokens
-    from f1.train.token_cache import TokenCache
+    from f1.train.offline.teacher_batch import cached_tokens, window_tokens
+    from f1.train.offline.token_cache import TokenCache
 
     store, tokenizer, cpu = open_store(assets.store), VQTokenizer.load(assets.tokenizer), torch.device("cpu")
     replay = OrderedReplay(store.episodes, store.read_steps, batch_size=2, bptt_length=4, history=4, stride=2, prefetch=0)

@@ -71,7 +71,7 @@ def test_tokenizer_phase_beats_the_mean_image(tmp_path, f1_cli):
     png = np.asarray(Image.open(out / "reconstructions.png"))
     assert png.shape[0] == 2 * SIZE + 2 and png.shape[1] >= SIZE * 8, png.shape  # originals over reconstructions
 
-    from f1.train.tokenizer import VQTokenizer
+    from f1.train.models.tokenizer import VQTokenizer
 
     tokenizer = VQTokenizer.load(out)
     assert tokenizer.n_tokens == metrics["n_tokens"]

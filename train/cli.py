@@ -46,7 +46,7 @@ def tokenizer(
         tokenizer__output_dir=str(output_dir) if output_dir else None,
         tokenizer__max_steps=max_steps,
     )
-    from f1.train.tokenizer_phase import main
+    from f1.train.offline.tokenizer_phase import main
 
     main(cfg, data)
 
@@ -77,7 +77,7 @@ def teacher(
         training__max_steps=max_steps,
         training__num_episodes=num_episodes,
     )
-    from f1.train.teacher import main
+    from f1.train.offline.teacher import main
 
     main(cfg, data, resume=resume, auto_resume=auto_resume, gpus=gpus)
 
@@ -114,7 +114,7 @@ def student(
         training__num_episodes=num_episodes,
         training__steps_per_episode=steps_per_episode,
     )
-    from f1.train.student import main
+    from f1.train.online.student import main
 
     main(cfg, record=record, resume=resume, auto_resume=auto_resume, gpus=gpus)
 
@@ -153,7 +153,7 @@ def adversarial(
         adversarial__total_iterations=total_iterations,
         training__steps_per_episode=steps_per_episode,
     )
-    from f1.train.adversarial import main
+    from f1.train.online.adversarial import main
 
     main(cfg, record=record, resume=resume, auto_resume=auto_resume, gpus=gpus)
 

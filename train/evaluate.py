@@ -15,7 +15,7 @@
    its own seed and scene, run by the explorer (actions sampled, as in training,
    and its mean action), by the random policy and by the OU policy of `f1 collect`,
    every policy on the same seeds. State coverage = distinct 5 cm voxels the end
-   effector visits in an episode (f1.train.coverage); also each policy's reward terms.
+   effector visits in an episode (f1.train.online.coverage); also each policy's reward terms.
    The env is built as the checkpoint's run had it (its config's environment section);
    --steps-per-episode sets the episode length.
 
@@ -34,8 +34,8 @@ import numpy as np
 
 from f1.shared.config import F1Config, config_from_dict
 from f1.shared.errors import UserError
-from f1.train.coverage import VOXEL_SIZE_M, coverage_curve
-from f1.train.online_models import EXPLORER_PHASES, checkpoint_phase, read_model_file
+from f1.train.online.coverage import VOXEL_SIZE_M, coverage_curve
+from f1.train.online.models import EXPLORER_PHASES, checkpoint_phase, read_model_file
 
 EVAL_STREAM = 4  # episode seeds of evaluation rollouts
 PREDICTION_COLUMNS = 8  # steps shown in prediction.png
@@ -66,8 +66,8 @@ def main(
     import torch
 
     from f1.shared.logs import setup_logging
-    from f1.train.online_models import explorer_base_path, freeze, load_explorer, load_world_model
-    from f1.train.online_run import limit_cpu_threads
+    from f1.train.online.models import explorer_base_path, freeze, load_explorer, load_world_model
+    from f1.train.online.common import limit_cpu_threads
 
     log = setup_logging(cfg.logging, output_dir, "evaluate")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,7 +121,7 @@ def _check_store(data: Path) -> Any:
 def evaluate_prediction(bundle: Any, store: Any, episodes: int, output_dir: Path) -> dict[str, Any]:
     import torch
 
-    from f1.train.teacher_samples import predict_episode, to_uint8
+    from f1.train.offline.teacher_samples import predict_episode, to_uint8
 
     cfg, tokenizer = bundle.config, bundle.tokenizer
     # The teacher phase may feed the head frame; the adversarial phase trains wrist-only.
@@ -183,9 +183,9 @@ def write_prediction_png(path: Path, truth: np.ndarray, recon: np.ndarray, predi
 def evaluate_exploration(cfg: F1Config, bundle: Any, explorer: Any, episodes: int, device: Any, output_dir: Path) -> dict[str, Any]:
     import torch
 
-    from f1.train.online_run import render_device_for
-    from f1.train.rewards import StudentReward
-    from f1.train.rollout import ExplorerPolicy, ScriptedPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
+    from f1.train.online.common import render_device_for
+    from f1.train.online.rewards import StudentReward
+    from f1.train.online.rollout import ExplorerPolicy, ScriptedPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
 
     t = cfg.training
     stepper = WorldModelStepper(bundle.world_model, bundle.tokenizer, bundle.normalizers, t.n_obs_img_steps, t.obs_img_stride)

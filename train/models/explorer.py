@@ -4,7 +4,7 @@ Sequence to the backbone: [memory m_t] [frame t: n tokens] [policy query] [value
 The backbone is built like the world model's (`build_backbone`), so an
 explorer can start from a trained world model's backbone and embeddings
 (`Explorer.from_world_model`) and then train LoRA adapters plus its own heads
-only (`f1.train.lora.apply_lora`), leaving the world model untouched.
+only (`f1.train.models.lora.apply_lora`), leaving the world model untouched.
 
 The Gaussian covers the Panda's 8 real action dims (7 joint deltas + gripper)
 with a state-independent learned log-std and no tanh: the environment clips.
@@ -18,16 +18,16 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from f1.shared.config import F1Config
-from f1.train.backbone import build_backbone
-from f1.train.lora import base_backbone_state_dict
-from f1.train.world_model import backbone_projections, grid_side, memory_projection
+from f1.train.models.backbone import build_backbone
+from f1.train.models.lora import base_backbone_state_dict
+from f1.train.models.world_model import backbone_projections, grid_side, memory_projection
 
 REAL_ACTION_DIMS = 8
 MODALITIES = ("memory", "wrist", "query")
 
 
 class Explorer(nn.Module):
-    # Parameters that stay trainable next to the LoRA adapters (see f1.train.lora.apply_lora).
+    # Parameters that stay trainable next to the LoRA adapters (see f1.train.models.lora.apply_lora).
     LORA_TRAINABLE = ("policy_query", "value_query", "out_norm", "mean_head", "value_head", "log_std")
     # What `f1.train.optim.set_policy_requires_grad` freezes or trains, by parameter-name prefix.
     PARAMETER_GROUPS = {

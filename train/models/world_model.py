@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from f1.shared.config import F1Config, ModelConfig
-from f1.train.backbone import build_backbone
+from f1.train.models.backbone import build_backbone
 
 MODALITIES = ("memory", "state", "wrist", "action", "head", "query")
 

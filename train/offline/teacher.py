@@ -38,7 +38,7 @@ from f1.train.checkpoint import (
     state_digest,
 )
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
-from f1.train.teacher_inputs import (
+from f1.train.offline.teacher_inputs import (
     check_fresh_output_dir,
     check_same_model,
     check_store,
@@ -116,10 +116,10 @@ def main(
     from f1.shared.logs import setup_logging
     from f1.train.optim import make_optimizer, make_scheduler
     from f1.train.run_outputs import MetricsLog
-    from f1.train.teacher_batch import ChunkModel, cached_tokens, chunk_inputs, memory_norm, window_tokens
-    from f1.train.token_cache import TokenCache
-    from f1.train.teacher_samples import write_episode_sample
-    from f1.train.world_model import WorldModel
+    from f1.train.offline.teacher_batch import ChunkModel, cached_tokens, chunk_inputs, memory_norm, window_tokens
+    from f1.train.offline.token_cache import TokenCache
+    from f1.train.offline.teacher_samples import write_episode_sample
+    from f1.train.models.world_model import WorldModel
 
     use_cpu = gpus == 0 or forces_cpu() or not torch.cuda.is_available()
     # The schedule counts optimizer steps: Accelerate would otherwise step it once per process per step.

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from f1.shared.normalizers import Normalizer
-from f1.train.token_cache import TokenCache
-from f1.train.tokenizer import VQTokenizer
-from f1.train.world_model import WorldModel
+from f1.train.offline.token_cache import TokenCache
+from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.world_model import WorldModel
 
 
 class ChunkModel(nn.Module):

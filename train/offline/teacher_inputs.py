@@ -21,7 +21,7 @@ from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, load_normalizers
 from f1.train.checkpoint import CHECKPOINT_PATTERN, Checkpoint, is_complete
-from f1.train.tokenizer import CONFIG_FILE, WEIGHTS_FILE, VQTokenizer
+from f1.train.models.tokenizer import CONFIG_FILE, WEIGHTS_FILE, VQTokenizer
 
 log = logging.getLogger("f1.teacher")
 

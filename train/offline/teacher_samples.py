@@ -17,9 +17,9 @@ import torch
 from f1.datasets.reader import EpisodeInfo, StoreReader
 from f1.shared.normalizers import Normalizer
 from f1.train.run_outputs import sample_png_path, video_path, write_sample_png, write_video
-from f1.train.teacher_batch import chunk_inputs, episode_chunk, window_tokens
-from f1.train.tokenizer import VQTokenizer
-from f1.train.world_model import WorldModel
+from f1.train.offline.teacher_batch import chunk_inputs, episode_chunk, window_tokens
+from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.world_model import WorldModel
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from f1.datasets.reader import StoreReader
-from f1.train.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import VQTokenizer
 
 ENCODE_BATCH = 256
 

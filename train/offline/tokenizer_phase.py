@@ -34,7 +34,7 @@ from f1.shared.errors import UserError
 from f1.shared.logs import setup_logging
 from f1.train.optim import make_scheduler
 from f1.train.run_outputs import MetricsLog, side_by_side
-from f1.train.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import VQTokenizer
 
 WRIST_KEY = "wrist_rgb"
 POOL_BYTES = 256 * 2**20  # frames kept in memory for training

@@ -13,7 +13,7 @@ on fixed seeds: the reference data. Then per iteration:
                trains on it; adv/wm_loss_random_data: its loss, now, on the random-policy rollout
                (never trained on). The explorer wins while the first stays above the second.
     world      adversarial.wm_updates_per_iteration TBPTT chunks of the fresh rollout
-    model      (f1.train.rollout_wm, the teacher's rules), lr adversarial.wm_learning_rate
+    model      (f1.train.online.rollout_wm, the teacher's rules), lr adversarial.wm_learning_rate
     explorer   GAE + PPO on the rollout's rewards (student.* PPO settings)
 
 Both envs and models see the wrist camera only, so the world model trains
@@ -35,11 +35,11 @@ from f1.shared.errors import UserError
 from f1.shared.gpu import pin_from_local_rank
 from f1.train.checkpoint import load_checkpoint, resolve_resume
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
-from f1.train.online_models import EXPLORER_PHASES, checkpoint_phase, read_model_file
-from f1.train.online_record import check_record_store
-from f1.train.online_run import Progress, check_online_resume, planned_iterations
-from f1.train.student import check_teacher
-from f1.train.teacher_inputs import check_fresh_output_dir
+from f1.train.online.models import EXPLORER_PHASES, checkpoint_phase, read_model_file
+from f1.train.online.record import check_record_store
+from f1.train.online.common import Progress, check_online_resume, planned_iterations
+from f1.train.online.student import check_teacher
+from f1.train.offline.teacher_inputs import check_fresh_output_dir
 
 PHASE = "adversarial"
 EXPLORER_STREAM = 2  # episode seeds of the explorer's rollouts
@@ -95,22 +95,22 @@ def main(
 
     from f1.shared.logs import setup_logging
     from f1.train.checkpoint import capture_rng_state, gather_rank_states, restore_rng_state, save_checkpoint
-    from f1.train.lora import save_adapter
-    from f1.train.online_models import (
+    from f1.train.models.lora import save_adapter
+    from f1.train.online.models import (
         EXPLORER_FILE, architecture_config, explorer_heads_state, freeze, load_explorer, load_explorer_parts, load_world_model,
     )  # fmt: skip
-    from f1.train.online_record import RolloutRecorder, run_tag
-    from f1.train.online_run import (
+    from f1.train.online.record import RolloutRecorder, run_tag
+    from f1.train.online.common import (
         explorer_update, limit_cpu_threads, mean_over_ranks, model_file_config, render_device_for, rollout_metrics,
         write_rollout_sample,
     )  # fmt: skip
     from f1.train.optim import make_optimizer
-    from f1.train.ppo import ActionScorer
-    from f1.train.rewards import AdversarialReward
-    from f1.train.rollout import ExplorerPolicy, ScriptedPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
-    from f1.train.rollout_wm import num_chunks, train_world_model_on_rollout, world_model_loss_on
+    from f1.train.online.ppo import ActionScorer
+    from f1.train.online.rewards import AdversarialReward
+    from f1.train.online.rollout import ExplorerPolicy, ScriptedPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
+    from f1.train.online.rollout_wm import num_chunks, train_world_model_on_rollout, world_model_loss_on
     from f1.train.run_outputs import MetricsLog
-    from f1.train.teacher_batch import ChunkModel
+    from f1.train.offline.teacher_batch import ChunkModel
 
     use_cpu = gpus == 0 or forces_cpu() or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=use_cpu)

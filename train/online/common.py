@@ -18,9 +18,9 @@ from torch import Tensor
 
 from f1.shared.config import F1Config
 from f1.train.checkpoint import Checkpoint, CheckpointError
-from f1.train.coverage import distinct_voxels
-from f1.train.ppo import compute_gae, explained_variance, ppo_update
-from f1.train.rollout import RolloutBuffer
+from f1.train.online.coverage import distinct_voxels
+from f1.train.online.ppo import compute_gae, explained_variance, ppo_update
+from f1.train.online.rollout import RolloutBuffer
 
 
 @dataclass
@@ -156,7 +156,7 @@ def mean_over_ranks(accelerator: Any, metrics: dict[str, float]) -> dict[str, fl
 def write_rollout_sample(output_dir: Path, episode: int, buf: RolloutBuffer, tokenizer: Any, history: int, stride: int, fps: float) -> Path:
     """videos/episode_<episode>.mp4 (env 0's wrist | the world model's prediction) and samples/episode_<episode>.png."""
     from f1.train.run_outputs import sample_png_path, video_path, write_sample_png, write_video
-    from f1.train.teacher_samples import to_uint8
+    from f1.train.offline.teacher_samples import to_uint8
 
     assert buf.wrist_frames is not None, "the rollout kept no frames: collect_rollout(keep_video=True)"
     wrist = buf.wrist_frames  # (T+1,H,W,3)

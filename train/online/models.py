@@ -1,7 +1,7 @@
 """The models the online phases start from: a teacher checkpoint's world model + tokenizer, and the explorer.
 
 Checkpoint kinds, told apart by `model.pt["model_config"]["phase"]`:
-- teacher (f1.train.teacher) and adversarial: `model.pt["model"]` is a world model's state
+- teacher (f1.train.offline.teacher) and adversarial: `model.pt["model"]` is a world model's state
   dict and `model_config` holds tokenizer_path, normalizers and the run's config,
   so an adversarial checkpoint loads wherever a teacher's does.
 - student: `model.pt["model"]` is the explorer without its backbone (heads, queries,
@@ -87,8 +87,8 @@ def architecture_config(cfg: F1Config, trained: F1Config) -> F1Config:
 
 def load_world_model(path: Path, flag: str, device: torch.device | str = "cpu") -> WorldModelBundle:
     """The world model of a teacher or adversarial checkpoint, with its tokenizer and normalizers, on `device`."""
-    from f1.train.tokenizer import VQTokenizer
-    from f1.train.world_model import WorldModel
+    from f1.train.models.tokenizer import VQTokenizer
+    from f1.train.models.world_model import WorldModel
 
     path = Path(path)
     model_file = read_model_file(path, flag)
@@ -125,8 +125,8 @@ def freeze(module: nn.Module) -> nn.Module:
 
 def new_explorer(world_model: nn.Module, cfg: F1Config) -> nn.Module:
     """An explorer copying the world model's backbone and embeddings, LoRA on its backbone: only adapters + heads train."""
-    from f1.train.explorer import Explorer
-    from f1.train.lora import apply_lora
+    from f1.train.models.explorer import Explorer
+    from f1.train.models.lora import apply_lora
 
     explorer = Explorer.from_world_model(world_model, cfg)
     return apply_lora(explorer, cfg.model.lora)
@@ -139,7 +139,7 @@ def explorer_heads_state(explorer: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_explorer_parts(explorer: nn.Module, heads: Mapping[str, torch.Tensor], checkpoint_dir: Path) -> nn.Module:
     """Heads from `heads`, the LoRA adapter from <checkpoint_dir>/peft_adapter/; the backbone's base stays as built."""
-    from f1.train.lora import load_adapter
+    from f1.train.models.lora import load_adapter
 
     missing, unexpected = explorer.load_state_dict(dict(heads), strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]

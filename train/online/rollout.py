@@ -11,7 +11,7 @@ two PPO iterations. Per step t, in order:
     2. the envs apply a_t (real dims clipped to [-1, 1], as the env does)      -> frame t+1
     3. the frozen world model steps on frames [t-(h-1)s .. t], the actions at
        those steps (a_t last), state t and m_t                                  -> next-frame logits, m_{t+1}
-    4. the reward terms (f1.train.rewards) from (m_t, m_{t+1}, logits, tokens of frame t+1)
+    4. the reward terms (f1.train.online.rewards) from (m_t, m_{t+1}, logits, tokens of frame t+1)
 
 Storage is CleanRL's: preallocated (T, M) + shape, or (T + 1, M) + shape for what
 exists at every step including the last (tokens, states, memory). Histories are

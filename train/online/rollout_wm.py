@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from f1.shared.normalizers import Normalizer
-from f1.train.rollout import rollout_inputs
+from f1.train.online.rollout import rollout_inputs
 
 
 def num_chunks(num_steps: int, bptt_length: int) -> int:

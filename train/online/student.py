@@ -11,8 +11,8 @@ iteration:
               current frame's tokens and the world model's memory; the world model steps
               alongside, carrying the memory (zeros at each episode's start)
     reward    student.memory_divergence_weight x memory divergence
-              + student.wm_uncertainty_weight x world-model uncertainty   (f1.train.rewards)
-    update    GAE, then PPO epochs over shuffled minibatches (f1.train.ppo)
+              + student.wm_uncertainty_weight x world-model uncertainty   (f1.train.online.rewards)
+    update    GAE, then PPO epochs over shuffled minibatches (f1.train.online.ppo)
 
 Logging (`reward/...`, `policy/...`, `explore/...`, `perf/...`), videos and
 checkpoints on the config's cadence, counted in iterations. The run lasts
@@ -33,13 +33,13 @@ from f1.shared.errors import UserError
 from f1.shared.gpu import pin_from_local_rank
 from f1.train.checkpoint import load_checkpoint, resolve_resume
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
-from f1.train.online_models import WORLD_MODEL_PHASES, checkpoint_phase, read_model_file
-from f1.train.online_record import check_record_store
-from f1.train.online_run import Progress, check_online_resume, planned_iterations
-from f1.train.teacher_inputs import check_fresh_output_dir
+from f1.train.online.models import WORLD_MODEL_PHASES, checkpoint_phase, read_model_file
+from f1.train.online.record import check_record_store
+from f1.train.online.common import Progress, check_online_resume, planned_iterations
+from f1.train.offline.teacher_inputs import check_fresh_output_dir
 
 PHASE = "student"
-SEED_STREAM = 1  # episode seeds of student rollouts (f1.train.rollout.plan_round)
+SEED_STREAM = 1  # episode seeds of student rollouts (f1.train.online.rollout.plan_round)
 
 
 def check_teacher(path: Optional[str], flag: str) -> Path:
@@ -91,19 +91,19 @@ def main(
 
     from f1.shared.logs import setup_logging
     from f1.train.checkpoint import capture_rng_state, gather_rank_states, restore_rng_state, save_checkpoint
-    from f1.train.lora import save_adapter
-    from f1.train.online_models import (
+    from f1.train.models.lora import save_adapter
+    from f1.train.online.models import (
         architecture_config, explorer_heads_state, freeze, load_explorer_parts, load_world_model, new_explorer,
     )  # fmt: skip
-    from f1.train.online_record import RolloutRecorder, run_tag
-    from f1.train.online_run import (
+    from f1.train.online.record import RolloutRecorder, run_tag
+    from f1.train.online.common import (
         explorer_update, limit_cpu_threads, mean_over_ranks, model_file_config, render_device_for, rollout_metrics,
         write_rollout_sample,
     )  # fmt: skip
     from f1.train.optim import count_parameters, make_optimizer
-    from f1.train.ppo import ActionScorer
-    from f1.train.rewards import StudentReward
-    from f1.train.rollout import ExplorerPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
+    from f1.train.online.ppo import ActionScorer
+    from f1.train.online.rewards import StudentReward
+    from f1.train.online.rollout import ExplorerPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
     from f1.train.run_outputs import MetricsLog
 
     use_cpu = gpus == 0 or forces_cpu() or not torch.cuda.is_available()

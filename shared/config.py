@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from f1.shared.errors import UserError
+from f1.shared.seed_keys import translate
 
 
 class ConfigError(UserError):
@@ -183,9 +186,9 @@ class EnvironmentConfig:
 
 @dataclass
 class LoggingConfig:
-    console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     """Console log level."""
-    file_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "DEBUG"
+    file_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "DEBUG"
     """Level of the log file under <output_dir>/logs/."""
     enable_file_logging: bool = True
     """Write the log file."""
@@ -400,8 +403,8 @@ def _check_range(key: str, value: Any, meta: typing.Mapping) -> None:
         raise ConfigError(f"config key '{key}' must be > {meta['gt']}, got {value}")
 
 
-def _apply(obj: Any, values: dict, prefix: str, source: str) -> None:
-    """Write `values` (nested dicts) into the dataclass `obj`, checking every key."""
+def _apply(obj: Any, values: dict, prefix: str, source: str, seen: Optional[set] = None) -> None:
+    """Write `values` (nested dicts) into the dataclass `obj`, checking every key; `seen` collects the dotted keys set."""
     if not isinstance(values, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' in {source} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(obj)}
@@ -414,11 +417,13 @@ def _apply(obj: Any, values: dict, prefix: str, source: str) -> None:
             raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
         current = getattr(obj, name)
         if dataclasses.is_dataclass(current):
-            _apply(current, value, f"{key}.", source)
+            _apply(current, value, f"{key}.", source, seen)
             continue
         coerced = _coerce(key, value, hints[name])
         _check_range(key, coerced, fields[name].metadata)
         setattr(obj, name, coerced)
+        if seen is not None:
+            seen.add(key)
 
 
 # --------------------------------------------------------------------------- loading
@@ -433,11 +438,22 @@ def default_config_path() -> Path:
     return config_dir() / "rl_config.yaml"
 
 
+class _Yaml12Numbers(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, which reads 1e-4 (no dot) as a string; YAML 1.2 and every user read a number."""
+
+
+_Yaml12Numbers.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing file to --config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Yaml12Numbers)
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
@@ -454,15 +470,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{text}' names no key; use section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Yaml12Numbers) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, str):
-        # PyYAML (YAML 1.1) reads 1e-3 as a string; a user typing it means a number.
-        try:
-            value = float(value)
-        except ValueError:
-            pass
     return key.split("."), value
 
 
@@ -487,14 +497,22 @@ def load_config(
     """
     cfg = F1Config()
     file_path = Path(path) if path is not None else default_config_path()
-    file_values = _read_yaml(file_path)
-    parsed = [parse_override(o) for o in overrides]
+    file_values, warnings = translate(_read_yaml(file_path))
+    parsed = []
+    for keys, value in map(parse_override, overrides):
+        nested, dropped = translate(_nest(keys, value))
+        warnings += dropped
+        parsed.append(nested)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     flag_items = [(k.split("."), v) for k, v in (flags or {}).items() if v is not None]
 
     # The preset is chosen by the last word on model.preset, wherever it came from,
     # and applied first, so that the file and the overrides refine it.
     preset = (file_values.get("model") or {}).get("preset", cfg.model.preset) if isinstance(file_values, dict) else None
-    for keys, value in parsed + flag_items:
+    for nested in parsed:
+        preset = (nested.get("model") or {}).get("preset", preset)
+    for keys, value in flag_items:
         if keys == ["model", "preset"]:
             preset = value
 
@@ -504,13 +522,21 @@ def load_config(
             known = sorted(p.stem.removeprefix("preset_") for p in config_dir().glob("preset_*.yaml"))
             raise ConfigError(f"config key 'model.preset' names unknown preset {preset!r}; choose one of {known}")
         _apply(cfg, _read_yaml(preset_path), "", str(preset_path))
-    _apply(cfg, file_values, "", str(file_path))
-    for keys, value in parsed:
-        _apply(cfg, _nest(keys, value), "", "--set")
+    # What the user set (their file, --set, flags) rather than the defaults, the preset or the packaged file.
+    explicit: set[str] = set()
+    _apply(cfg, file_values, "", str(file_path), explicit if path is not None else None)
+    for nested in parsed:
+        _apply(cfg, nested, "", "--set", explicit)
     for keys, value in flag_items:
-        _apply(cfg, _nest(keys, value), "", "command-line flags")
+        _apply(cfg, _nest(keys, value), "", "command-line flags", explicit)
     _check_consistency(cfg)
+    cfg._explicit = frozenset(explicit)
     return cfg
+
+
+def set_explicitly(cfg: F1Config, key: str) -> bool:
+    """Whether the user set dotted `key` in their config file, a `--set` or a flag (False for a rebuilt config)."""
+    return key in getattr(cfg, "_explicit", frozenset())
 
 
 def config_from_dict(values: dict) -> F1Config:

@@ -91,3 +91,50 @@ def test_config_round_trips_through_dict():
     cfg = load_config(overrides=["training.bptt_length=3"])
     again = config_from_dict(cfg.to_dict())
     assert again == cfg
+
+
+# The seed's spellings (F1-VLA's rl_config.yaml) that f1 names otherwise, nests otherwise or has no use for.
+SEED_SPELLINGS = """
+logging:
+  file_level: "CRITICAL"
+model:
+  config_file: /somewhere/f1_vla/config/debug_test.yaml
+  lora:
+    lora_alpha: 32
+training:
+  learning_rate: 1e-4
+  video_save_every: 3
+  sample_save_every: 3
+environment:
+  embodiment: ["franka-panda"]
+student:
+  rewards:
+    memory_divergence_weight: 0.5
+    wm_uncertainty_weight: 0.25
+"""
+
+
+def test_seed_config_spellings_load(tmp_path, f1_cli):
+    path = tmp_path / "rl_config.yaml"
+    path.write_text(SEED_SPELLINGS)
+    cfg = load_config(path)
+    assert cfg.logging.file_level == "CRITICAL"
+    assert cfg.model.lora.alpha == 32
+    assert cfg.training.learning_rate == 1e-4 and isinstance(cfg.training.learning_rate, float)
+    assert cfg.training.sample_every == 3
+    assert cfg.environment.embodiment == "panda"
+    assert (cfg.student.memory_divergence_weight, cfg.student.wm_uncertainty_weight) == (0.5, 0.25)
+
+    # Through the CLI: the file is accepted (the command goes on to the missing store), one warning line.
+    result = f1_cli("train", "tokenizer", "--data", tmp_path / "no-store", "--config", path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in result.stderr, lines
+    assert lines[0].startswith("warning: config key 'model.config_file' is ignored: an F1-VLA model file")
+    assert lines[1].startswith("error:") and "no-store" in lines[1] and "config key" not in lines[1]
+
+    # A typo in one of f1's own keys in the same file is still an error with a suggestion.
+    path.write_text(SEED_SPELLINGS + "  learning_rat: 1e-4\n")
+    result = f1_cli("train", "tokenizer", "--data", tmp_path / "no-store", "--config", path)
+    assert result.returncode == 2
+    assert "unknown config key 'student.learning_rat'" in result.stderr and "did you mean 'student.learning_rate'" in result.stderr

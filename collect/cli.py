@@ -12,7 +12,7 @@ from f1.shared.cli_options import ConfigOpt, GpusOpt, SetOpt, StepsPerEpisodeOpt
 
 
 def collect(
-    out: Annotated[Path, typer.Option("--out", help="Store directory (created, or resumed if it exists).")],
+    out: Annotated[Path, typer.Option("--out", help="Store directory (created, or resumed if it exists).")] = Path("shards"),
     gpus: GpusOpt = None,
     envs: Annotated[Optional[int], typer.Option("--envs", min=1, help="Envs per worker.")] = None,
     episodes: Annotated[
@@ -56,6 +56,8 @@ def collect(
         collect__node_rank=node_rank,
         collect__num_nodes=num_nodes,
     )
+    from f1.collect.assets import panda_urdf_path
     from f1.collect.collector import main
 
+    panda_urdf_path(cfg.environment.robot_assets_dir)  # a bad assets folder: one line here, not a traceback per worker
     raise typer.Exit(main(cfg, out))

@@ -9,12 +9,14 @@ import typer
 
 app = typer.Typer(no_args_is_help=True)
 
+# The same default as `f1 collect --out`, so the quick start's commands need no path.
+DEFAULT_STORE = Path("shards")
 StoreArg = Annotated[Path, typer.Argument(help="Store directory (holds manifest.json).")]
 
 
 @app.command()
 def stats(
-    store: StoreArg,
+    store: StoreArg = DEFAULT_STORE,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     sample_images: Annotated[
         int, typer.Option("--sample-images", "--sample_images", min=1, help="Frames decoded for image statistics.")
@@ -30,7 +32,7 @@ def stats(
 
 
 @app.command()
-def verify(store: StoreArg) -> None:
+def verify(store: StoreArg = DEFAULT_STORE) -> None:
     """Check every shard against the manifest, the schema and the episode markers; exit 1 on any problem."""
     from f1.datasets.verify import main
 
@@ -54,8 +56,8 @@ def convert(
 
 @app.command()
 def show(
-    store: StoreArg,
     episode: Annotated[str, typer.Option("--episode", help="Episode id (see `f1 dataset stats`), or an index.")],
+    store: StoreArg = DEFAULT_STORE,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output .mp4 or .png (default: <episode>.mp4).")] = None,
 ) -> None:
     """Write an episode as an mp4 (head | wrist, with the step number) or a PNG contact sheet."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import random
 import re
 import shutil
@@ -43,6 +44,30 @@ REQUIRED_FILES = (MODEL_FILE, TRAINING_STATE_FILE, METRICS_FILE)
 
 class CheckpointError(UserError):
     """A checkpoint is missing, incomplete or does not fit this run."""
+
+
+# Checkpoints are shared, and unpickling may call anything the file names: every file is read with
+# weights_only=True (tensors and plain data), plus the one other type f1 writes: numpy's RNG state,
+# a uint32 array.
+_numpy_core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+SAFE_GLOBALS = [_numpy_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+# torch names what it refused in one of these phrasings
+_UNSUPPORTED = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)|but got (<class '[^']+'>)")
+
+
+def load_file(path: Path) -> Any:
+    """One checkpoint file onto the CPU; CheckpointError, before anything in it runs, if it needs more than
+    tensors, plain data and SAFE_GLOBALS (e.g. a pickled function)."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _UNSUPPORTED.search(str(exc))
+        what = next(g for g in found.groups() if g) if found else "an object f1 never writes"
+        raise CheckpointError(
+            f"{path} asks to load {what}, which could run code; refused (f1 loads only tensors and plain data): "
+            "use a checkpoint written by f1"
+        ) from None
 
 
 @dataclass
@@ -235,9 +260,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not is_complete(path):
         raise CheckpointError(f"checkpoint {path} is incomplete; pass a complete checkpoint-<step> directory")
-    # weights_only=False: the training state holds python RNG tuples and numpy arrays, written by us.
-    load = lambda name: torch.load(path / name, map_location="cpu", weights_only=False)  # noqa: E731
-    return Checkpoint(path, load(MODEL_FILE), load(TRAINING_STATE_FILE), load(METRICS_FILE))
+    return Checkpoint(path, load_file(path / MODEL_FILE), load_file(path / TRAINING_STATE_FILE), load_file(path / METRICS_FILE))
 
 
 def check_resume_compatible(path: Path, training_state: dict[str, Any], world_size: int, batch_size: int) -> None:

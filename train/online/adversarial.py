@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 from f1.shared.gpu import pin_from_local_rank
-from f1.train.checkpoint import load_checkpoint, resolve_resume
+from f1.train.checkpoint import load_checkpoint, load_file, resolve_resume
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
 from f1.train.online.models import EXPLORER_PHASES, checkpoint_phase, read_model_file
 from f1.train.online.record import check_record_store
@@ -130,7 +130,7 @@ def main(
     explorer, base_path = load_explorer(student_path, "--student_checkpoint", arch_cfg, device, base=teacher)
     if checkpoint is not None:
         world_model.load_state_dict(checkpoint.model["model"])
-        heads = torch.load(checkpoint.path / EXPLORER_FILE, map_location="cpu", weights_only=True)
+        heads = load_file(checkpoint.path / EXPLORER_FILE)
         load_explorer_parts(explorer, heads, checkpoint.path)
     world_model.requires_grad_(True)
     wm_optimizer = make_optimizer(world_model, t, learning_rate=a.wm_learning_rate)

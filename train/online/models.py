@@ -28,7 +28,7 @@ from torch import nn
 from f1.shared.config import F1Config, config_from_dict
 from f1.shared.errors import UserError
 from f1.shared.normalizers import Normalizer
-from f1.train.checkpoint import MODEL_FILE, PEFT_ADAPTER_DIR, CheckpointError, is_complete
+from f1.train.checkpoint import MODEL_FILE, PEFT_ADAPTER_DIR, CheckpointError, is_complete, load_file
 
 log = logging.getLogger("f1.online")
 
@@ -60,8 +60,10 @@ def read_model_file(path: Path, flag: str) -> dict[str, Any]:
     if not is_complete(path):
         raise CheckpointError(f"{flag} {path} is not a complete checkpoint (model.pt, training_state.pt, metrics.pt); pass a checkpoint-<step> directory")
     try:
-        return torch.load(path / MODEL_FILE, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a pickle or zip error means the same to the user: a broken file
+        return load_file(path / MODEL_FILE)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a zip or read error means the same to the user: a broken file
         raise CheckpointError(f"{flag} {path / MODEL_FILE} is unreadable ({type(exc).__name__}); pass an intact checkpoint") from None
 
 
@@ -179,7 +181,7 @@ def load_explorer(
     base_path = explorer_base_path(path, model_file)
     if base is None or base.path.resolve() != base_path.resolve():
         base = load_world_model(base_path, f"the base ref of {flag}", "cpu")
-    heads = model_file["model"] if phase == "student" else torch.load(path / EXPLORER_FILE, map_location="cpu", weights_only=True)
+    heads = model_file["model"] if phase == "student" else load_file(path / EXPLORER_FILE)
     explorer = new_explorer(base.world_model, architecture_config(cfg, base.config))  # copies: any device
     return load_explorer_parts(explorer, heads, path).to(device), base_path
 

@@ -45,6 +45,8 @@ from f1.train.offline.teacher_inputs import (
     check_tokenizer,
     store_normalizers,
 )
+from f1.train.offline.store_settings import adopt_store_settings
+from f1.train.offline.teacher_tokenizer import choose_tokenizer
 
 PHASE = "teacher"
 
@@ -94,11 +96,13 @@ def main(
     output_dir = Path(cfg.teacher.output_dir)
 
     # ---- inputs: every check before a rank starts or a file is written
+    adopt_store_settings(cfg, Path(data))
     store = check_store(Path(data), cfg)
-    tokenizer_dir, tokenizer = check_tokenizer(cfg)
     resume_path = resolve_resume(output_dir, resume, auto_resume)
     check_fresh_output_dir(output_dir, resuming=resume_path is not None)
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
+    choose_tokenizer(cfg, Path(data), checkpoint)  # may train one first: after every cheap check
+    tokenizer_dir, tokenizer = check_tokenizer(cfg)
     if checkpoint is not None:
         check_resume_compatible(checkpoint.path, checkpoint.training_state, planned_world_size(gpus), t.batch_size)
         check_same_model(checkpoint, cfg, tokenizer)

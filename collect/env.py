@@ -138,6 +138,7 @@ class F1RLEnv(gym.Env):
                 self.timestep,
                 self.cfg.environment.robot_meshes,
                 self.render_device,
+                self.cfg.environment.robot_assets_dir,
             )
             self._episodes_in_scene = 0
         return self._scene

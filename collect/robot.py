@@ -14,7 +14,7 @@ adds passive forces every step, which costs a call per substep).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import sapien
@@ -80,10 +80,14 @@ def _full_shapes(visual_records, tint: np.ndarray, roughness: float) -> list[sap
 class PandaRobot:
     """The Panda in `scene`, base at the origin, driven by joint position targets."""
 
-    def __init__(self, scene: sapien.Scene, meshes: RobotMeshes, tint: list[float], roughness: float):
+    def __init__(
+        self, scene: sapien.Scene, meshes: RobotMeshes, tint: list[float], roughness: float,
+        assets_dir: Optional[str] = None,
+    ):  # fmt: skip
         loader = scene.create_urdf_loader()
         loader.fix_root_link = True
-        builder = loader.load_file_as_articulation_builder(str(panda_urdf_path()))
+        # assets_dir: environment.robot_assets_dir; None falls back to F1_ROBOT_ASSETS, then mani-skill.
+        builder = loader.load_file_as_articulation_builder(str(panda_urdf_path(assets_dir)))
         # Build without visuals, then give each link freshly made shapes and materials.
         visuals = {link.name: link.visual_records for link in builder.link_builders}
         link_builders = {link.name: link for link in builder.link_builders}

@@ -117,6 +117,7 @@ class TabletopScene:
         timestep: float,
         robot_meshes: RobotMeshes = "light",
         render_device: Optional[str] = None,
+        robot_assets_dir: Optional[str] = None,
     ):
         unknown = set(cameras) - set(CAMERA_NAMES)
         assert not unknown, ("unknown cameras", sorted(unknown), CAMERA_NAMES)
@@ -124,7 +125,7 @@ class TabletopScene:
         self.scene = sapien.Scene([sapien.physx.PhysxCpuSystem(), create_render_system(render_device)])
         self.scene.set_timestep(timestep)
         self._build_room(params)
-        self.robot = PandaRobot(self.scene, robot_meshes, params.robot_tint, params.robot_roughness)
+        self.robot = PandaRobot(self.scene, robot_meshes, params.robot_tint, params.robot_roughness, robot_assets_dir)
         self.objects = [_build_object(self.scene, spec, i) for i, spec in enumerate(params.objects)]
         height, width = image_size
         self.cameras: dict[str, sapien.render.RenderCameraComponent] = {}

@@ -181,6 +181,8 @@ class EnvironmentConfig:
     """Std of the noise added to the home joint pose at reset (radians)."""
     robot_meshes: Literal["light", "full"] = "light"
     """Robot visuals: light draws the collision meshes (~2k triangles, ~10x faster on lavapipe); full the detailed ones."""
+    robot_assets_dir: Optional[str] = None
+    """Folder with panda_v2.urdf and franka_description/ (a copy of mani-skill's assets/robots/panda); unset: F1_ROBOT_ASSETS, then mani-skill."""
     domain_randomization: DomainRandomizationConfig = field(default_factory=DomainRandomizationConfig)
 
 

@@ -108,7 +108,7 @@ mv "$BUNDLE/robot_assets.tar.xz.tmp" "$BUNDLE/robot_assets.tar.xz"
 
 # ---- size check, then what to run
 bytes=$(du -sb "$BUNDLE" | cut -f1)
-mib=$(( (bytes + 1048575) / 1048576 ))
+mib=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')
 echo "bundle $BUNDLE: $(find "$BUNDLE/wheels" -name '*.whl' | wc -l) wheels, $(find "$BUNDLE/debs" -name '*.deb' | wc -l) debs," \
      "$(find "$CACHE/robot_assets" -type f | wc -l) Panda files (xz); ${mib} MiB (limit ${BUNDLE_LIMIT_MIB} MiB)"
 if (( bytes > BUNDLE_LIMIT_MIB * 1048576 )); then

@@ -154,9 +154,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$B
     || { row install FAILED "pip install into $SITE"; exit 1; }
 for deb in "$BUNDLE"/debs/*.deb; do dpkg -x "$deb" "$PREFIX"; done
 # A carried library goes on the path only where the machine has none of that name: a Debian copy
-# must never shadow that machine's own (newer) one.
+# must never shadow that machine's own (newer) one. Sonames are the packages' symlinks (libX11.so.6).
 for lib in "$PREFIX"/usr/lib/x86_64-linux-gnu/*.so.* "$PREFIX"/lib/x86_64-linux-gnu/*.so.*; do
-    [[ -e $lib ]] || continue
+    [[ -L $lib ]] || continue
     ldconfig -p | grep -q "^\s*$(basename "$lib") " || ln -sf "$lib" "$GAPS/"
 done
 nv_libs=$(ls -d /usr/local/nvidia/lib64 /usr/local/nvidia/lib 2>/dev/null | tr '\n' ':')

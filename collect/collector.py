@@ -6,6 +6,13 @@ reads the store's manifest to see what exists, splits what is missing
 and shows a live bar fed by the workers' queue. Workers write their own shards
 and add them to the manifest under a lock, so a kill -9 at any moment loses at
 most the episodes in flight, and rerunning the same command resumes.
+
+Before any worker starts, the parent checks what it can without SAPIEN: that
+the GPUs asked for exist (f1.shared.gpu_count), that no live run writes this
+store with this node rank (f1.datasets.writer_lock), that the render device
+opens (f1.collect.render_probe, in a short child) and whether the run fits on
+the disk. A failed worker is one console line with its root cause; its
+traceback goes to a log file that line names.
 """
 
 from __future__ import annotations
@@ -14,23 +21,30 @@ import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from f1.collect.failures import disk_full_error, disk_full_line
 from f1.collect.plan import plan_collection
+from f1.collect.render_probe import probe_render_device
+from f1.collect.space import space_warning
 from f1.collect.store_spec import collection_spec
 from f1.collect.worker import WorkerReport, run_worker
 from f1.datasets.manifest import open_or_create_manifest
 from f1.datasets.writer import resolved_spec
+from f1.datasets.writer_lock import writer_lock
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
-from f1.shared.gpu import physical_gpu_ids, worker_env
+from f1.shared.gpu import worker_env
+from f1.shared.gpu_count import gpus_for_run
 
 log = logging.getLogger("f1.collect")
 
@@ -69,7 +83,8 @@ def worker_envs(gpu_ids: list[str], num_workers: int) -> list[dict[str, str]]:
 @dataclass
 class CollectRun:
     reports: dict[int, WorkerReport] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """rank -> (root cause line, traceback text)"""
     wall_s: float = 0.0
 
     @property
@@ -80,14 +95,21 @@ class CollectRun:
 
 
 def main(cfg: F1Config, out: Path) -> int:
-    """`f1 collect`: exit code 0, or 1 when a worker failed (its traceback printed, other shards kept)."""
+    """`f1 collect`: exit code 0, or 1 when a worker failed (one line each, tracebacks in a log file, other shards kept)."""
     console = Console(stderr=True)
-    run = run_collection(cfg, Path(out), console)
+    out = Path(out)
+    try:
+        run = run_collection(cfg, out, console)
+    except OSError as exc:  # the parent's own writes (manifest, lock) on a full disk
+        if disk_full_error(exc) is None:
+            raise
+        raise UserError(disk_full_line(out)) from None
     if run is None:
         return 0
-    _print_summary(console, Path(out), run.reports, run.wall_s)
-    for rank, text in sorted(run.errors.items()):
-        console.print(f"[red]worker {rank} failed:[/red]\n{text.rstrip()}")
+    _print_summary(console, out, run.reports, run.wall_s)
+    log_path = _write_tracebacks(out, run.errors)
+    for rank, (cause, _) in sorted(run.errors.items()):
+        console.print(f"[red]worker {rank} failed:[/red] {escape(cause)} (traceback: {escape(log_path)})", soft_wrap=True)
     if run.errors:
         console.print(
             f"[red]{len(run.errors)} worker(s) failed; finished shards are kept. Rerun the same command to resume."
@@ -96,12 +118,28 @@ def main(cfg: F1Config, out: Path) -> int:
     return 0
 
 
+def _write_tracebacks(out: Path, errors: dict[int, tuple[str, str]]) -> Optional[str]:
+    """The failed workers' tracebacks in <store>/logs/collect-<time>.log (else the temp dir: the store's disk may be full)."""
+    if not errors:
+        return None
+    text = "".join(f"worker {rank}: {cause}\n{trace}\n" for rank, (cause, trace) in sorted(errors.items()))
+    name = f"collect-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (out / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return str(folder / name)
+        except OSError:
+            (folder / name).unlink(missing_ok=True)
+    return "none written: no space for a log file either"
+
+
 def run_collection(cfg: F1Config, out: Path, console: Console) -> Optional[CollectRun]:
     """Collect what the store is missing; None when nothing is."""
     c = cfg.collect
     out = Path(out)
+    gpu_ids = gpus_for_run(c.gpus)  # before anything is written: a machine without those GPUs is one line
     done = _existing_episode_ids(out)
-    gpu_ids = physical_gpu_ids(c.gpus) if c.gpus > 0 else []
     num_workers = len(gpu_ids) if gpu_ids else (c.workers or os.cpu_count() or 1)
     plans = plan_collection(
         seed=c.seed,
@@ -120,17 +158,28 @@ def run_collection(cfg: F1Config, out: Path, console: Console) -> Optional[Colle
         return None
     # Create the store, or check that it holds this format and spec, before any worker starts:
     # a mismatch is one line here rather than a traceback from every worker.
-    open_or_create_manifest(out, c.format, resolved_spec(out, c.format, collection_spec(cfg)), cfg.to_dict())
-    if done:
-        console.print(f"Resuming {out}: {len(done)} episodes present, collecting {todo} more.")
+    spec = resolved_spec(out, c.format, collection_spec(cfg))
+    manifest = open_or_create_manifest(out, c.format, spec, cfg.to_dict())
+    with writer_lock(out, c.node_rank):
+        env_vars = worker_envs(gpu_ids, len(plans))
+        probe_render_device(env_vars[0])
+        warning = space_warning(out, manifest, spec, todo * (cfg.training.steps_per_episode + 1))
+        if warning:
+            console.print(f"[yellow]{escape(warning)}", soft_wrap=True)
+        if done:
+            console.print(f"Resuming {out}: {len(done)} episodes present, collecting {todo} more.")
+        return _run_workers(cfg, out, console, plans, env_vars, todo)
 
+
+def _run_workers(cfg: F1Config, out: Path, console: Console, plans, env_vars, todo: int) -> CollectRun:
+    """Spawn one worker per plan and show their progress until every one has reported or died."""
     ctx = mp.get_context("spawn")  # never fork: each worker must pin its GPU before SAPIEN loads
     events = ctx.Queue()
     cfg_dict = cfg.to_dict()
     procs = {}
-    for rank, (plan, env_vars) in enumerate(zip(plans, worker_envs(gpu_ids, len(plans)))):
+    for rank, (plan, worker_vars) in enumerate(zip(plans, env_vars)):
         proc = ctx.Process(
-            target=run_worker, args=(rank, env_vars, cfg_dict, str(out), plan, events), name=f"f1-collect-{rank}"
+            target=run_worker, args=(rank, worker_vars, cfg_dict, str(out), plan, events), name=f"f1-collect-{rank}"
         )
         proc.start()
         procs[rank] = proc
@@ -167,7 +216,7 @@ def run_collection(cfg: F1Config, out: Path, console: Console) -> Optional[Colle
                 if rank not in reports and rank not in errors and not proc.is_alive() and events.empty():
                     proc.join(timeout=1)
                     if proc.exitcode not in (0, None):
-                        errors[rank] = f"worker {rank} died with exit code {proc.exitcode} (no traceback: killed?)"
+                        errors[rank] = (f"died with exit code {proc.exitcode} (killed?)", "no traceback: the process was killed\n")
             elapsed = time.perf_counter() - start
             progress.update(bar, rate=steps / max(elapsed, 1e-9), mb=_dir_bytes(out) / 1e6)
     for proc in procs.values():

@@ -4,7 +4,7 @@ The process is spawned (never forked) by `f1.collect.collector`; `run_worker`
 pins it to its GPU through the environment *before* SAPIEN is imported
 (DESIGN.md section 6), so this module imports nothing heavy at the top.
 It reports to the parent through a queue: ("episode", rank, steps),
-("done", rank, WorkerReport) or ("error", rank, traceback text).
+("done", rank, WorkerReport) or ("error", rank, (root cause line, traceback text)).
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ def run_worker(
         )
         report.rank = rank
         queue.put(("done", rank, report))
-    except BaseException:  # noqa: BLE001 - the parent reports it and exits non-zero
-        queue.put(("error", rank, traceback.format_exc()))
+    except BaseException as exc:  # noqa: BLE001 - the parent reports it and exits non-zero
+        from f1.collect.failures import root_cause
+
+        queue.put(("error", rank, (root_cause(exc, Path(out_dir)), traceback.format_exc())))
         raise SystemExit(1)
 
 

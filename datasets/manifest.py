@@ -55,8 +55,11 @@ def read_manifest(store_dir: Path) -> dict[str, Any]:
 
 def _write_manifest(store_dir: Path, manifest: dict[str, Any]) -> None:
     tmp = store_dir / f"{MANIFEST_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, store_dir / MANIFEST_NAME)
+    try:
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, store_dir / MANIFEST_NAME)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when the write failed (a full disk): the old manifest stands
 
 
 def open_or_create_manifest(store_dir: Path, fmt: str, spec: StoreSpec, collection_config: dict[str, Any]) -> dict[str, Any]:

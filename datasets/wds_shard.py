@@ -75,6 +75,14 @@ class TarShardWriter:
                 row[m] = self._add(f"{key}.{self._members[m]}", data)
             self._index.append(row)
 
+    def discard(self) -> None:
+        """Close and delete the unfinished tar (after a failed write: a full disk frees its space only once closed)."""
+        try:
+            self._tar.close()
+        except OSError:
+            pass  # its last blocks could not be written either: it is deleted anyway
+        self.path.unlink(missing_ok=True)
+
     def finish(self) -> list[Path]:
         """Close the tar and write its index sidecar (under the same temp suffix); returns the sidecar."""
         self._tar.close()

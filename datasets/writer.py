@@ -9,7 +9,9 @@ A shard is written as `shard-<worker>-<seq>.<zarr|tar>.tmp`, renamed when
 complete, and only then entered in the manifest, so a reader never sees part
 of one and a writer killed mid-shard leaves only a `.tmp` behind. The next
 writer of the same worker removes those leftovers and continues the seq after
-the highest one it finds, so a resumed run never overwrites a shard.
+the highest one it finds, so a resumed run never overwrites a shard. A
+write that fails (a full disk) deletes the unfinished shard at once, so its
+space is free again and the finished shards stay as they are.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class EpisodeWriter:
             self._queue.put(_CLOSE)
             self._thread.join()
         elif self._error is None:
-            self._finish()
+            self._guarded(self._safely, self._finish)
         if self._error is not None:
             raise self._error
 
@@ -131,7 +133,7 @@ class EpisodeWriter:
         if self._error is not None:
             raise self._error
         if self._queue is None:
-            self._handle(item)
+            self._safely(self._handle, item)
         else:
             self._queue.put(item)
 
@@ -140,15 +142,28 @@ class EpisodeWriter:
     def _run(self) -> None:
         while (item := self._queue.get()) is not _CLOSE:
             if self._error is None:  # after an error, drain so the caller never blocks on a full queue
-                self._guarded(self._handle, item)
+                self._guarded(self._safely, self._handle, item)
         if self._error is None:
-            self._guarded(self._finish)
+            self._guarded(self._safely, self._finish)
 
     def _guarded(self, fn, *args) -> None:
         try:
             fn(*args)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
+
+    def _safely(self, fn, *args) -> None:
+        """Run a write step; if it fails, delete the unfinished shard (it never reached the manifest)."""
+        try:
+            fn(*args)
+        except BaseException:
+            if self._tmp is not None:  # a shard was begun (perhaps only its folder, if creating it failed)
+                if self._shard is not None:
+                    self._shard.discard()
+                for leftover in self.store_dir.glob(self._tmp.name + "*"):  # the shard, sidecars (...tar.tmp.idx.npy)
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+                self._shard, self._tmp, self._metas = None, None, []
+            raise
 
     def _handle(self, item: Any) -> None:
         if item is _FINISH_SHARD:
@@ -184,7 +199,15 @@ class EpisodeWriter:
         for sidecar in sidecars:  # shard-...tar.tmp.idx.npy -> shard-...tar.idx.npy, before the shard itself
             os.replace(sidecar, sidecar.with_name(sidecar.name.replace(tmp.name, final.name)))
         os.rename(tmp, final)
-        add_shard(self.store_dir, entry)
+        try:
+            add_shard(self.store_dir, entry)
+        except BaseException:
+            # Renamed but not listed: no reader trusts it, and its space is needed (a full disk).
+            shutil.rmtree(final) if final.is_dir() else final.unlink()
+            for sidecar in sidecars:
+                final.with_name(sidecar.name.replace(tmp.name, final.name)).unlink(missing_ok=True)
+            self._shard, self._tmp, self._metas = None, None, []
+            raise
         self.shards_written.append(final.name)
         self._shard, self._tmp, self._metas = None, None, []
 

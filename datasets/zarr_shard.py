@@ -10,6 +10,8 @@ they are written once, at the end, as one chunk each.
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -71,6 +73,18 @@ class ZarrShardWriter:
         whole = len(frames) if final else len(frames) - len(frames) % FRAMES_PER_FILE
         (self._fast[key] if key in self._fast else self._images[key]).append(frames[:whole])
         self._pending[key] = [frames[whole:]] if whole < len(frames) else []
+
+    def discard(self) -> None:
+        """Delete the unfinished shard (after a failed write); zarr holds no file open between writes.
+
+        A failed zarr write can leave its sibling writes still finishing in zarr's threads, which may put a
+        file back into a folder being removed: try again briefly; the next writer removes whatever remains.
+        """
+        for _ in range(5):
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not self.path.exists():
+                return
+            time.sleep(0.1)
 
     def finish(self) -> list[Path]:
         """Write the remainder, the vectors and the per-episode meta; returns sidecar files (none for Zarr)."""

@@ -88,7 +88,7 @@ def test_sigkill_mid_run_then_rerun_resumes_to_exact_count(tmp_path):
     os.killpg(proc.pid, signal.SIGSTOP)  # paused, still alive and holding its lock, so it cannot finish meanwhile
     assert proc.poll() is None and _shards_in_manifest(out) < 8, "run finished before it could be killed; make it longer"
     # A second run into the same store and node rank, while this one writes, is refused in one line.
-    second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert second.returncode == 2, second.stderr[-3000:]
     assert second.stderr.strip() == (
         f"error: {out} is being written for node rank 0 by pid {proc.pid} on {socket.gethostname()} since "

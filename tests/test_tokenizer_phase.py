@@ -69,11 +69,13 @@ def test_tokenizer_phase_beats_the_mean_image(tmp_path, f1_cli):
     assert metrics["heldout_frames"] == 10  # one whole held-out episode of the six
     assert metrics["psnr"] > metrics["psnr_mean_image_baseline"] + 1.5, metrics
     png = np.asarray(Image.open(out / "reconstructions.png"))
-    assert png.shape[0] == 2 * SIZE + 2 and png.shape[1] >= SIZE * 8, png.shape  # originals over reconstructions
+    assert png.shape[0] == 2 * 2 * SIZE + 2 and png.shape[1] >= 2 * SIZE * 8, png.shape  # originals over reconstructions, 2x
+    for figure in ("saturation_ratio", "colourful_mae", "gradient_energy_ratio"):
+        assert np.isfinite(metrics[figure]), (figure, metrics)
 
-    from f1.train.models.tokenizer import VQTokenizer
+    from f1.train.models.tokenizer import FSQTokenizer
 
-    tokenizer = VQTokenizer.load(out)
+    tokenizer = FSQTokenizer.load(out)
     assert tokenizer.n_tokens == metrics["n_tokens"]
 
 

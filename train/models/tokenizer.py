@@ -1,18 +1,19 @@
-"""VQ image tokenizer: a frame -> a grid of discrete codes -> a frame.
+"""FSQ image tokenizer: a frame -> a grid of discrete codes -> a frame.
 
-    uint8 (B,H,W,3) -> resize to S x S -> conv encoder (S/d x S/d x code_dim)
-    -> nearest code in an EMA codebook of K vectors -> tokens (B, (S/d)^2)
-    -> codebook vectors -> conv decoder -> float (B,3,S,S) in [0,1]
+    uint8 (B,H,W,3) -> resize to S x S -> conv encoder (S/d x S/d x D)
+    -> finite scalar quantisation: each of the D channels rounded to one of levels[i] values
+    -> tokens (B, (S/d)^2), token = the D digits read as a mixed-radix number (K = prod(levels) codes)
+    -> code values -> conv decoder -> float (B,3,S,S) in [0,1]
 
-The codebook is learnt by exponential moving averages of the encoder outputs
-assigned to each code (VQ-VAE, van den Oord et al. 2017, appendix), not by
-gradient, so resetting a dead code never leaves stale optimizer state behind.
-Encoder outputs and codes are unit vectors (cosine look-up, as in ViT-VQGAN,
-Yu et al. 2022): their scale cannot drift away from the codebook while the
-encoder learns fast, the main cause of early collapse. Two more guards: the
-codebook starts from k-means on the first training batch, and a code whose
-EMA usage falls below `dead_code_threshold` (a fraction of all tokens) is
-moved onto a random encoder output of the current batch.
+Finite scalar quantisation (FSQ, Mentzer et al. 2023) replaced the EMA VQ codebook
+(bench/RESULTS.md, "tokenizer designs"): no codebook to collapse or reset, every
+code reachable, and codes are ordered along each digit, so a world model can
+embed a code by its digits and predict each digit with a small softmax.
+
+Losses (`FSQTokenizer.forward`): L1 on pixels (keeps colour: MSE lets small
+colourful objects fade into the table), L1 on the image's horizontal and vertical
+differences (edges: neither blur nor ringing) and 1 - SSIM on local 7x7 windows
+(structure at the scale of the objects; needs no downloaded weights).
 """
 
 from __future__ import annotations
@@ -30,10 +31,7 @@ from f1.shared.errors import UserError
 
 WEIGHTS_FILE = "tokenizer.pt"
 CONFIG_FILE = "tokenizer_config.json"
-EMA_DECAY = 0.99
-# usage reacts faster than the codes themselves, so a dead code is noticed within ~15 steps
-USAGE_DECAY = 0.9
-KMEANS_ITERS = 10
+SSIM_WINDOW = 7
 
 
 class TokenizerLoadError(UserError):
@@ -56,91 +54,108 @@ class ResBlock(nn.Module):
         return x + self.block(x)
 
 
-def _level_channels(base: int, levels: int) -> list[int]:
-    """Channels after each halving: base, base, 2 base, 2 base, ... (keeps the CPU cost small)."""
-    return [base * 2 ** (i // 2) for i in range(levels)]
+def level_channels(base: int, levels: int) -> list[int]:
+    """Channels at each resolution, full first: base/2 at full size, then doubling (capped at 2 base) as it halves.
+
+    The full-resolution layers are the CPU's main cost, so they are the narrowest.
+    """
+    return [min(2 * base, max(8, base // 2) * 2**i) for i in range(levels + 1)]
 
 
 class Encoder(nn.Module):
-    """Strided convs halve the side `levels` times; residual blocks work at the lower resolutions only."""
+    """(B,3,S,S) -> (B,D,S/d,S/d): a stem at full size, strided convs halving the side, residual blocks after each."""
 
-    def __init__(self, channels: int, levels: int, code_dim: int):
+    def __init__(self, channels: int, halvings: int, latent_dim: int):
         super().__init__()
-        ch = [3] + _level_channels(channels, levels)
-        layers: list[nn.Module] = []
-        for i in range(levels):
-            layers += [nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1)]
-            if i > 0:
-                layers += [ResBlock(ch[i + 1])]
-        layers += [nn.SiLU(), nn.Conv2d(ch[-1], code_dim, 1)]
+        ch = level_channels(channels, halvings)
+        layers: list[nn.Module] = [nn.Conv2d(3, ch[0], 3, padding=1)]
+        for i in range(halvings):
+            layers += [nn.SiLU(), nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1), ResBlock(ch[i + 1])]
+        layers += [ResBlock(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], latent_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # (B,3,S,S) -> (B,D,S/d,S/d)
+        return self.net(x)
 
 
 class Decoder(nn.Module):
-    def __init__(self, channels: int, levels: int, code_dim: int):
+    """(B,D,g,g) -> (B,3,S,S) in [0,1]; nearest-neighbour upsampling + conv (no transposed-conv checkerboards)."""
+
+    def __init__(self, channels: int, halvings: int, latent_dim: int):
         super().__init__()
-        ch = _level_channels(channels, levels)[::-1]
-        layers: list[nn.Module] = [nn.Conv2d(code_dim, ch[0], 3, padding=1)]
-        for i in range(levels - 1):
-            layers += [ResBlock(ch[i]), nn.ConvTranspose2d(ch[i], ch[i + 1], 4, stride=2, padding=1)]
-        layers += [nn.SiLU(), nn.ConvTranspose2d(ch[-1], 3, 4, stride=2, padding=1)]
+        ch = level_channels(channels, halvings)[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(latent_dim, ch[0], 3, padding=1), ResBlock(ch[0])]
+        for i in range(halvings):
+            layers += [ResBlock(ch[i]), nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch[i], ch[i + 1], 3, padding=1)]
+        layers += [ResBlock(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 3, 3, padding=1)]
         self.net = nn.Sequential(*layers)
-        # Codes are unit vectors (entries ~ 1/sqrt(D)); scaled to unit-size entries they suit the
-        # conv layers' default init (+1.2 dB held-out PSNR after 300 tiny-preset steps on sim frames).
-        self.input_scale = math.sqrt(code_dim)
 
     def forward(self, z: Tensor) -> Tensor:
-        return torch.sigmoid(self.net(z * self.input_scale))  # (B,D,g,g) -> (B,3,S,S) in [0,1]
+        return torch.sigmoid(self.net(z))
 
 
-class VQTokenizer(nn.Module):
-    """Conv encoder -> EMA vector quantiser -> conv decoder; `n_tokens` codes per frame."""
+def ssim_map(a: Tensor, b: Tensor, window: int = SSIM_WINDOW) -> Tensor:
+    """Local SSIM (Wang et al. 2004, uniform window) of images in [0,1]: (B,C,H,W) x 2 -> (B,C,H',W')."""
+    c1, c2 = 0.01**2, 0.03**2
+    pool = lambda x: F.avg_pool2d(x, window, stride=1)  # noqa: E731
+    mu_a, mu_b = pool(a), pool(b)
+    var_a = pool(a * a) - mu_a**2
+    var_b = pool(b * b) - mu_b**2
+    cov = pool(a * b) - mu_a * mu_b
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+def gradient_l1(a: Tensor, b: Tensor) -> Tensor:
+    """Mean |d a - d b| over horizontal and vertical neighbour differences: (B,C,H,W) x 2 -> scalar."""
+    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+    return 0.5 * (dx.abs().mean() + dy.abs().mean())
+
+
+class FSQTokenizer(nn.Module):
+    """Conv encoder -> finite scalar quantiser -> conv decoder; `n_tokens` codes per frame, K = prod(levels)."""
 
     def __init__(
         self,
         image_size: int = 64,
-        downsample: int = 8,
+        downsample: int = 4,
         channels: int = 32,
-        codebook_size: int = 256,
-        code_dim: int = 32,
-        commitment_weight: float = 0.25,
-        dead_code_threshold: float = 1e-3,
+        levels: tuple[int, ...] | list[int] = (8, 5, 5, 5),
+        gradient_weight: float = 1.0,
+        ssim_weight: float = 0.2,
     ):
         super().__init__()
-        levels = round(math.log2(downsample))
-        if 2**levels != downsample:
-            raise UserError(f"model.tokenizer_downsample={downsample} must be a power of two (e.g. 8); fix it in the config")
+        halvings = round(math.log2(downsample))
+        if 2**halvings != downsample:
+            raise UserError(f"model.tokenizer_downsample={downsample} must be a power of two (e.g. 4); fix it in the config")
         if image_size % downsample:
             raise UserError(f"model.tokenizer_image_size={image_size} must be divisible by model.tokenizer_downsample={downsample}")
+        if not levels or min(levels) < 2:
+            raise UserError(f"model.tokenizer_levels={list(levels)} needs at least one digit and >= 2 levels a digit, e.g. [8,5,5,5]")
         self.image_size = image_size
         self.downsample = downsample
         self.channels = channels
-        self.code_dim = code_dim
-        self.commitment_weight = commitment_weight
-        self.dead_code_threshold = dead_code_threshold
+        self.levels = tuple(int(x) for x in levels)
+        self.gradient_weight = gradient_weight
+        self.ssim_weight = ssim_weight
         self.grid = image_size // downsample
-        self.encoder = Encoder(channels, levels, code_dim)
-        self.decoder = Decoder(channels, levels, code_dim)
-        # EMA codebook state: buffers, saved in the state dict, never touched by the optimizer.
-        self.register_buffer("codebook", F.normalize(torch.randn(codebook_size, code_dim), dim=1))  # (K,D) unit rows
-        self.register_buffer("ema_sum", self.codebook.clone())  # (K,D) sum of assigned vectors (EMA)
-        self.register_buffer("usage", torch.full((codebook_size,), 1.0 / codebook_size))  # (K,) token fraction (EMA)
-        self.register_buffer("initialized", torch.tensor(False))
+        self.encoder = Encoder(channels, halvings, len(self.levels))
+        self.decoder = Decoder(channels, halvings, len(self.levels))
+        levels_t = torch.tensor(self.levels)
+        # digit i of token k = (k // radix[i]) % levels[i]
+        self.register_buffer("radix", torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), levels_t[:-1]]), 0), persistent=False)
+        self.register_buffer("levels_t", levels_t, persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: F1Config) -> "VQTokenizer":
+    def from_config(cls, cfg: F1Config) -> "FSQTokenizer":
         m, t = cfg.model, cfg.tokenizer
         return cls(
             image_size=m.tokenizer_image_size,
             downsample=m.tokenizer_downsample,
             channels=m.tokenizer_channels,
-            codebook_size=m.codebook_size,
-            code_dim=m.code_dim,
-            commitment_weight=t.commitment_weight,
-            dead_code_threshold=t.dead_code_threshold,
+            levels=m.tokenizer_levels,
+            gradient_weight=t.gradient_weight,
+            ssim_weight=t.ssim_weight,
         )
 
     @property
@@ -149,14 +164,14 @@ class VQTokenizer(nn.Module):
 
     @property
     def codebook_size(self) -> int:
-        return self.codebook.shape[0]
+        return math.prod(self.levels)
 
     # ------------------------------------------------------------------ pixels
 
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 (B,H,W,3) -> float (B,3,S,S) in [0,1], resized (antialiased) when H, W differ from S."""
         assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[-1] == 3, (images.dtype, images.shape)
-        x = images.to(self.codebook.device).permute(0, 3, 1, 2).float() / 255.0  # (B,3,H,W)
+        x = images.to(self.radix.device).permute(0, 3, 1, 2).float() / 255.0  # (B,3,H,W)
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
             x = x.clamp(0.0, 1.0)
@@ -164,99 +179,72 @@ class VQTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ quantiser
 
-    def _nearest(self, z: Tensor) -> Tensor:
-        """Unit vectors z (N,D) -> index of the nearest code (N,) (largest cosine)."""
-        return (z @ self.codebook.t()).argmax(1)  # (N,K) -> (N,)
+    def _bound(self, z: Tensor) -> Tensor:
+        """(B,D,g,g) unbounded -> each channel i squashed into [0, levels[i] - 1] (FSQ's tanh bound)."""
+        half = (self.levels_t.to(z.dtype) - 1).view(1, -1, 1, 1) / 2  # (1,D,1,1)
+        return (torch.tanh(z) + 1) * half
 
-    @torch.no_grad()
-    def _kmeans_init(self, z: Tensor) -> None:
-        """Start the codebook from k-means on the first batch's encoder outputs z (N,D)."""
-        k = self.codebook_size
-        pick = torch.randint(0, z.shape[0], (k,), device=z.device) if z.shape[0] < k else torch.randperm(z.shape[0], device=z.device)[:k]
-        centres = z[pick].clone()  # (K,D)
-        for _ in range(KMEANS_ITERS):
-            assign = (z @ centres.t()).argmax(1)  # (N,K) -> (N,)
-            sums = torch.zeros_like(centres).index_add_(0, assign, z)
-            counts = torch.bincount(assign, minlength=k).float()  # (K,)
-            filled = counts > 0
-            centres[filled] = F.normalize(sums[filled], dim=1)
-            # an empty centre jumps to a random point: every code starts inside the data
-            n_empty = int((~filled).sum())
-            if n_empty:
-                centres[~filled] = z[torch.randint(0, z.shape[0], (n_empty,), device=z.device)]
-        self.codebook.copy_(centres)
-        self.ema_sum.copy_(centres)
-        self.initialized.fill_(True)
+    def digits_to_values(self, digits: Tensor) -> Tensor:
+        """Digits or expected digits (..., D) in [0, levels-1] -> code values in [-1, 1], what the decoder reads."""
+        half = (self.levels_t.to(digits.dtype) - 1) / 2  # (D,)
+        return digits / half - 1
 
-    @torch.no_grad()
-    def _ema_update(self, z: Tensor, idx: Tensor) -> None:
-        """Move each code towards the mean of the encoder outputs assigned to it; reset dead codes."""
-        k = self.codebook_size
-        counts = torch.bincount(idx, minlength=k).float()  # (K,)
-        sums = torch.zeros_like(self.codebook).index_add_(0, idx, z)  # (K,D)
-        self.ema_sum.mul_(EMA_DECAY).add_(sums, alpha=1 - EMA_DECAY)
-        self.usage.mul_(USAGE_DECAY).add_(counts / idx.numel(), alpha=1 - USAGE_DECAY)
-        # the mean direction of the assigned vectors; the count's scale cancels in the normalisation
-        self.codebook.copy_(F.normalize(self.ema_sum, dim=1))
-        dead = self.usage < self.dead_code_threshold
-        n_dead = int(dead.sum())
-        if n_dead:
-            fresh = z[torch.randint(0, z.shape[0], (n_dead,), device=z.device)]  # (n_dead,D) recent encoder outputs
-            self.codebook[dead] = fresh
-            self.ema_sum[dead] = fresh
-            # a reset code gets a fair chance before it can be called dead again
-            self.usage[dead] = 1.0 / k
+    def tokens_to_digits(self, tokens: Tensor) -> Tensor:
+        """tokens (...) long in [0, K) -> digits (..., D) long."""
+        return (tokens.long().unsqueeze(-1) // self.radix) % self.levels_t
+
+    def digits_to_tokens(self, digits: Tensor) -> Tensor:
+        """digits (..., D) long -> tokens (...) long."""
+        return (digits.long() * self.radix).sum(-1)
 
     def quantize(self, z_e: Tensor) -> tuple[Tensor, Tensor]:
-        """Unit z_e (B,D,g,g) -> (z_q (B,D,g,g) straight-through, idx (B,g*g) row-major)."""
-        b, d, g, _ = z_e.shape
-        flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # (B*g*g,D)
-        if self.training and not bool(self.initialized):
-            self._kmeans_init(flat.detach())
-        idx = self._nearest(flat.detach())  # (B*g*g,)
-        if self.training:
-            self._ema_update(flat.detach(), idx)
-        z_q = self.codebook[idx].view(b, g, g, d).permute(0, 3, 1, 2)  # (B,D,g,g)
-        # straight-through: the decoder's gradient passes to the encoder unchanged
-        return z_e + (z_q - z_e).detach(), idx.view(b, g * g)
+        """z_e (B,D,g,g) -> (code values (B,D,g,g) in [-1,1], straight-through; tokens (B,g*g) row-major)."""
+        bounded = self._bound(z_e)
+        digits = bounded.round()
+        # straight-through rounding: the decoder's gradient reaches the encoder unchanged
+        values = self.digits_to_values((bounded + (digits - bounded).detach()).movedim(1, -1)).movedim(-1, 1)
+        tokens = self.digits_to_tokens(digits.detach().movedim(1, -1)).flatten(1)  # (B,g*g)
+        return values, tokens
 
     # ------------------------------------------------------------------ public API
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         """uint8 (B,H,W,3) -> tokens LongTensor (B, n_tokens), the grid flattened row-major."""
-        z_e = F.normalize(self.encoder(self.preprocess(images)), dim=1)  # (B,D,g,g) unit vectors
-        b, d, g, _ = z_e.shape
-        return self._nearest(z_e.permute(0, 2, 3, 1).reshape(-1, d)).view(b, g * g)
+        return self.quantize(self.encoder(self.preprocess(images)))[1]
+
+    def decode_values(self, values: Tensor) -> Tensor:
+        """Code values (B, n_tokens, D) in [-1,1] -> float images (B,3,S,S) in [0,1]."""
+        b = values.shape[0]
+        return self.decoder(values.transpose(1, 2).reshape(b, len(self.levels), self.grid, self.grid))
 
     @torch.no_grad()
     def decode(self, tokens: Tensor) -> Tensor:
         """tokens (B, n_tokens) -> float images (B,3,S,S) in [0,1]."""
         assert tokens.ndim == 2 and tokens.shape[1] == self.n_tokens, (tuple(tokens.shape), self.n_tokens)
-        b = tokens.shape[0]
-        z_q = self.codebook[tokens.long()].view(b, self.grid, self.grid, self.code_dim).permute(0, 3, 1, 2)  # (B,D,g,g)
-        return self.decoder(z_q)
+        return self.decode_values(self.digits_to_values(self.tokens_to_digits(tokens).float()))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """uint8 (B,H,W,3) -> recon (B,3,S,S), losses, and codebook health (perplexity, code_usage)."""
+        """uint8 (B,H,W,3) -> recon (B,3,S,S), the losses, and code usage."""
         target = self.preprocess(images)  # (B,3,S,S)
-        z_e = F.normalize(self.encoder(target), dim=1)  # (B,D,g,g) unit vectors
-        z_q, idx = self.quantize(z_e)
-        recon = self.decoder(z_q)  # (B,3,S,S)
-        recon_loss = F.mse_loss(recon, target)
-        # codebook moves by EMA, so only the commitment term pulls the encoder towards its codes
-        vq_loss = self.commitment_weight * F.mse_loss(z_e, z_q.detach())
-        counts = torch.bincount(idx.flatten(), minlength=self.codebook_size).float()  # (K,)
+        values, tokens = self.quantize(self.encoder(target))
+        recon = self.decoder(values)  # (B,3,S,S)
+        l1 = (recon - target).abs().mean()
+        grad = gradient_l1(recon, target)
+        ssim = ssim_map(recon, target).mean()
+        loss = l1 + self.gradient_weight * grad + self.ssim_weight * (1 - ssim)
+        counts = torch.bincount(tokens.flatten(), minlength=self.codebook_size).float()  # (K,)
         probs = counts / counts.sum()
-        perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
         return {
             "recon": recon,
             "target": target,
-            "tokens": idx,
-            "loss": recon_loss + vq_loss,
-            "recon_loss": recon_loss,
-            "vq_loss": vq_loss,
-            "perplexity": perplexity,
+            "tokens": tokens,
+            "loss": loss,
+            "recon_loss": F.mse_loss(recon.detach(), target),
+            "l1_loss": l1.detach(),
+            "gradient_loss": grad.detach(),
+            "ssim": ssim.detach(),
+            "perplexity": torch.exp(-(probs * torch.log(probs + 1e-10)).sum()),
             "code_usage": (counts > 0).float().mean(),
         }
 
@@ -267,10 +255,9 @@ class VQTokenizer(nn.Module):
             "image_size": self.image_size,
             "downsample": self.downsample,
             "channels": self.channels,
-            "codebook_size": self.codebook_size,
-            "code_dim": self.code_dim,
-            "commitment_weight": self.commitment_weight,
-            "dead_code_threshold": self.dead_code_threshold,
+            "levels": list(self.levels),
+            "gradient_weight": self.gradient_weight,
+            "ssim_weight": self.ssim_weight,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -284,7 +271,7 @@ class VQTokenizer(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "VQTokenizer":
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "FSQTokenizer":
         """Rebuild a tokenizer saved with `save`; a missing or corrupt directory is a UserError naming it."""
         directory = Path(directory)
         fix = "pass the output directory of `f1 train tokenizer`"

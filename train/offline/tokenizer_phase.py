@@ -4,18 +4,20 @@
 
 Reads a pool of wrist frames (all of a small store; an even, random share of
 every episode's frames when the pool would pass POOL_BYTES), resized once to
-the tokenizer's S x S, and holds out whole episodes for evaluation. Each step
-trains on a random batch from the pool. At the end it writes:
+the tokenizer's S x S, and holds out whole scenes (whole episodes when the
+store has one scene) for evaluation. Each step trains on a random batch from
+the pool, its colours jittered (`tokenizer.colour_jitter`). At the end it writes:
 
 ```
-OUT/tokenizer.pt  tokenizer_config.json   the tokenizer (VQTokenizer.load(OUT))
+OUT/tokenizer.pt  tokenizer_config.json   the tokenizer (FSQTokenizer.load(OUT))
 OUT/reconstructions.png                   held-out originals (top row) vs reconstructions (bottom row)
-OUT/metrics.json                          held-out PSNR of the tokenizer and of the mean-image baseline, ...
+OUT/metrics.json                          held-out psnr, saturation_ratio, colourful_mae, gradient_energy_ratio
+                                          (f1.train.image_metrics), the mean-image baseline's PSNR, code usage
 OUT/episode_metrics.jsonl  tensorboard/  logs/
 ```
 The mean-image baseline predicts the training frames' mean image for every
 frame: a tokenizer that does not clearly beat it has learnt nothing useful.
-PSNR is 10 log10(1 / MSE) over all pixels in [0,1], at S x S.
+PSNR is 10 log10(1 / MSE) per frame, pixels in [0,1], at S x S, averaged over frames.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from tqdm import tqdm
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 from f1.shared.logs import setup_logging
+from f1.train.image_metrics import image_figures, saturation
+from f1.train.image_metrics import psnr as image_psnr
 from f1.train.optim import make_scheduler
 from f1.train.run_outputs import MetricsLog, side_by_side
-from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import FSQTokenizer
 
 WRIST_KEY = "wrist_rgb"
 POOL_BYTES = 256 * 2**20  # frames kept in memory for training
@@ -48,16 +52,43 @@ def psnr(mse: float) -> float:
     return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def _split_episodes(n_episodes: int, rng: np.random.Generator) -> tuple[list[int], list[int]]:
-    """Seeded split by episode (train, held-out); one episode alone is split by frames later."""
-    order = rng.permutation(n_episodes).tolist()
-    if n_episodes < 2:
-        return order, []
-    n_held = max(1, round(HELDOUT_FRACTION * n_episodes))
+def _split_episodes(episodes: list, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """Seeded split (train, held-out) of episode positions; whole scenes are held out when there are several.
+
+    Episodes of one scene share its table, textures and light, so a held-out episode of a
+    training scene would flatter the tokenizer; one episode alone is split by frames later.
+    """
+    if len(episodes) < 2:
+        return list(range(len(episodes))), []
+    n_held = max(1, round(HELDOUT_FRACTION * len(episodes)))
+    scenes = sorted({e.scene_id for e in episodes})
+    if len(scenes) >= 2:
+        held_scenes: set[int] = set()
+        for scene in rng.permutation(scenes).tolist():
+            held_scenes.add(scene)
+            if sum(e.scene_id in held_scenes for e in episodes) >= n_held:
+                break
+        if len(held_scenes) < len(scenes):
+            held = [i for i, e in enumerate(episodes) if e.scene_id in held_scenes]
+            return [i for i in range(len(episodes)) if i not in set(held)], held
+    order = rng.permutation(len(episodes)).tolist()
     return sorted(order[n_held:]), sorted(order[:n_held])
 
 
-def _read_frames(store, episodes: list, quota: int, tokenizer: VQTokenizer, rng: np.random.Generator, desc: str) -> np.ndarray:
+def colour_jitter(frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """uint8 (B,S,S,3) -> the same frames with their colour channels permuted and scaled, per frame.
+
+    A store holds few scenes (one per environment.scene_reset_interval episodes), so few table,
+    wall and light colours: without this the codes learn that palette and paint any new scene in it.
+    """
+    b = frames.shape[0]
+    perm = torch.from_numpy(np.argsort(rng.random((b, 3)), axis=1))  # (B,3) a random channel order a frame
+    gain = torch.from_numpy(rng.uniform(0.6, 1.4, (b, 1, 1, 3)).astype(np.float32))
+    shuffled = torch.gather(frames, 3, perm.view(b, 1, 1, 3).expand_as(frames).to(frames.device))
+    return (shuffled.float() * gain.to(frames.device)).round().clamp(0, 255).to(torch.uint8)
+
+
+def _read_frames(store, episodes: list, quota: int, tokenizer: FSQTokenizer, rng: np.random.Generator, desc: str) -> np.ndarray:
     """Up to `quota` random wrist frames of each episode, resized to S x S: uint8 (N,S,S,3)."""
     frames = []
     for info in tqdm(episodes, desc=desc, unit="episode", leave=False):
@@ -68,10 +99,10 @@ def _read_frames(store, episodes: list, quota: int, tokenizer: VQTokenizer, rng:
     return np.concatenate(frames) if frames else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
 
-def load_frame_pools(store, tokenizer: VQTokenizer, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def load_frame_pools(store, tokenizer: FSQTokenizer, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(train frames, held-out frames), uint8 (N,S,S,3) each, held-out from whole unseen episodes."""
     episodes = [e for e in store.episodes if e.length > 0]
-    train_ids, held_ids = _split_episodes(len(episodes), rng)
+    train_ids, held_ids = _split_episodes(episodes, rng)
     frame_bytes = tokenizer.image_size**2 * 3
     train_quota = max(1, POOL_BYTES // frame_bytes // max(1, len(train_ids)))
     held_quota = max(1, MAX_HELDOUT_FRAMES // max(1, len(held_ids)))
@@ -84,7 +115,7 @@ def load_frame_pools(store, tokenizer: VQTokenizer, rng: np.random.Generator) ->
 
 
 @torch.no_grad()
-def reconstruct(tokenizer: VQTokenizer, frames: np.ndarray, device: torch.device) -> np.ndarray:
+def reconstruct(tokenizer: FSQTokenizer, frames: np.ndarray, device: torch.device) -> np.ndarray:
     """uint8 (N,S,S,3) -> encode -> decode -> float32 (N,S,S,3) in [0,1]."""
     out = []
     for i in range(0, len(frames), EVAL_BATCH):
@@ -93,8 +124,8 @@ def reconstruct(tokenizer: VQTokenizer, frames: np.ndarray, device: torch.device
     return np.concatenate(out)
 
 
-def evaluate(tokenizer: VQTokenizer, train: np.ndarray, held: np.ndarray, device: torch.device) -> tuple[dict, np.ndarray]:
-    """Held-out PSNR of the tokenizer and of the mean training image; plus the reconstructions."""
+def evaluate(tokenizer: FSQTokenizer, train: np.ndarray, held: np.ndarray, device: torch.device) -> tuple[dict, np.ndarray]:
+    """Held-out figures of the tokenizer (f1.train.image_metrics) and the mean-image baseline's PSNR; plus the reconstructions."""
     tokenizer.eval()
     truth = held.astype(np.float32) / 255.0  # (N,S,S,3)
     recon = reconstruct(tokenizer, held, device)
@@ -103,8 +134,8 @@ def evaluate(tokenizer: VQTokenizer, train: np.ndarray, held: np.ndarray, device
     counts = torch.bincount(tokens, minlength=tokenizer.codebook_size).float()
     probs = counts / counts.sum()
     metrics = {
-        "psnr": psnr(float(np.mean((recon - truth) ** 2))),
-        "psnr_mean_image_baseline": psnr(float(np.mean((mean_image[None] - truth) ** 2))),
+        **image_figures(recon, truth),
+        "psnr_mean_image_baseline": image_psnr(np.broadcast_to(mean_image, truth.shape), truth),
         "heldout_perplexity": float(torch.exp(-(probs * torch.log(probs + 1e-10)).sum())),
         "heldout_code_usage": float((counts > 0).float().mean()),
     }
@@ -113,12 +144,15 @@ def evaluate(tokenizer: VQTokenizer, train: np.ndarray, held: np.ndarray, device
 
 
 def write_reconstructions(path: Path, held: np.ndarray, recon: np.ndarray) -> Path:
-    """Originals in the top row, their reconstructions below."""
+    """Originals in the top row, their reconstructions below: the held-out frames with the most colourful
+    pixels (the clutter objects), in time order, each tile blown up 2x pixel for pixel."""
     from PIL import Image
 
-    pick = np.linspace(0, len(held) - 1, min(RECON_COLUMNS, len(held))).round().astype(int)
-    top = side_by_side(list(held[pick]))
-    bottom = side_by_side(list((recon[pick] * 255).round().clip(0, 255).astype(np.uint8)))
+    colourful = (saturation(held.astype(np.float32) / 255.0) > 0.5).reshape(len(held), -1).mean(1)  # (N,)
+    pick = np.sort(np.argsort(-colourful, kind="stable")[: min(RECON_COLUMNS, len(held))])
+    blow_up = lambda frames: [f.repeat(2, 0).repeat(2, 1) for f in frames]  # noqa: E731
+    top = side_by_side(blow_up(held[pick]))
+    bottom = side_by_side(blow_up((recon[pick] * 255).round().clip(0, 255).astype(np.uint8)))
     gap = np.full((2, top.shape[1], 3), 255, np.uint8)
     Image.fromarray(np.concatenate([top, gap, bottom])).save(path)
     return path
@@ -141,7 +175,7 @@ def main(cfg: F1Config, data: Path) -> dict:
     rng = np.random.default_rng(cfg.training.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    tokenizer = VQTokenizer.from_config(cfg).to(device)
+    tokenizer = FSQTokenizer.from_config(cfg).to(device)
     train, held = load_frame_pools(store, tokenizer, rng)
     log.info(
         "tokenizer: %d train / %d held-out frames at %dx%d, %d tokens a frame, %d codes",
@@ -157,6 +191,8 @@ def main(cfg: F1Config, data: Path) -> dict:
     bar = tqdm(range(1, t_cfg.max_steps + 1), desc="tokenizer", unit="step", mininterval=0.5)
     for step in bar:
         batch = pool[torch.from_numpy(rng.integers(0, len(pool), t_cfg.batch_size))].to(device, non_blocking=True)
+        if t_cfg.colour_jitter:
+            batch = colour_jitter(batch, rng)
         out = tokenizer(batch)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -165,7 +201,9 @@ def main(cfg: F1Config, data: Path) -> dict:
         step_metrics = {
             "tok/loss": out["loss"].item(),
             "tok/recon_loss": out["recon_loss"].item(),
-            "tok/vq_loss": out["vq_loss"].item(),
+            "tok/l1_loss": out["l1_loss"].item(),
+            "tok/gradient_loss": out["gradient_loss"].item(),
+            "tok/ssim": out["ssim"].item(),
             "tok/psnr": psnr(out["recon_loss"].item()),
             "tok/perplexity": out["perplexity"].item(),
             "tok/code_usage": out["code_usage"].item(),

@@ -30,22 +30,23 @@ from f1.shared.config import F1Config, load_config
 from f1.train.models.explorer import Explorer
 from f1.train.models.lora import apply_lora
 from f1.train.optim import count_parameters, make_optimizer
-from f1.train.models.tokenizer import VQTokenizer
-from f1.train.models.world_model import WorldModel, grid_side
+from f1.train.models.tokenizer import FSQTokenizer
+from f1.train.models.world_model import CodeEmbedding, FactorizedCodes, WorldModel, grid_side
 
 
 class GRUPredictor(nn.Module):
     """The baseline: the world model's inputs, outputs and memory, without a backbone."""
 
-    def __init__(self, cfg: F1Config, n_tokens: int, codebook_size: int):
+    def __init__(self, cfg: F1Config, n_tokens: int, levels: tuple[int, ...]):
         super().__init__()
         m, t = cfg.model, cfg.training
         d = m.hidden_size
         grid_side(n_tokens)
-        self.token_embed = nn.Embedding(codebook_size, d)
+        self.codes = FactorizedCodes(levels)
+        self.token_embed = CodeEmbedding(levels, d)
         self.grid_pos_embed = nn.Parameter(torch.randn(n_tokens, d) * 0.02)
         self.context = nn.Linear(m.memory_hidden + t.action_dim + t.state_dim, d)
-        self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d), nn.Linear(d, codebook_size))
+        self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d), nn.Linear(d, self.codes.width))
         self.summary_proj = nn.Linear(d + t.action_dim + t.state_dim, d)
         self.gru = nn.GRU(d, m.memory_hidden, m.memory_num_layers)
         self.memory_shape = (m.memory_num_layers, m.memory_hidden)
@@ -61,10 +62,12 @@ class GRUPredictor(nn.Module):
             current = self.token_embed(inputs["wrist_hist"][:, k, -1]) + self.grid_pos_embed  # (B,n,d)
             action, state = inputs["action_hist"][:, k, -1], inputs["state"][:, k]
             context = self.context(torch.cat([memory[-1], action, state], -1))  # (B,d)
-            logits.append(self.mlp(current + context[:, None]))  # (B,n,K)
+            logits.append(self.mlp(current + context[:, None]))  # (B,n,sum(levels))
             summary = self.summary_proj(torch.cat([current.mean(1), action, state], -1))
             _, memory = self.gru(summary[None], memory)
         return torch.stack(logits, 1), memory, None
+
+    loss = WorldModel.loss
 
 
 def chunk(cfg: F1Config, batch: int, length: int, n: int, k: int, device) -> tuple[dict, torch.Tensor]:
@@ -102,7 +105,7 @@ def world_model_step(model, cfg, inputs, targets, mask):
 
     def step():
         logits, _, _ = model.forward_chunk(inputs, memory)
-        loss = WorldModel.loss(logits, targets, mask)[0]
+        loss = model.loss(logits, targets, mask)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -111,13 +114,13 @@ def world_model_step(model, cfg, inputs, targets, mask):
 
 
 def bench_world_model(cfg: F1Config, batch: int, length: int, reps: int, device, label: str) -> list[tuple]:
-    tok = VQTokenizer.from_config(cfg)
-    n, k = tok.n_tokens, tok.codebook_size
+    tok = FSQTokenizer.from_config(cfg)
+    n, k, levels = tok.n_tokens, tok.codebook_size, tok.levels
     inputs, targets = chunk(cfg, batch, length, n, k, device)
     mask = torch.ones(batch, length, dtype=torch.bool, device=device)
     rows = []
     base_time = None
-    for name, model in (("GRU-only predictor (baseline)", GRUPredictor(cfg, n, k)), ("world model", WorldModel(cfg, n, k))):
+    for name, model in (("GRU-only predictor (baseline)", GRUPredictor(cfg, n, levels)), ("world model", WorldModel(cfg, n, levels))):
         model = model.to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -132,8 +135,8 @@ def bench_world_model(cfg: F1Config, batch: int, length: int, reps: int, device,
 
 
 def bench_explorer(cfg: F1Config, reps: int, device, batch: int = 32) -> list[tuple]:
-    tok = VQTokenizer.from_config(cfg)
-    wm = WorldModel(cfg, tok.n_tokens, tok.codebook_size)
+    tok = FSQTokenizer.from_config(cfg)
+    wm = WorldModel(cfg, tok.n_tokens, tok.levels)
     tokens = torch.randint(0, tok.codebook_size, (batch, tok.n_tokens), device=device)
     memory = torch.randn(cfg.model.memory_num_layers, batch, cfg.model.memory_hidden, device=device)
     actions = torch.randn(batch, cfg.training.action_dim, device=device)
@@ -161,7 +164,7 @@ def bench_explorer(cfg: F1Config, reps: int, device, batch: int = 32) -> list[tu
 
 
 def bench_tokenizer(cfg: F1Config, reps: int, device, batch: int = 32) -> list[tuple]:
-    tok = VQTokenizer.from_config(cfg).to(device)
+    tok = FSQTokenizer.from_config(cfg).to(device)
     frames = torch.randint(0, 256, (batch, cfg.model.tokenizer_image_size, cfg.model.tokenizer_image_size, 3), dtype=torch.uint8)
     optimizer = torch.optim.Adam(tok.parameters(), lr=cfg.tokenizer.learning_rate)
 

@@ -43,7 +43,7 @@ def main() -> None:
     from f1.train.online.rewards import StudentReward
     from f1.train.online.rollout import ExplorerPolicy, ScriptedPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
     from f1.train.optim import make_optimizer
-    from f1.train.models.tokenizer import VQTokenizer
+    from f1.train.models.tokenizer import FSQTokenizer
     from f1.train.models.world_model import WorldModel
 
     m, steps = args.envs, args.steps
@@ -51,14 +51,14 @@ def main() -> None:
     t, s = cfg.training, cfg.student
     default_threads = torch.get_num_threads()
     torch.manual_seed(0)
-    tokenizer = freeze(VQTokenizer.from_config(cfg))
-    world_model = freeze(WorldModel(cfg, tokenizer.n_tokens, tokenizer.codebook_size))
+    tokenizer = freeze(FSQTokenizer.from_config(cfg))
+    world_model = freeze(WorldModel(cfg, tokenizer.n_tokens, tokenizer.levels))
     explorer = new_explorer(world_model, cfg)
     optimizer = make_optimizer(explorer, t, learning_rate=s.learning_rate)
     scorer = ActionScorer(explorer)
     normalizers = {"action": Normalizer([0.0] * 8, [0.5] * 8, 8), "state": Normalizer([0.0] * 15, [0.3] * 15, 15)}
     stepper = WorldModelStepper(world_model, tokenizer, normalizers, t.n_obs_img_steps, t.obs_img_stride)
-    reward = StudentReward(s.memory_divergence_weight, s.wm_uncertainty_weight)
+    reward = StudentReward(world_model.codes, s.memory_divergence_weight, s.wm_uncertainty_weight)
     reward_fn = lambda before, after, logits, next_tokens: reward(before, after, logits)  # noqa: E731
     device = torch.device("cpu")
 

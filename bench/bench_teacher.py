@@ -41,7 +41,7 @@ from f1.datasets import EpisodeMeta, StoreSpec, open_store, open_writer
 from f1.datasets.replay import OrderedReplay
 from f1.shared.config import load_config
 from f1.train.run_outputs import read_metrics
-from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import FSQTokenizer
 
 EARLY = 20  # the stability baseline: chunk 20 of a run
 OBJECT_COUNT_AT: set[int] = set()  # chunks at which `train` counts the objects gc tracks (set in main)
@@ -51,7 +51,7 @@ SPEC = StoreSpec(image_hw=(SIZE, SIZE), state_dim=8, action_dim=8, real_state_di
 TINY = [
     f"environment.image_size=[{SIZE},{SIZE}]", "training.action_dim=8", "training.state_dim=8",
     f"model.tokenizer_image_size={SIZE}", "model.tokenizer_downsample=8", "model.tokenizer_channels=8",
-    "model.codebook_size=16", "model.code_dim=8", "model.hidden_size=16", "model.num_layers=1",
+    "model.tokenizer_levels=[4,4]", "model.code_dim=8", "model.hidden_size=16", "model.num_layers=1",
     "model.intermediate_size=16", "model.memory_hidden=8", "training.n_obs_img_steps=2",
     "training.batch_size=2", "training.bptt_length=2", "teacher.use_head_camera=false",
     "training.epochs=1000", "training.log_every=20", "training.save_every=100000", "training.sample_every=100000",
@@ -156,8 +156,8 @@ def main() -> None:
             for e, (name, a) in enumerate(arrays.items()):
                 writer.add_episode(a, EpisodeMeta(name, e, 0, {}, args.steps))
         torch.manual_seed(0)
-        tokenizer = VQTokenizer.from_config(load_config(None, TINY))
-        tokenizer(torch.from_numpy(np.concatenate([a["wrist_rgb"] for a in arrays.values()])))  # k-means codebook start
+        tokenizer = FSQTokenizer.from_config(load_config(None, TINY))
+        tokenizer(torch.from_numpy(np.concatenate([a["wrist_rgb"] for a in arrays.values()])))
         tokenizer.save(work / "tokenizer")
 
         OBJECT_COUNT_AT.update({EARLY, args.chunks})

@@ -68,17 +68,17 @@ class ModelConfig:
     """Attention heads (hidden_size must divide by it)."""
     intermediate_size: int = field(default=128, metadata=_range(ge=8))
     """MLP width in the backbone."""
-    # image tokenizer (VQ-VAE)
+    # image tokenizer (FSQ)
     tokenizer_image_size: int = field(default=64, metadata=_range(ge=16))
     """Side of the square frame the tokenizer sees; frames are resized to it."""
-    tokenizer_downsample: int = field(default=8, metadata=_range(ge=2))
+    tokenizer_downsample: int = field(default=4, metadata=_range(ge=2))
     """Spatial downsampling of the tokenizer: tokens per frame = (size / downsample) ** 2."""
     tokenizer_channels: int = field(default=32, metadata=_range(ge=4))
-    """Base channel count of the tokenizer's conv encoder/decoder."""
-    codebook_size: int = field(default=256, metadata=_range(ge=2))
-    """Number of VQ codes (the world model's output vocabulary)."""
+    """Base channel count of the tokenizer's conv encoder/decoder (half of it at full resolution)."""
+    tokenizer_levels: list[int] = field(default_factory=lambda: [16, 16, 16, 16])
+    """FSQ levels, one per latent channel; the codebook (the world model's vocabulary) has their product of codes."""
     code_dim: int = field(default=32, metadata=_range(ge=2))
-    """Dimension of a VQ code vector."""
+    """Width of the bottleneck the memory passes through with memory_project_to_vae_dim (the seed's VAE dim)."""
     # GRU memory
     memory_enabled: bool = True
     """Carry a GRU memory across steps of an episode."""
@@ -214,16 +214,18 @@ class TeacherConfig:
 class TokenizerTrainConfig:
     output_dir: str = "outputs/tokenizer"
     """Where the tokenizer and its reconstruction PNG go."""
-    max_steps: int = field(default=300, metadata=_range(ge=1))
+    max_steps: int = field(default=800, metadata=_range(ge=1))
     """Optimizer steps."""
     batch_size: int = field(default=32, metadata=_range(ge=1))
     """Frames per batch."""
     learning_rate: float = field(default=1e-3, metadata=_range(gt=0))
     """Adam learning rate."""
-    commitment_weight: float = field(default=0.25, metadata=_range(ge=0))
-    """VQ commitment loss weight."""
-    dead_code_threshold: float = field(default=1e-3, metadata=_range(ge=0))
-    """A code used by fewer than this fraction of tokens (EMA) is reset to a recent encoder output."""
+    gradient_weight: float = field(default=1.0, metadata=_range(ge=0))
+    """Weight of the L1 loss on image differences (edges) beside the pixel L1."""
+    ssim_weight: float = field(default=0.2, metadata=_range(ge=0))
+    """Weight of the 1 - SSIM loss (local structure, 7x7 windows)."""
+    colour_jitter: bool = True
+    """Train on frames with their colour channels permuted and scaled, so unseen scenes' colours survive."""
 
 
 @dataclass

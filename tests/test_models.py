@@ -13,10 +13,11 @@ from f1.shared.errors import UserError
 from f1.train.models.explorer import REAL_ACTION_DIMS, Explorer
 from f1.train.models.lora import apply_lora, base_backbone_state_dict, load_adapter, save_adapter
 from f1.train.optim import count_parameters, make_optimizer, make_scheduler, set_policy_requires_grad
-from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import FSQTokenizer
 from f1.train.models.world_model import WorldModel
 
-H, N, K = 4, 64, 256  # history, tokens a frame, codebook (tiny preset)
+H, N, LEVELS = 4, 256, (16, 16, 16, 16)  # history, tokens a frame, FSQ levels (tiny preset)
+K, W = 65536, 64  # codes: prod(LEVELS); world-model outputs a position: sum(LEVELS)
 
 
 def tiny_cfg(*overrides: str):
@@ -56,7 +57,7 @@ def chunk_inputs(batch: int, length: int, cfg, seed: int = 0, with_head: bool = 
 
 
 def test_tokenizer_shapes_any_input_size():
-    tok = VQTokenizer.from_config(tiny_cfg())
+    tok = FSQTokenizer.from_config(tiny_cfg())
     assert (tok.n_tokens, tok.codebook_size) == (N, K)
     frames = smooth_frames(3, 50)  # not the tokenizer's 64: resized inside
     tokens = tok.encode(frames)
@@ -66,14 +67,14 @@ def test_tokenizer_shapes_any_input_size():
     assert images.shape == (3, 3, 64, 64)
     assert 0.0 <= images.min() and images.max() <= 1.0
     out = tok(frames)
-    for key in ("recon", "loss", "recon_loss", "vq_loss", "perplexity", "code_usage"):
+    for key in ("recon", "loss", "recon_loss", "l1_loss", "gradient_loss", "ssim", "perplexity", "code_usage"):
         assert key in out, key
     assert out["recon"].shape == (3, 3, 64, 64)
 
 
 def test_tokenizer_overfits_a_few_frames():
     torch.manual_seed(0)
-    tok = VQTokenizer.from_config(tiny_cfg("model.tokenizer_image_size=32"))  # 4x cheaper than 64, same design
+    tok = FSQTokenizer.from_config(tiny_cfg("model.tokenizer_image_size=32"))  # 4x cheaper than 64, same design
     frames = smooth_frames(8, 32)
     opt = torch.optim.Adam(tok.parameters(), lr=2e-3)
     losses = []
@@ -88,44 +89,43 @@ def test_tokenizer_overfits_a_few_frames():
     assert out["code_usage"].item() > 4 / K, out["code_usage"].item()  # no collapse onto one code
 
 
-def test_tokenizer_resets_dead_codes_to_encoder_outputs():
-    torch.manual_seed(0)
-    tok = VQTokenizer.from_config(tiny_cfg())
-    frames = smooth_frames(4, 64)
-    tok(frames)  # k-means init + first EMA step
-    before = tok.codebook.clone()
-    tok.usage[:10] = 0.0  # codes 0..9 look dead
-    tok(frames)
-    moved = ~torch.isclose(tok.codebook, before, atol=1e-4).all(1)
-    assert moved[:10].all(), moved[:10]
-    # a reset code sits exactly on an encoder output of that batch
-    with torch.no_grad():
-        z = torch.nn.functional.normalize(tok.encoder(tok.preprocess(frames)), dim=1).permute(0, 2, 3, 1).reshape(-1, tok.code_dim)
-    nearest = (tok.codebook[:10, None] - z[None]).norm(dim=-1).min(1).values  # (10,)
-    assert nearest.max() < 1e-5, nearest
-    assert torch.all(tok.usage[:10] > tok.dead_code_threshold)
+def test_fsq_codes_digits_and_decoding():
+    tok = FSQTokenizer.from_config(tiny_cfg())
+    every = torch.arange(K)
+    digits = tok.tokens_to_digits(every)  # (K,D)
+    assert torch.equal(tok.digits_to_tokens(digits), every)  # a bijection between codes and digit tuples
+    assert all(int(digits[:, i].max()) == level - 1 for i, level in enumerate(LEVELS))
+    # the quantiser reaches every code: encoder outputs that bound exactly onto a code's digits round to it
+    half = (torch.tensor(LEVELS).float() - 1) / 2
+    z = torch.atanh((digits.float() / half - 1).clamp(-0.999, 0.999))  # (K,D): tanh(z) hits the digit's value
+    _, tokens = tok.quantize(z.T.reshape(1, len(LEVELS), 1, K))  # (1,D,1,K): K positions on a 1 x K grid
+    assert torch.equal(tokens.flatten(), every)
+    # decoding codes is decoding their digits' values
+    codes = torch.randint(0, K, (2, N))
+    values = tok.digits_to_values(tok.tokens_to_digits(codes).float())  # (2,N,D)
+    assert values.min() >= -1 and values.max() <= 1
+    assert torch.equal(tok.decode(codes), tok.decode_values(values))
 
 
 def test_tokenizer_save_load_round_trip(tmp_path):
-    tok = VQTokenizer.from_config(tiny_cfg())
+    tok = FSQTokenizer.from_config(tiny_cfg())
     frames = smooth_frames(4, 64)
-    tok(frames)  # moves the codebook off its random init
     tok.eval()
     tok.save(tmp_path / "tok")
-    assert json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())["codebook_size"] == K
-    loaded = VQTokenizer.load(tmp_path / "tok")
+    assert json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())["levels"] == list(LEVELS)
+    loaded = FSQTokenizer.load(tmp_path / "tok")
     assert torch.equal(loaded.encode(frames), tok.encode(frames))
     assert torch.equal(loaded.decode(tok.encode(frames)), tok.decode(tok.encode(frames)))
 
 
 def test_tokenizer_load_errors_name_the_directory(tmp_path):
     with pytest.raises(UserError, match="missing_dir"):
-        VQTokenizer.load(tmp_path / "missing_dir")
+        FSQTokenizer.load(tmp_path / "missing_dir")
     bad = tmp_path / "corrupt"
-    VQTokenizer.from_config(tiny_cfg()).save(bad)
+    FSQTokenizer.from_config(tiny_cfg()).save(bad)
     (bad / "tokenizer.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="corrupt"):
-        VQTokenizer.load(bad)
+        FSQTokenizer.load(bad)
 
 
 # --------------------------------------------------------------------------- world model
@@ -133,26 +133,26 @@ def test_tokenizer_load_errors_name_the_directory(tmp_path):
 
 def test_world_model_shapes_and_uncertainty():
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     inputs = chunk_inputs(2, 3, cfg)
     logits, memory, trace = wm.forward_chunk(inputs, wm.initial_memory(2))
-    assert logits.shape == (2, 3, N, K)
+    assert logits.shape == (2, 3, N, W)
     assert memory.shape == (cfg.model.memory_num_layers, 2, cfg.model.memory_hidden)
     assert trace.shape == (2, 3, cfg.model.memory_hidden)
     step_logits, _ = wm.step(*(inputs[k][:, 0] for k in ("wrist_hist", "head", "action_hist", "state", "pad_mask")),
                              wm.initial_memory(2), inputs["is_first"][:, 0])
-    assert step_logits.shape == (2, N, K)
+    assert step_logits.shape == (2, N, W)
     unc = wm.uncertainty(step_logits)
     assert unc.shape == (2,) and torch.all(unc > 0) and torch.all(unc <= np.log(K) + 1e-4)
     # without a head frame the model still runs (student side)
     no_head = {k: v for k, v in inputs.items() if k != "head"}
-    assert wm.forward_chunk(no_head, wm.initial_memory(2))[0].shape == (2, 3, N, K)
+    assert wm.forward_chunk(no_head, wm.initial_memory(2))[0].shape == (2, 3, N, W)
 
 
 def test_forward_chunk_equals_step_by_step():
     torch.manual_seed(0)
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K).eval()
+    wm = WorldModel(cfg, N, LEVELS).eval()
     inputs = chunk_inputs(2, 4, cfg)
     inputs["is_first"][1, 2] = True
     inputs["pad_mask"][1, 2, :-1] = True
@@ -169,14 +169,14 @@ def test_forward_chunk_equals_step_by_step():
 def test_world_model_overfits_one_sequence():
     torch.manual_seed(0)
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     inputs = chunk_inputs(2, 3, cfg)
     targets = torch.randint(0, K, (2, 3, N))
     mask = torch.ones(2, 3, dtype=torch.bool)
     mask[1, 2] = False  # a padded position: excluded from the loss
-    opt = torch.optim.AdamW(wm.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(wm.parameters(), lr=1e-2)
     losses = []
-    for _ in range(20):
+    for _ in range(60):
         logits, _, _ = wm.forward_chunk(inputs, wm.initial_memory(2))
         loss, accuracy = wm.loss(logits, targets, mask)
         opt.zero_grad()
@@ -188,22 +188,38 @@ def test_world_model_overfits_one_sequence():
 
 
 def test_loss_counts_valid_positions_only():
-    logits = torch.randn(2, 3, N, K)
+    wm = WorldModel(tiny_cfg(), N, LEVELS)
+    logits = torch.randn(2, 3, N, W)
     targets = torch.randint(0, K, (2, 3, N))
     mask = torch.tensor([[True, False, True], [False, False, True]])
-    loss, _ = WorldModel.loss(logits, targets, mask)
-    expected = torch.nn.functional.cross_entropy(logits[mask].reshape(-1, K), targets[mask].reshape(-1))
+    loss, _ = wm.loss(logits, targets, mask)
+    # the code's cross-entropy = the sum of its digits' cross-entropies (mixed radix, first digit fastest)
+    digits = [targets % 16, targets // 16 % 16, targets // 256 % 16, targets // 4096]
+    parts = logits.split(LEVELS, dim=-1)
+    expected = sum(
+        torch.nn.functional.cross_entropy(part[mask].reshape(-1, level), digit[mask].reshape(-1))
+        for part, digit, level in zip(parts, digits, LEVELS)
+    )
     assert torch.allclose(loss, expected)
     garbage = logits.clone()
     garbage[~mask] = 1e4  # what sits at masked positions cannot matter
-    assert torch.allclose(WorldModel.loss(garbage, targets, mask)[0], expected)
-    empty, acc = WorldModel.loss(logits, targets, torch.zeros(2, 3, dtype=torch.bool))
+    assert torch.allclose(wm.loss(garbage, targets, mask)[0], expected)
+    empty, acc = wm.loss(logits, targets, torch.zeros(2, 3, dtype=torch.bool))
     assert empty.item() == 0.0 and acc.item() == 0.0
+
+
+def test_untrained_world_model_copies_the_current_frame():
+    """The copy bonus starts the model at "frame t+1 = frame t" (the output head starts at zero)."""
+    cfg = tiny_cfg()
+    wm = WorldModel(cfg, N, LEVELS)
+    inputs = chunk_inputs(2, 3, cfg)
+    logits, _, _ = wm.forward_chunk(inputs, wm.initial_memory(2))
+    assert torch.equal(wm.codes.argmax(logits), inputs["wrist_hist"][:, :, -1])
 
 
 def test_memory_is_exactly_zero_where_is_first():
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     inputs = chunk_inputs(2, 5, cfg)
     inputs["is_first"][0, 3] = True  # lane 0 starts a new episode at step 3
     stale = torch.randn(cfg.model.memory_num_layers, 2, cfg.model.memory_hidden)  # memory left by a previous chunk
@@ -215,6 +231,7 @@ def test_memory_is_exactly_zero_where_is_first():
 
 
 def _grads_of_step_loss(wm, inputs, step):
+    torch.nn.init.normal_(wm.logits_head.weight, std=0.02)  # it starts at zero (a copying model), which passes no gradient
     inputs = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
     logits, _, _ = wm.forward_chunk(inputs, wm.initial_memory(inputs["state"].shape[0]))
     grads = torch.autograd.grad(logits[:, step].sum(), [inputs["action_hist"], inputs["state"]])
@@ -225,7 +242,7 @@ def _grads_of_step_loss(wm, inputs, step):
 def test_gradients_cross_steps_through_memory_but_not_an_episode_start():
     torch.manual_seed(0)
     cfg = tiny_cfg("training.memory_backprop=true")
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     inputs = chunk_inputs(1, 6, cfg)
     inputs["is_first"][0, 3] = True  # episodes: steps 0-2 and 3-5
     per_step = _grads_of_step_loss(wm, inputs, step=5)
@@ -237,7 +254,7 @@ def test_gradients_cross_steps_through_memory_but_not_an_episode_start():
 def test_memory_backprop_false_cuts_gradients_between_steps():
     torch.manual_seed(0)
     cfg = tiny_cfg("training.memory_backprop=false")
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     per_step = _grads_of_step_loss(wm, chunk_inputs(1, 4, cfg), step=3)
     assert per_step[:3] == [0.0, 0.0, 0.0], per_step
     assert per_step[3] > 0, per_step
@@ -245,7 +262,7 @@ def test_memory_backprop_false_cuts_gradients_between_steps():
 
 def test_none_memory_raises_naming_the_step():
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     inputs = chunk_inputs(2, 3, cfg)
     with pytest.raises(ValueError, match="step 0"):
         wm.forward_chunk(inputs, None)
@@ -256,7 +273,7 @@ def test_none_memory_raises_naming_the_step():
 
 def test_memory_disabled_stays_zeros():
     cfg = tiny_cfg("model.memory_enabled=false")
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     logits, memory, trace = wm.forward_chunk(chunk_inputs(2, 3, cfg), wm.initial_memory(2))
     assert torch.all(memory == 0) and torch.all(trace == 0)
     assert not any("gru" in name for name, _ in wm.named_parameters())
@@ -269,12 +286,12 @@ def test_local_backbone_path_with_another_width(tmp_path):
                                    intermediate_size=64, vocab_size=8, bos_token_id=None, eos_token_id=None))
     local.save_pretrained(tmp_path / "llama")
     cfg = tiny_cfg(f"model.backbone_path={tmp_path / 'llama'}")
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     assert torch.equal(wm.backbone.layers[0].self_attn.q_proj.weight, local.layers[0].self_attn.q_proj.weight)
     assert isinstance(wm.in_proj, torch.nn.Linear) and wm.in_proj.out_features == 32
-    assert wm.forward_chunk(chunk_inputs(1, 2, cfg), wm.initial_memory(1))[0].shape == (1, 2, N, K)
+    assert wm.forward_chunk(chunk_inputs(1, 2, cfg), wm.initial_memory(1))[0].shape == (1, 2, N, W)
     with pytest.raises(UserError, match="nowhere"):
-        WorldModel(tiny_cfg(f"model.backbone_path={tmp_path / 'nowhere'}"), N, K)
+        WorldModel(tiny_cfg(f"model.backbone_path={tmp_path / 'nowhere'}"), N, LEVELS)
 
 
 # --------------------------------------------------------------------------- explorer
@@ -283,7 +300,7 @@ def test_local_backbone_path_with_another_width(tmp_path):
 def test_explorer_act_and_evaluate_are_consistent():
     torch.manual_seed(0)
     cfg = tiny_cfg()
-    explorer = Explorer(cfg, N, K)
+    explorer = Explorer(cfg, N, LEVELS)
     tokens = torch.randint(0, K, (5, N))
     memory = torch.randn(cfg.model.memory_num_layers, 5, cfg.model.memory_hidden)
     mean, log_std, value = explorer(tokens, memory)
@@ -303,12 +320,12 @@ def test_explorer_act_and_evaluate_are_consistent():
 
 def test_explorer_from_world_model_copies_without_sharing():
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     explorer = Explorer.from_world_model(wm, cfg)
     for name, tensor in wm.backbone.state_dict().items():
         assert torch.equal(explorer.backbone.state_dict()[name], tensor), name
-    assert torch.equal(explorer.token_embed.weight, wm.token_embed.weight)
-    assert explorer.token_embed.weight.data_ptr() != wm.token_embed.weight.data_ptr()
+    assert torch.equal(explorer.token_embed.digit_embed.weight, wm.token_embed.digit_embed.weight)
+    assert explorer.token_embed.digit_embed.weight.data_ptr() != wm.token_embed.digit_embed.weight.data_ptr()
 
 
 # --------------------------------------------------------------------------- LoRA
@@ -317,7 +334,7 @@ def test_explorer_from_world_model_copies_without_sharing():
 def test_lora_trains_only_adapters_and_heads(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     wm_before = {k: v.clone() for k, v in wm.state_dict().items()}
     explorer = apply_lora(Explorer.from_world_model(wm, cfg), cfg.model.lora)
     trainable = {name for name, p in explorer.named_parameters() if p.requires_grad}
@@ -360,9 +377,9 @@ def test_lora_trains_only_adapters_and_heads(tmp_path):
 def test_lora_errors_are_user_errors(tmp_path):
     cfg = tiny_cfg("model.lora.target_modules=[qkv_proj]")
     with pytest.raises(UserError, match="qkv_proj"):
-        apply_lora(WorldModel(cfg, N, K), cfg.model.lora)
+        apply_lora(WorldModel(cfg, N, LEVELS), cfg.model.lora)
     with pytest.raises(UserError, match="peft_adapter"):
-        load_adapter(Explorer(tiny_cfg(), N, K), tmp_path)
+        load_adapter(Explorer(tiny_cfg(), N, LEVELS), tmp_path)
 
 
 # --------------------------------------------------------------------------- optimizer helpers
@@ -370,12 +387,12 @@ def test_lora_errors_are_user_errors(tmp_path):
 
 def test_optimizer_groups_skip_decay_on_norms_biases_embeddings():
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     optimizer = make_optimizer(wm, cfg.training)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == cfg.training.weight_decay and no_decay["weight_decay"] == 0.0
     ids = {id(p) for p in no_decay["params"]}
-    for p in (wm.token_embed.weight, wm.grid_pos_embed, wm.query_embed, wm.out_norm.weight, wm.logits_head.bias,
+    for p in (wm.token_embed.digit_embed.weight, wm.grid_pos_embed, wm.pooled_pos_embed, wm.copy_logit, wm.out_norm.weight, wm.logits_head.bias,
               wm.backbone.layers[0].input_layernorm.weight):
         assert id(p) in ids
     assert id(wm.logits_head.weight) in {id(p) for p in decay["params"]}
@@ -397,15 +414,15 @@ def test_scheduler_warms_up_then_decays():
 
 def test_set_policy_requires_grad_groups():
     cfg = tiny_cfg()
-    wm = WorldModel(cfg, N, K)
+    wm = WorldModel(cfg, N, LEVELS)
     set_policy_requires_grad(wm, freeze_vision_encoder=True)
-    assert not wm.token_embed.weight.requires_grad and wm.logits_head.weight.requires_grad
+    assert not wm.token_embed.digit_embed.weight.requires_grad and wm.logits_head.weight.requires_grad
     set_policy_requires_grad(wm, freeze_vision_encoder=False, freeze_gen_expert=True)
-    assert wm.token_embed.weight.requires_grad and not wm.query_embed.requires_grad
+    assert wm.token_embed.digit_embed.weight.requires_grad and not wm.copy_logit.requires_grad
     set_policy_requires_grad(wm, train_gen_expert_only=True)
     trainable = {n.split(".")[0] for n, p in wm.named_parameters() if p.requires_grad}
     assert trainable == set(WorldModel.PARAMETER_GROUPS["generator"]), trainable
-    explorer = apply_lora(Explorer(cfg, N, K), cfg.model.lora)
+    explorer = apply_lora(Explorer(cfg, N, LEVELS), cfg.model.lora)
     set_policy_requires_grad(explorer, train_act_expert_only=True)
     trainable = {n.split(".")[0] for n, p in explorer.named_parameters() if p.requires_grad}
     assert trainable == set(Explorer.LORA_TRAINABLE), trainable

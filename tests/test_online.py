@@ -65,19 +65,19 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def teacher_path(work: Path) -> Path:
     """A fresh world model + tokenizer in the teacher's checkpoint layout (f1.train.offline.teacher)."""
-    from f1.train.models.tokenizer import VQTokenizer
+    from f1.train.models.tokenizer import FSQTokenizer
     from f1.train.models.world_model import WorldModel
 
     cfg = online_config(work)
     torch.manual_seed(0)
-    tokenizer = VQTokenizer.from_config(cfg)
+    tokenizer = FSQTokenizer.from_config(cfg)
     tokenizer.save(work / "tokenizer")
-    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.codebook_size)
+    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.levels)
     normalizers = {"action": Normalizer([0.0] * 8, [0.5] * 8, 8), "state": Normalizer([0.0] * 15, [0.3] * 15, 15)}
     model_config = {
         "phase": "teacher",
         "n_tokens": tokenizer.n_tokens,
-        "codebook_size": tokenizer.codebook_size,
+        "levels": list(tokenizer.levels),
         "tokenizer_path": str(work / "tokenizer"),
         "normalizers": {k: asdict(v) for k, v in normalizers.items()},
         "config": cfg.to_dict(),
@@ -115,21 +115,26 @@ def test_reward_terms_match_their_definitions():
     after[:, 1] = 0.5  # lane 1 moves every unit by 0.5: RMS change 0.5
     assert torch.allclose(memory_divergence(before, after), torch.tensor([0.0, 0.5, 0.0]))
 
+    from f1.train.models.world_model import FactorizedCodes
+
+    codes = FactorizedCodes((4, 4))  # K = 16 codes, two digits of 4 levels: logits (B, n, 8)
     k = 16
-    uniform = torch.zeros(2, 5, k)  # (B, n, K)
-    peaked = torch.full((2, 5, k), -30.0)
-    peaked[..., 3] = 30.0
-    assert torch.allclose(wm_uncertainty(uniform), torch.ones(2), atol=1e-6)
-    assert torch.all(wm_uncertainty(peaked) < 1e-6)
-    from f1.train.models.world_model import WorldModel
-
-    logits = torch.randn(3, 5, k)
-    assert torch.allclose(wm_uncertainty(logits), WorldModel.uncertainty(logits) / math.log(k), atol=1e-6)
+    uniform = torch.zeros(2, 5, 8)  # every code equally likely
+    peaked = torch.full((2, 5, 8), -30.0)
+    peaked[..., [3, 4 + 0]] = 30.0  # code 3 = digits (3, 0)
+    assert torch.allclose(wm_uncertainty(codes, uniform), torch.ones(2), atol=1e-6)
+    assert torch.all(wm_uncertainty(codes, peaked) < 1e-6)
+    logits = torch.randn(3, 5, 8)
+    joint = (logits[..., :4].log_softmax(-1)[..., :, None] + logits[..., 4:].log_softmax(-1)[..., None, :])  # (3,5,4,4) [d0,d1]
+    joint = joint.transpose(-1, -2).flatten(-2)  # code = d0 + 4 d1
+    entropy = -(joint.exp() * joint).sum(-1).mean(-1)  # (3,) nats, brute force over the 16 codes
+    assert torch.allclose(wm_uncertainty(codes, logits), entropy / math.log(k), atol=1e-5)
     targets = torch.full((2, 5), 3)
-    assert torch.allclose(prediction_error(uniform, targets), torch.ones(2), atol=1e-6)
-    assert torch.all(prediction_error(peaked, targets) < 1e-6)
+    assert torch.allclose(prediction_error(codes, uniform, targets), torch.ones(2), atol=1e-6)
+    assert torch.all(prediction_error(codes, peaked, targets) < 1e-6)
+    assert torch.allclose(prediction_error(codes, logits, torch.full((3, 5), 6)), -joint[..., 6].mean(-1) / math.log(k), atol=1e-5)
 
-    terms = StudentReward(2.0, 0.5)(before, after, torch.zeros(3, 5, k))
+    terms = StudentReward(codes, 2.0, 0.5)(before, after, torch.zeros(3, 5, 8))
     assert torch.allclose(terms["reward/total"], 2.0 * terms["reward/memory_divergence"] + 0.5 * terms["reward/wm_uncertainty"])
 
 
@@ -350,11 +355,18 @@ def test_evaluate_writes_its_report(student_run, work):
     out = work / "evaluate"
     cfg = online_config(work)
     report = run_phase("evaluate", cfg, student_run["output_dir"] / "checkpoint-3", data=work / "recorded", episodes=2, output_dir=out)
-    for name in ("report.md", "report.json", "prediction.png", "coverage.png"):
+    for name in ("report.md", "report.json", "horizon.png", "rollout.png", "coverage.png"):
         assert (out / name).is_file(), name
     assert json.loads((out / "report.json").read_text())["phase"] == "student"
-    prediction = report["prediction"]["mean"]
-    assert 0.0 <= prediction["token_accuracy"] <= 1.0 and math.isfinite(prediction["psnr_prediction"])
+    one_step, open_loop = report["prediction"]["one_step"], report["prediction"]["open_loop"]
+    for key in ("psnr_model", "psnr_copy_current", "psnr_tokenizer", "psnr_shuffled_actions", "ssim_model", "ssim_copy_current",
+                "token_accuracy", "token_accuracy_copy_current"):  # fmt: skip
+        assert math.isfinite(one_step[key]), key
+    assert 0.0 <= one_step["token_accuracy"] <= 1.0
+    assert [row["k"] for row in open_loop] == list(range(1, len(open_loop) + 1)) and len(open_loop) == min(16, T)
+    for row in open_loop:
+        assert {"k", "psnr_model", "psnr_copy_last", "psnr_shuffled_actions", "ssim_model"} <= set(row), row
+    assert "Memory ablation" in (out / "report.md").read_text()
     policies = report["exploration"]["policies"]
     assert {"explorer (sampled)", "random", "ou"} <= set(policies)
     for result in policies.values():

@@ -3,14 +3,12 @@
     f1 evaluate --checkpoint CKPT [--data STORE] [--episodes N] [--output-dir OUT]
 
 1. Prediction (needs --data, a store of held-out episodes: its last N episodes
-   are used). The checkpoint's world model (a student's: its teacher's) replays
-   each episode with teacher forcing, the memory carried from zeros, and
-   predicts every next wrist frame; its most likely token per grid cell is decoded.
-   - token accuracy: predicted tokens equal to the tokenizer's tokens of the true next frame
-   - PSNR of the decoded prediction vs the true next frame (both at the tokenizer's S x S)
-   - the ceiling: PSNR of the tokenizer's own reconstruction of the true next frame
-   - the floor: PSNR of "the next frame equals this one" (copy the current frame)
-   PSNR = 10 log10(1 / MSE), pixels in [0, 1], averaged over frames.
+   are used). The checkpoint's world model (a student's: its teacher's) predicts
+   every next wrist frame one step ahead (teacher forcing) and k = 1..16 steps
+   ahead open loop, against copying the current frame, the same episodes with
+   their actions shuffled in time, the tokenizer's own reconstruction (the
+   ceiling) and the model with its memory zeroed: f1.train.prediction_eval has
+   the definitions. PSNR = 10 log10(1 / MSE), pixels in [0, 1], averaged over frames.
 2. Exploration (student and adversarial checkpoints). N live episodes, each on
    its own seed and scene, run by the explorer (actions sampled, as in training,
    and its mean action), by the random policy and by the OU policy of `f1 collect`,
@@ -19,7 +17,7 @@
    The env is built as the checkpoint's run had it (its config's environment section);
    --steps-per-episode sets the episode length.
 
-Writes OUT/report.md, OUT/report.json, OUT/prediction.png, OUT/coverage.png.
+Writes OUT/report.md, OUT/report.json, OUT/horizon.png, OUT/rollout.png (prediction), OUT/coverage.png (exploration).
 """
 
 from __future__ import annotations
@@ -38,15 +36,8 @@ from f1.train.online.coverage import VOXEL_SIZE_M, coverage_curve
 from f1.train.online.models import EXPLORER_PHASES, checkpoint_phase, read_model_file
 
 EVAL_STREAM = 4  # episode seeds of evaluation rollouts
-PREDICTION_COLUMNS = 8  # steps shown in prediction.png
 PNG_MIN_TILE = 96  # pixels a frame takes in prediction.png at least
 BASELINES = ("random", "ou")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame PSNR (dB) of float images in [0, 1]: (N, ...) x 2 -> (N,)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
-    return 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
 
 
 def main(
@@ -87,7 +78,8 @@ def main(
     output_dir.mkdir(parents=True, exist_ok=True)
     if store is not None:
         log.info("prediction quality on the last %d episodes of %s", episodes, data)
-        report["prediction"] = evaluate_prediction(bundle, store, episodes, output_dir)
+        report["prediction"] = evaluate_prediction(bundle, store, episodes, output_dir, seed=cfg.training.seed)
+        log_prediction_summary(log, report["prediction"], output_dir)
     if has_explorer:
         run_cfg = config_from_dict(model_file["model_config"]["config"])
         run_cfg.training.steps_per_episode = cfg.training.steps_per_episode
@@ -118,62 +110,95 @@ def _check_store(data: Path) -> Any:
 # --------------------------------------------------------------------------- 1. prediction
 
 
-def evaluate_prediction(bundle: Any, store: Any, episodes: int, output_dir: Path) -> dict[str, Any]:
-    import torch
+def evaluate_prediction(bundle: Any, store: Any, episodes: int, output_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """f1.train.prediction_eval over the store's last `episodes` episodes; writes horizon.png and rollout.png."""
+    from tqdm import tqdm
 
-    from f1.train.offline.teacher_samples import predict_episode, to_uint8
+    from f1.train.prediction_eval import PredictionEvaluator
 
-    cfg, tokenizer = bundle.config, bundle.tokenizer
+    cfg = bundle.config
     # The teacher phase may feed the head frame; the adversarial phase trains wrist-only.
     use_head = bundle.phase == "teacher" and cfg.teacher.use_head_camera and "head" in store.spec.cameras
     keys = ("wrist_rgb", "action", "state") + (("head_rgb",) if use_head else ())
     held_out = [e for e in store.episodes if e.length >= 2][-episodes:]
-    rows: list[dict[str, Any]] = []
-    figure = None
-    for info in held_out:
-        arrays = store.read_episode(info, keys=keys)
-        predicted, accuracy = predict_episode(
-            bundle.world_model, tokenizer, bundle.normalizers, arrays, cfg.training.n_obs_img_steps, cfg.training.obs_img_stride, use_head
-        )  # (N-1,S,S,3) uint8
-        with torch.no_grad():
-            wrist = torch.from_numpy(arrays["wrist_rgb"]).to(next(tokenizer.parameters()).device)
-            frames = tokenizer.preprocess(wrist)  # (N,3,S,S) in [0,1]
-            recon = torch.cat([tokenizer.decode(tokenizer.encode(wrist[i : i + 64])) for i in range(1, len(wrist), 64)])
-        truth = frames[1:].permute(0, 2, 3, 1).cpu().numpy()  # (N-1,S,S,3)
-        current = frames[:-1].permute(0, 2, 3, 1).cpu().numpy()
-        recon_np = recon.permute(0, 2, 3, 1).cpu().numpy()
-        rows.append({
-            "episode_id": info.episode_id,
-            "steps": len(truth),
-            "token_accuracy": accuracy,
-            "psnr_prediction": float(psnr(predicted / 255.0, truth).mean()),
-            "psnr_tokenizer": float(psnr(recon_np, truth).mean()),
-            "psnr_copy_current": float(psnr(current, truth).mean()),
-        })  # fmt: skip
-        if figure is None:
-            figure = (to_uint8_np(truth), to_uint8(recon), predicted)
-    weights = np.array([r["steps"] for r in rows], float)
-    summary = {key: float(np.average([r[key] for r in rows], weights=weights)) for key in rows[0] if key not in ("episode_id", "steps")}
-    write_prediction_png(output_dir / "prediction.png", *figure)
-    return {"episodes": rows, "mean": summary, "used_head_camera": use_head}
+    evaluator = PredictionEvaluator(
+        bundle.world_model, bundle.tokenizer, bundle.normalizers, cfg.training.n_obs_img_steps, cfg.training.obs_img_stride,
+        use_head, seed=seed,
+    )  # fmt: skip
+    for info in tqdm(held_out, desc="prediction", unit="episode"):
+        evaluator.add_episode(store.read_episode(info, keys=keys))
+    result = evaluator.summary()
+    result.update(episodes=[e.episode_id for e in held_out], used_head_camera=use_head)
+    write_horizon_png(output_dir / "horizon.png", result["open_loop"])
+    write_rollout_png(output_dir / "rollout.png", evaluator.first_rollout)
+    return result
+
+
+def log_prediction_summary(log: Any, prediction: dict[str, Any], output_dir: Path) -> None:
+    """The one-step and k = 8 rows beside their baselines, on the console, and where the pictures are."""
+    one = prediction["one_step"]
+    log.info(
+        "one step: PSNR %.2f dB (copy current frame %.2f, actions shuffled %.2f, tokenizer ceiling %.2f); "
+        "token accuracy %.3f (copy %.3f)",
+        one["psnr_model"], one["psnr_copy_current"], one["psnr_shuffled_actions"], one["psnr_tokenizer"],
+        one["token_accuracy"], one["token_accuracy_copy_current"],
+    )  # fmt: skip
+    rows = {row["k"]: row for row in prediction["open_loop"]}
+    k = 8 if 8 in rows else max(rows, default=None)
+    if k is not None:
+        row = rows[k]
+        log.info(
+            "open loop k=%d: PSNR %.2f dB (copy frame t0 %.2f, actions shuffled %.2f, tokenizer ceiling %.2f)",
+            k, row["psnr_model"], row["psnr_copy_last"], row["psnr_shuffled_actions"], row["psnr_tokenizer"],
+        )  # fmt: skip
+    log.info("pictures: %s, %s", output_dir / "horizon.png", output_dir / "rollout.png")
 
 
 def to_uint8_np(images: np.ndarray) -> np.ndarray:
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
-def write_prediction_png(path: Path, truth: np.ndarray, recon: np.ndarray, predicted: np.ndarray) -> Path:
-    """Rows: true next frames, the tokenizer's reconstruction of them, the world model's prediction; up to 8 steps."""
+def write_rollout_png(path: Path, rollout: dict[str, Any]) -> Path:
+    """Top row: the true frames t0 .. t0+K; bottom row: frame t0, then the open-loop predictions of t0+1 .. t0+K."""
     from PIL import Image
 
     from f1.train.run_outputs import side_by_side
 
-    picks = np.unique(np.linspace(0, len(truth) - 1, min(PREDICTION_COLUMNS, len(truth))).round().astype(int))
-    rows = [side_by_side([images[i] for i in picks]) for images in (truth, recon, predicted)]
+    truth = to_uint8_np(rollout["truth"])
+    predicted = to_uint8_np(np.stack([rollout["truth"][0], *rollout["predicted"]]))
+    n = min(len(truth), len(predicted))
+    rows = [side_by_side(list(images[:n])) for images in (truth, predicted)]
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-    image = Image.fromarray(np.concatenate([rows[0], gap, rows[1], gap, rows[2]]))
+    image = Image.fromarray(np.concatenate([rows[0], gap, rows[1]]))
     scale = max(1, PNG_MIN_TILE // truth.shape[1])  # tiny tokenizer sizes get blown up (nearest) to stay readable
     image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
+    return path
+
+
+def write_horizon_png(path: Path, open_loop: list[dict[str, Any]]) -> Path:
+    """Open-loop PSNR against k: the model, copy-last, shuffled actions and the tokenizer ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = [row["k"] for row in open_loop]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key, label, style in (
+        ("psnr_tokenizer", "tokenizer (ceiling)", ":"),
+        ("psnr_model", "world model, open loop", "-"),
+        ("psnr_shuffled_actions", "world model, actions shuffled", "--"),
+        ("psnr_copy_last", "copy frame t0", "-."),
+    ):
+        ax.plot(k, [row[key] for row in open_loop], style, marker="o", markersize=3, label=label)
+    ax.set_xlabel("steps ahead k (fed its own predictions)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("open-loop prediction on held-out episodes")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
     return path
 
 
@@ -189,7 +214,7 @@ def evaluate_exploration(cfg: F1Config, bundle: Any, explorer: Any, episodes: in
 
     t = cfg.training
     stepper = WorldModelStepper(bundle.world_model, bundle.tokenizer, bundle.normalizers, t.n_obs_img_steps, t.obs_img_stride)
-    reward = StudentReward(cfg.student.memory_divergence_weight, cfg.student.wm_uncertainty_weight)
+    reward = StudentReward(bundle.world_model.codes, cfg.student.memory_divergence_weight, cfg.student.wm_uncertainty_weight)
     reward_fn = lambda before, after, logits, next_tokens: reward(before, after, logits)  # noqa: E731
     policies = {
         "explorer (sampled)": ExplorerPolicy(explorer),
@@ -269,22 +294,46 @@ def render_report(report: dict[str, Any]) -> str:
     ]
     if "prediction" in report:
         p = report["prediction"]
+        one, mem = p["one_step"], p["memory"]
         lines += [
             "## Next-frame prediction on held-out episodes",
             "",
-            "Teacher forcing, memory carried from zeros; PSNR in dB at the tokenizer's resolution. "
-            "The tokenizer's reconstruction is the ceiling; copying the current frame is the floor to beat."
+            f"{p['frames']} frames of {len(p['episodes'])} episodes; PSNR in dB at the tokenizer's resolution. "
+            "The model's frame is the true frame t plus its predicted change, decoded (f1.train.prediction_eval); "
+            "every baseline is computed on the same frames."
             + (" The head camera was fed." if p["used_head_camera"] else ""),
             "",
-            "| episode | steps | token accuracy | PSNR prediction | PSNR tokenizer (ceiling) | PSNR copy current |",
-            "|---|---:|---:|---:|---:|---:|",
+            "### One step (teacher forcing, memory carried from zeros)",
+            "",
+            "| predictor | PSNR | SSIM | token accuracy |",
+            "|---|---:|---:|---:|",
+            f"| world model | **{_fmt(one['psnr_model'])}** | {_fmt(one['ssim_model'])} | **{_fmt(one['token_accuracy'])}** |",
+            f"| world model, its codes decoded alone | {_fmt(one['psnr_model_codes'])} | | |",
+            f"| copy the current frame | {_fmt(one['psnr_copy_current'])} | {_fmt(one['ssim_copy_current'])} | {_fmt(one['token_accuracy_copy_current'])} |",
+            f"| copy the current frame's codes | {_fmt(one['psnr_copy_current_tokens'])} | | |",
+            f"| world model, actions shuffled in time | {_fmt(one['psnr_shuffled_actions'])} | | {_fmt(one['token_accuracy_shuffled_actions'])} |",
+            f"| tokenizer reconstruction (ceiling) | {_fmt(one['psnr_tokenizer'])} | | 1.000 |",
+            "",
+            f"Memory ablation: PSNR {_fmt(mem['psnr_memory_carried'])} with the memory carried, "
+            f"{_fmt(mem['psnr_memory_zeroed'])} with it zeroed at every step ({mem['gain_db']:+.2f} dB).",
+            "",
+            "### Open loop (fed its own most likely codes from a true context)",
+            "",
+            "| k | frames | PSNR model | PSNR copy frame t0 | PSNR actions shuffled | PSNR tokenizer | SSIM model |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in p["episodes"] + [{"episode_id": "**mean**", "steps": sum(r["steps"] for r in p["episodes"]), **p["mean"]}]:
+        for row in p["open_loop"]:
             lines.append(
-                f"| {r['episode_id']} | {r['steps']} | {_fmt(r['token_accuracy'])} | {_fmt(r['psnr_prediction'])} "
-                f"| {_fmt(r['psnr_tokenizer'])} | {_fmt(r['psnr_copy_current'])} |"
+                f"| {row['k']} | {row['frames']} | {_fmt(row['psnr_model'])} | {_fmt(row['psnr_copy_last'])} "
+                f"| {_fmt(row['psnr_shuffled_actions'])} | {_fmt(row['psnr_tokenizer'])} | {_fmt(row['ssim_model'])} |"
             )
-        lines += ["", "![prediction](prediction.png)  rows: true next frame, tokenizer reconstruction, prediction", ""]
+        lines += [
+            "",
+            "![horizon](horizon.png)",
+            "",
+            "![rollout](rollout.png)  top: truth from step 0; bottom: frame 0, then the open-loop prediction",
+            "",
+        ]
     if "exploration" in report:
         e = report["exploration"]
         lines += [

@@ -6,8 +6,8 @@ and maps them onto our models' parameter groups (`PARAMETER_GROUPS` on
 
 | flag | freezes in f1 |
 |---|---|
-| freeze_vision_encoder | `vision`: the frame-token embedding table and grid positions (the VQ tokenizer itself is always frozen after its phase) |
-| freeze_gen_expert | `generator`: the world model's next-frame query embeddings and logits head |
+| freeze_vision_encoder | `vision`: the frame-token embedding table and grid positions (the FSQ tokenizer itself is always frozen after its phase) |
+| freeze_gen_expert | `generator`: the world model's output head (norm, per-digit logits, copy bonus) |
 | train_act_expert_only | everything but `action`: the explorer's policy/value queries and heads (world model: its action projection) |
 | train_gen_expert_only | everything but `generator` |
 

@@ -143,6 +143,31 @@ def write_sample_png(path: Path, history: Sequence[np.ndarray], truth: np.ndarra
     return path
 
 
+def write_rows_png(path: Path, rows: Sequence[tuple[str, Sequence[np.ndarray]]], column_labels: Sequence[str]) -> Path:
+    """Captioned rows of frames, e.g. truth / one-step / open-loop at the same steps; rows[i] = (label, frames).
+
+    Tiles are blown up (nearest, whole pixels) to at least SAMPLE_MIN_TILE rows; the caption strip above
+    names the columns (the steps), each row's label sits in the strip above it.
+    """
+    from PIL import Image, ImageDraw
+
+    height, width = rows[0][1][0].shape[:2]
+    scale = -(-SAMPLE_MIN_TILE // height)
+    strips = [hstack([resize_frame(f, height, width).repeat(scale, 0).repeat(scale, 1) for f in frames], 2) for _, frames in rows]
+    row_h = CAPTION_ROWS + height * scale
+    canvas = Image.new("RGB", (strips[0].shape[1], CAPTION_ROWS + row_h * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, label in enumerate(column_labels):
+        draw.text((i * (width * scale + 2) + 2, 2), label, fill="black")
+    for r, ((label, _), strip) in enumerate(zip(rows, strips)):
+        top = CAPTION_ROWS + r * row_h
+        draw.text((2, top + 2), label, fill="black")
+        canvas.paste(Image.fromarray(strip), (0, top + CAPTION_ROWS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
 def write_video(path: Path, columns: Sequence[np.ndarray], fps: float) -> Path:
     """An mp4 whose frame t shows columns[i][t] side by side; each column is uint8 (T, H, W, 3)."""
     import imageio.v2 as imageio

@@ -20,7 +20,7 @@ from torch.distributions import Normal
 from f1.shared.config import F1Config
 from f1.train.models.backbone import build_backbone
 from f1.train.models.lora import base_backbone_state_dict
-from f1.train.models.world_model import backbone_projections, grid_side, memory_projection
+from f1.train.models.world_model import CodeEmbedding, backbone_projections, grid_side, memory_projection
 
 REAL_ACTION_DIMS = 8
 MODALITIES = ("memory", "wrist", "query")
@@ -40,11 +40,11 @@ class Explorer(nn.Module):
     # Modules copied from a world model by `from_world_model` (same names, same shapes).
     SHARED_WITH_WORLD_MODEL = ("token_embed", "grid_pos_embed", "memory_proj", "in_proj", "out_proj")
 
-    def __init__(self, cfg: F1Config, n_tokens: int, codebook_size: int):
+    def __init__(self, cfg: F1Config, n_tokens: int, levels: tuple[int, ...] | list[int]):
         super().__init__()
         m = cfg.model
         self.n_tokens = n_tokens
-        self.codebook_size = codebook_size
+        self.levels = tuple(levels)
         grid_side(n_tokens)
         self.action_dim = cfg.training.action_dim
         self.memory_layers = m.memory_num_layers
@@ -53,7 +53,7 @@ class Explorer(nn.Module):
 
         self.backbone, backbone_hidden = build_backbone(m)
         self.in_proj, self.out_proj = backbone_projections(d, backbone_hidden)
-        self.token_embed = nn.Embedding(codebook_size, d)
+        self.token_embed = CodeEmbedding(self.levels, d)
         self.grid_pos_embed = nn.Parameter(torch.randn(n_tokens, d) * 0.02)  # (n,d)
         self.modality_embed = nn.Embedding(len(MODALITIES), d)
         # the memory enters always; with memory disabled it is zeros and the token is a constant
@@ -64,7 +64,6 @@ class Explorer(nn.Module):
         self.mean_head = nn.Linear(d, REAL_ACTION_DIMS)
         self.value_head = nn.Linear(d, 1)
         self.log_std = nn.Parameter(torch.zeros(REAL_ACTION_DIMS))  # (8,)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
         # cleanrl's PPO init: a near-zero policy mean at first, a unit-scale value head
         nn.init.orthogonal_(self.mean_head.weight, gain=0.01)
@@ -78,7 +77,7 @@ class Explorer(nn.Module):
 
         Copies, never shares: training the explorer leaves the world model untouched.
         """
-        explorer = cls(cfg, world_model.n_tokens, world_model.codebook_size)
+        explorer = cls(cfg, world_model.n_tokens, world_model.levels)
         explorer.backbone.load_state_dict(base_backbone_state_dict(world_model.backbone))
         for name in cls.SHARED_WITH_WORLD_MODEL:
             source = getattr(world_model, name, None)

@@ -1,26 +1,28 @@
 """The world model: wrist-frame history + actions + state + GRU memory -> next wrist frame's tokens.
 
-One step's input sequence to the backbone (DESIGN §2; h history slots, n tokens a frame):
+One step's input sequence to the backbone (DESIGN §2; h history slots, n tokens a frame, g x g grid):
 
-    [memory m_t]                       1 token, absent when model.memory_enabled is false
-    [state_t]                          1 token
-    [frame t-(h-1)s] [action]          n' + 1 tokens  \\
-    ...                                                 > h-1 past slots, oldest first
-    [frame t-s]      [action]          n' + 1 tokens  /
-    [frame t]        [action t]        n + 1 tokens      the current frame at full resolution
-    [head frame t]                     n' tokens, only when a head frame is given (teacher)
-    [query 0 .. n-1]                   n tokens -> logits over the codebook for frame t+1
+    [memory m_t]                 1 token, absent when model.memory_enabled is false
+    [state_t]                    1 token
+    [action t-(h-1)s] .. [a_t]   h tokens, oldest first
+    [frame t-(h-1)s] ..          h-1 past frames, each pooled to (g/p)^2 tokens, oldest first
+    [head frame t]               (g/p)^2 tokens, only when a head frame is given (teacher)
+    [frame t]                    n tokens at full resolution: the outputs are read here
 
-Past frames and the head frame are average-pooled 2x2 on the token grid
-(n' = n / 4) to keep the sequence short (tiny preset: 198 tokens instead of
-390); the current frame keeps full resolution since frame t+1 is mostly frame
-t moved a little. For the same reason each query starts from the embedding
-of the current frame's token at its grid position, a direct copy path.
-Every token gets a modality embedding, frame tokens a grid-position
-embedding, history tokens a slot embedding. Slots before the episode's start
-(the pad mask) repeat step 0's frame (the replay's rule) and carry a learned
-pad embedding instead of being masked out of attention: a query row with every
-key masked would give NaNs in the causal backbone.
+Attention is bidirectional (a full 4D mask handed to the transformers backbone): every
+current-frame position sees the whole step, so content can move in from any side.
+Position i's output predicts token i of frame t+1, a residual on frame t: the wrist
+camera moves a little per step, so most of frame t+1 is frame t shifted. Action a_t
+and the state are also added to every current-frame token, so no position has to
+find them by attention first.
+
+Tokens are FSQ codes (f1.train.models.tokenizer): each is D digits, digit i one of
+levels[i] ordered values. A code is embedded as the sum of one embedding per digit
+(`CodeEmbedding`), so neighbouring codes share what they learn, and the output is
+one softmax per digit (`FactorizedCodes`): D small heads instead of one over prod(levels)
+codes (65536 in the tiny preset). Each
+digit's head gets a learnt bonus on frame t's digit (`copy_logit`): at initialisation
+the model already predicts "copy the current frame", and learns where to depart from it.
 
 Memory (DESIGN §4): m has shape (num_layers, B, hidden). Step t uses m_t, then
 m_{t+1} = GRU(x_t, m_t), x_t a projection of [mean current-frame embedding,
@@ -40,6 +42,76 @@ from f1.shared.config import F1Config, ModelConfig
 from f1.train.models.backbone import build_backbone
 
 MODALITIES = ("memory", "state", "wrist", "action", "head", "query")
+POOLED_FACTOR = 4  # past and head frames: a p x p block of the token grid becomes one token
+COPY_LOGIT_INIT = 2.0  # a first guess that frame t+1's digits are frame t's (p = e^2 / (e^2 + 15) ~ 1/3 at 16 levels)
+
+
+class FactorizedCodes:
+    """A distribution over FSQ codes as independent per-digit softmaxes: logits (..., sum(levels))."""
+
+    def __init__(self, levels: tuple[int, ...] | list[int]):
+        self.levels = tuple(int(x) for x in levels)
+        self.radix = [math.prod(self.levels[:i]) for i in range(len(self.levels))]
+        self.log_k = math.log(math.prod(self.levels))
+
+    @property
+    def width(self) -> int:
+        return sum(self.levels)
+
+    def digits(self, tokens: Tensor) -> Tensor:
+        """tokens (...) -> digits (..., D) long."""
+        radix = torch.tensor(self.radix, device=tokens.device)
+        levels = torch.tensor(self.levels, device=tokens.device)
+        return (tokens.long().unsqueeze(-1) // radix) % levels
+
+    def tokens(self, digits: Tensor) -> Tensor:
+        """digits (..., D) -> tokens (...) long."""
+        return (digits.long() * torch.tensor(self.radix, device=digits.device)).sum(-1)
+
+    def split(self, logits: Tensor) -> list[Tensor]:
+        """(..., sum(levels)) -> [(..., levels[i])]."""
+        assert logits.shape[-1] == self.width, (tuple(logits.shape), self.levels)
+        return list(logits.split(self.levels, dim=-1))
+
+    def nll(self, logits: Tensor, tokens: Tensor) -> Tensor:
+        """-log p(token) in nats: logits (..., sum(levels)), tokens (...) -> (...); the joint code's cross-entropy."""
+        digits = self.digits(tokens)  # (...,D)
+        parts = [
+            -F.log_softmax(part.float(), -1).gather(-1, digits[..., i : i + 1]).squeeze(-1)
+            for i, part in enumerate(self.split(logits))
+        ]
+        return torch.stack(parts, -1).sum(-1)
+
+    def entropy(self, logits: Tensor) -> Tensor:
+        """Entropy (nats) of the code distribution: the sum of the digits' entropies; (..., sum(levels)) -> (...)."""
+        total = 0
+        for part in self.split(logits):
+            log_p = F.log_softmax(part.float(), -1)
+            total = total - (log_p.exp() * log_p).sum(-1)
+        return total
+
+    def argmax(self, logits: Tensor) -> Tensor:
+        """The most likely code (each digit's most likely value): (..., sum(levels)) -> tokens (...)."""
+        return self.tokens(torch.stack([part.argmax(-1) for part in self.split(logits)], -1))
+
+    def one_hot(self, tokens: Tensor) -> Tensor:
+        """tokens (...) -> the digits as concatenated one-hots (..., sum(levels)), float."""
+        digits = self.digits(tokens)
+        return torch.cat([F.one_hot(digits[..., i], level) for i, level in enumerate(self.levels)], -1).float()
+
+
+class CodeEmbedding(nn.Module):
+    """An FSQ code -> the sum of its digits' embeddings: tokens (...) long -> (..., d)."""
+
+    def __init__(self, levels: tuple[int, ...] | list[int], width: int):
+        super().__init__()
+        self.codes = FactorizedCodes(levels)
+        self.digit_embed = nn.Embedding(self.codes.width, width)  # one row per (digit, value)
+        self.register_buffer("offsets", torch.tensor([sum(self.codes.levels[:i]) for i in range(len(self.codes.levels))]), persistent=False)
+        nn.init.normal_(self.digit_embed.weight, std=0.02)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.digit_embed(self.codes.digits(tokens) + self.offsets).sum(-2)  # (...,D,d) -> (...,d)
 
 
 def memory_projection(model_cfg: ModelConfig, width: int) -> nn.Module:
@@ -62,33 +134,46 @@ def grid_side(n_tokens: int) -> int:
     return side
 
 
+def pool_factor(side: int) -> int:
+    """The largest of POOLED_FACTOR, 2, 1 that divides the grid side and leaves at least 2 x 2 tokens."""
+    for factor in (POOLED_FACTOR, 2):
+        if side % factor == 0 and side // factor >= 2:
+            return factor
+    return 1
+
+
 def pool_grid(x: Tensor, side: int) -> Tensor:
-    """(N, side*side, d) -> (N, (side/2)^2, d) by 2x2 average pooling; unchanged when the side is odd or < 4."""
-    if side % 2 or side < 4:
+    """(N, side*side, d) -> (N, (side/p)^2, d) by p x p average pooling, p = pool_factor(side)."""
+    factor = pool_factor(side)
+    if factor == 1:
         return x
     n, _, d = x.shape
     grid = x.transpose(1, 2).reshape(n, d, side, side)  # (N,d,g,g)
-    return F.avg_pool2d(grid, 2).flatten(2).transpose(1, 2)  # (N,(g/2)^2,d)
+    return F.avg_pool2d(grid, factor).flatten(2).transpose(1, 2)  # (N,(g/p)^2,d)
 
 
 class WorldModel(nn.Module):
     # What `f1.train.optim.set_policy_requires_grad` freezes or trains, by parameter-name prefix.
     PARAMETER_GROUPS = {
-        "vision": ("token_embed", "grid_pos_embed"),
-        "generator": ("query_embed", "out_norm", "logits_head"),
-        "action": ("action_proj",),
+        "vision": ("token_embed", "grid_pos_embed", "pooled_pos_embed"),
+        "generator": ("out_norm", "logits_head", "copy_logit"),
+        "action": ("action_proj", "action_bias_proj"),
         "state": ("state_proj",),
         "memory": ("gru", "summary_proj", "memory_proj"),
         "backbone": ("backbone", "in_proj", "out_proj"),
         "context": ("slot_embed", "modality_embed", "pad_embed"),
     }
 
-    def __init__(self, cfg: F1Config, n_tokens: int, codebook_size: int):
+    def __init__(self, cfg: F1Config, n_tokens: int, levels: tuple[int, ...] | list[int]):
+        """n_tokens and levels are the tokenizer's (FSQTokenizer.n_tokens, .levels): the codes it predicts."""
         super().__init__()
         m, t = cfg.model, cfg.training
+        self.codes = FactorizedCodes(levels)
+        self.levels = self.codes.levels
         self.n_tokens = n_tokens
-        self.codebook_size = codebook_size
+        self.codebook_size = math.prod(self.levels)
         self.grid = grid_side(n_tokens)
+        self.pooled = (self.grid // pool_factor(self.grid)) ** 2
         self.history = t.n_obs_img_steps
         self.action_dim = t.action_dim
         self.state_dim = t.state_dim
@@ -100,22 +185,25 @@ class WorldModel(nn.Module):
 
         self.backbone, backbone_hidden = build_backbone(m)
         self.in_proj, self.out_proj = backbone_projections(d, backbone_hidden)
-        self.token_embed = nn.Embedding(codebook_size, d)
+        self.token_embed = CodeEmbedding(self.codes.levels, d)
         self.grid_pos_embed = nn.Parameter(torch.randn(n_tokens, d) * 0.02)  # (n,d)
+        self.pooled_pos_embed = nn.Parameter(torch.randn(self.pooled, d) * 0.02)  # (n',d)
         self.slot_embed = nn.Parameter(torch.randn(self.history, d) * 0.02)  # (h,d)
         self.modality_embed = nn.Embedding(len(MODALITIES), d)
         self.pad_embed = nn.Parameter(torch.randn(d) * 0.02)  # (d,)
-        self.query_embed = nn.Parameter(torch.randn(n_tokens, d) * 0.02)  # (n,d)
         self.action_proj = nn.Linear(self.action_dim, d)
+        self.action_bias_proj = nn.Linear(self.action_dim + self.state_dim, d)
         self.state_proj = nn.Linear(self.state_dim, d)
         if self.memory_enabled:
             self.memory_proj = memory_projection(m, d)
             self.summary_proj = nn.Linear(d + self.action_dim + self.state_dim, d)
             self.gru = nn.GRU(d, self.memory_hidden, self.memory_layers)
         self.out_norm = nn.LayerNorm(d)
-        self.logits_head = nn.Linear(d, codebook_size)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
+        self.logits_head = nn.Linear(d, self.codes.width)
+        self.copy_logit = nn.Parameter(torch.full((len(self.codes.levels),), COPY_LOGIT_INIT))  # (D,)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
+        nn.init.zeros_(self.logits_head.weight)
+        nn.init.zeros_(self.logits_head.bias)
 
     # ------------------------------------------------------------------ memory
 
@@ -154,7 +242,7 @@ class WorldModel(nn.Module):
     def _predict(
         self, wrist_hist: Tensor, head: Optional[Tensor], action_hist: Tensor, state: Tensor, pad_mask: Tensor, memory_top: Tensor
     ) -> Tensor:
-        """One backbone pass over N independent steps -> logits (N,n,K); memory_top (N,Hm) is m_t's top layer."""
+        """One backbone pass over N independent steps -> digit logits (N,n,sum(levels)); memory_top (N,Hm) is m_t's top layer."""
         b, h, n = wrist_hist.shape
         assert (h, n) == (self.history, self.n_tokens), ("wrist_hist (B,h,n)", tuple(wrist_hist.shape), self.history, self.n_tokens)
         assert action_hist.shape[:2] == (b, h), (
@@ -162,32 +250,32 @@ class WorldModel(nn.Module):
         )
         d = self.width
         pad = pad_mask.unsqueeze(-1).to(self.pad_embed.dtype) * self.pad_embed  # (B,h,d)
-
-        frames = self.token_embed(wrist_hist) + self.grid_pos_embed  # (B,h,n,d)
-        current = frames[:, -1]  # (B,n,d)
-        actions = self.action_proj(action_hist) + self.slot_embed + self._modality("action") + pad  # (B,h,d)
-        wrist_extra = self._modality("wrist") + self.slot_embed.unsqueeze(1) + pad.unsqueeze(2)  # (B,h,1,d)
+        current_tokens = wrist_hist[:, -1]  # (B,n)
 
         parts = []
         if self.memory_enabled:
             parts.append((self.memory_proj(memory_top) + self._modality("memory")).unsqueeze(1))  # (B,1,d)
         parts.append((self.state_proj(state) + self._modality("state")).unsqueeze(1))  # (B,1,d)
+        parts.append(self.action_proj(action_hist) + self.slot_embed + self._modality("action") + pad)  # (B,h,d)
         if h > 1:
-            past = pool_grid(frames[:, :-1].reshape(b * (h - 1), n, d), self.grid)  # (B*(h-1),n',d)
-            past = past.view(b, h - 1, -1, d) + wrist_extra[:, :-1]  # (B,h-1,n',d)
-            past = torch.cat([past, actions[:, :-1].unsqueeze(2)], dim=2)  # (B,h-1,n'+1,d)
-            parts.append(past.flatten(1, 2))  # (B,(h-1)(n'+1),d)
-        parts.append(current + wrist_extra[:, -1])  # (B,n,d)
-        parts.append(actions[:, -1:])  # (B,1,d)
+            past = self.token_embed(wrist_hist[:, :-1]).reshape(b * (h - 1), n, d)  # (B*(h-1),n,d)
+            past = pool_grid(past, self.grid).view(b, h - 1, self.pooled, d) + self.pooled_pos_embed  # (B,h-1,n',d)
+            past = past + (self._modality("wrist") + self.slot_embed[:-1] + pad[:, :-1]).unsqueeze(2)
+            parts.append(past.flatten(1, 2))  # (B,(h-1)n',d)
         if head is not None:
-            head_tokens = pool_grid(self.token_embed(head) + self.grid_pos_embed, self.grid)  # (B,n',d)
+            head_tokens = pool_grid(self.token_embed(head), self.grid) + self.pooled_pos_embed  # (B,n',d)
             parts.append(head_tokens + self._modality("head"))
-        queries = self.query_embed + self.grid_pos_embed + self._modality("query") + current  # (B,n,d) copy path
-        parts.append(queries)
+        conditioning = self.action_bias_proj(torch.cat([action_hist[:, -1], state], -1)).unsqueeze(1)  # (B,1,d)
+        current = self.token_embed(current_tokens) + self.grid_pos_embed + self._modality("query") + conditioning  # (B,n,d)
+        parts.append(current)
 
         x = self.in_proj(torch.cat(parts, dim=1))  # (B,T,hidden)
-        out = self.out_proj(self.backbone(inputs_embeds=x).last_hidden_state[:, -n:])  # (B,n,d)
-        return self.logits_head(self.out_norm(out))  # (B,n,K)
+        everything = torch.ones(1, 1, x.shape[1], x.shape[1], dtype=torch.bool, device=x.device)  # bidirectional
+        out = self.out_proj(self.backbone(inputs_embeds=x, attention_mask=everything).last_hidden_state[:, -n:])  # (B,n,d)
+        copy = self.codes.one_hot(current_tokens) * torch.repeat_interleave(
+            self.copy_logit, torch.tensor(self.codes.levels, device=x.device)
+        )  # (B,n,sum(levels)): a bonus on each digit's current value
+        return self.logits_head(self.out_norm(out)) + copy  # (B,n,sum(levels))
 
     def step(
         self,
@@ -200,7 +288,7 @@ class WorldModel(nn.Module):
         is_first: Tensor,
         step_index: Optional[int] = None,
     ) -> tuple[Tensor, Tensor]:
-        """One step t -> (logits over the codebook for each token of wrist frame t+1 (B,n,K), m_{t+1}).
+        """One step t -> (digit logits for each token of wrist frame t+1 (B,n,sum(levels)), m_{t+1}).
 
         wrist_hist (B,h,n) long, head (B,n) long or None, action_hist (B,h,A) (the last slot holds
         action t), state (B,S) normalized, pad_mask (B,h) bool, memory (L_m,B,Hm), is_first (B,) bool.
@@ -212,7 +300,7 @@ class WorldModel(nn.Module):
     # ------------------------------------------------------------------ a TBPTT chunk
 
     def forward_chunk(self, inputs: dict[str, Tensor], memory: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Run L steps -> (logits (B,L,n,K), memory after the chunk, memory_trace (B,L,Hm)).
+        """Run L steps -> (digit logits (B,L,n,sum(levels)), memory after the chunk, memory_trace (B,L,Hm)).
 
         inputs: wrist_hist (B,L,h,n), head (B,L,n) (optional), action_hist (B,L,h,A), state (B,L,S),
         pad_mask (B,L,h), is_first (B,L). memory_trace[:, k] is the top layer of the memory step k
@@ -241,26 +329,23 @@ class WorldModel(nn.Module):
             inputs["pad_mask"].flatten(0, 1),
             trace.flatten(0, 1),  # (B*L,Hm)
         )
-        return logits.view(b, length, self.n_tokens, -1), memory, trace  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm)
+        return logits.view(b, length, self.n_tokens, -1), memory, trace  # (B,L,n,sum(levels)), (L_m,B,Hm), (B,L,Hm)
 
     # ------------------------------------------------------------------ losses and rewards
 
-    @staticmethod
-    def loss(logits: Tensor, target_tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy over valid positions: logits (B,L,n,K), targets (B,L,n), mask (B,L) -> (loss, token accuracy)."""
+    def loss(self, logits: Tensor, target_tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Code cross-entropy over valid positions: logits (B,L,n,sum(levels)), targets (B,L,n), mask (B,L) -> (loss, token accuracy)."""
         assert logits.shape[:3] == target_tokens.shape and mask.shape == logits.shape[:2], (
             tuple(logits.shape), tuple(target_tokens.shape), tuple(mask.shape),
         )
-        valid_logits = logits[mask]  # (V,n,K)
+        valid_logits = logits[mask]  # (V,n,sum(levels))
         valid_targets = target_tokens[mask].long()  # (V,n)
         if valid_targets.numel() == 0:  # a chunk of padding only: no signal, but keep the graph
             return logits.sum() * 0.0, logits.new_zeros(())
-        loss = F.cross_entropy(valid_logits.flatten(0, 1), valid_targets.flatten())
-        accuracy = (valid_logits.argmax(-1) == valid_targets).float().mean()
-        return loss, accuracy.detach()
+        loss = self.codes.nll(valid_logits, valid_targets).mean()
+        accuracy = (self.codes.argmax(valid_logits.detach()) == valid_targets).float().mean()
+        return loss, accuracy
 
-    @staticmethod
-    def uncertainty(logits: Tensor) -> Tensor:
-        """Mean per-token entropy (nats) of the predicted next frame: logits (B,n,K) -> (B,)."""
-        log_probs = F.log_softmax(logits.float(), dim=-1)  # (...,n,K)
-        return -(log_probs.exp() * log_probs).sum(-1).mean(-1)  # (...,n) -> (...)
+    def uncertainty(self, logits: Tensor) -> Tensor:
+        """Mean per-token entropy (nats) of the predicted next frame: logits (B,n,sum(levels)) -> (B,)."""
+        return self.codes.entropy(logits).mean(-1)

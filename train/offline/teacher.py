@@ -148,7 +148,7 @@ def main(
     # ---- models: the frozen tokenizer, the world model, optimizer, scheduler
     tokenizer = tokenizer.to(device).eval().requires_grad_(False)
     normalizers = store_normalizers(store)
-    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.codebook_size).to(device)
+    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.levels).to(device)
     chunk_model = ChunkModel(world_model)  # what DDP wraps: forward = forward_chunk
     use_head = cfg.teacher.use_head_camera
     cameras = ("wrist", "head") if use_head else ("wrist",)
@@ -190,7 +190,7 @@ def main(
     model_config = {
         "phase": PHASE,
         "n_tokens": tokenizer.n_tokens,
-        "codebook_size": tokenizer.codebook_size,
+        "levels": list(tokenizer.levels),
         "tokenizer_path": str(tokenizer_dir.resolve()),
         "normalizers": {k: asdict(v) for k, v in normalizers.items()},
         "config": cfg.to_dict(),

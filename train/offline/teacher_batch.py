@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from f1.shared.normalizers import Normalizer
 from f1.train.offline.token_cache import TokenCache
-from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import FSQTokenizer
 from f1.train.models.world_model import WorldModel
 
 
@@ -50,7 +50,7 @@ def to_device(array: np.ndarray, device: torch.device) -> Tensor:
 
 
 @torch.no_grad()
-def tokenize_frames(tokenizer: VQTokenizer, frames: Tensor, batch: int = 256) -> Tensor:
+def tokenize_frames(tokenizer: FSQTokenizer, frames: Tensor, batch: int = 256) -> Tensor:
     """uint8 (..., H, W, 3) -> tokens (..., n), encoded `batch` frames at a time."""
     lead = frames.shape[:-3]
     flat = frames.reshape(-1, *frames.shape[-3:])  # (F,H,W,3)
@@ -69,7 +69,7 @@ FrameTokens = tuple[Tensor, Optional[Tensor], Tensor]
 """(wrist history (B,L,h,n), head frame (B,L,n) or None, next wrist frame = the target (B,L,n)), long."""
 
 
-def window_tokens(chunk: Mapping[str, Any], tokenizer: VQTokenizer, device: torch.device, use_head: bool) -> FrameTokens:
+def window_tokens(chunk: Mapping[str, Any], tokenizer: FSQTokenizer, device: torch.device, use_head: bool) -> FrameTokens:
     """Tokenise the chunk's window frames (C + L + 1 per lane), then pick each position's."""
     length = chunk["history_index"].shape[1]
     context = chunk["wrist_rgb"].shape[1] - length - 1  # C: the window has C + L + 1 positions

@@ -21,7 +21,7 @@ from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, load_normalizers
 from f1.train.checkpoint import CHECKPOINT_PATTERN, Checkpoint, is_complete
-from f1.train.models.tokenizer import CONFIG_FILE, WEIGHTS_FILE, VQTokenizer
+from f1.train.models.tokenizer import CONFIG_FILE, WEIGHTS_FILE, FSQTokenizer
 
 log = logging.getLogger("f1.teacher")
 
@@ -73,7 +73,7 @@ def check_store(data: Path, cfg: F1Config) -> StoreReader:
     return store
 
 
-def check_tokenizer(cfg: F1Config) -> tuple[Path, VQTokenizer]:
+def check_tokenizer(cfg: F1Config) -> tuple[Path, FSQTokenizer]:
     """The tokenizer named by teacher.tokenizer_path, loaded on the CPU (a TokenizerLoadError names a broken one)."""
     path = cfg.teacher.tokenizer_path
     if not path:
@@ -84,14 +84,14 @@ def check_tokenizer(cfg: F1Config) -> tuple[Path, VQTokenizer]:
         raise UserError(
             f"tokenizer {directory} lacks {', '.join(missing)}; pass the output dir of `f1 train tokenizer` to --tokenizer"
         )
-    return directory, VQTokenizer.load(directory)
+    return directory, FSQTokenizer.load(directory)
 
 
 # What a checkpoint's weights and memories depend on, besides the tokenizer.
 MODEL_KEYS = ("training.action_dim", "training.state_dim", "training.n_obs_img_steps", "training.obs_img_stride")
 
 
-def check_same_model(checkpoint: Checkpoint, cfg: F1Config, tokenizer: VQTokenizer) -> None:
+def check_same_model(checkpoint: Checkpoint, cfg: F1Config, tokenizer: FSQTokenizer) -> None:
     """A resume must build the model the checkpoint holds: same model section, dims, history and tokenizer."""
     saved_cfg, now = checkpoint.model["model_config"]["config"], cfg.to_dict()
     saved_model = {f"model.{k}": v for k, v in saved_cfg["model"].items()}
@@ -99,8 +99,8 @@ def check_same_model(checkpoint: Checkpoint, cfg: F1Config, tokenizer: VQTokeniz
     for key in MODEL_KEYS:
         section, name = key.split(".")
         saved_model[key], current[key] = saved_cfg[section][name], now[section][name]
-    saved_model["tokenizer tokens x codes"] = (checkpoint.model["model_config"]["n_tokens"], checkpoint.model["model_config"]["codebook_size"])
-    current["tokenizer tokens x codes"] = (tokenizer.n_tokens, tokenizer.codebook_size)
+    saved_model["tokenizer tokens x levels"] = (checkpoint.model["model_config"]["n_tokens"], list(checkpoint.model["model_config"]["levels"]))
+    current["tokenizer tokens x levels"] = (tokenizer.n_tokens, list(tokenizer.levels))
     for key, value in current.items():
         if saved_model.get(key) != value:
             raise UserError(

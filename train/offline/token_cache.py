@@ -18,17 +18,17 @@ import torch
 from torch import Tensor
 
 from f1.datasets.reader import StoreReader
-from f1.train.models.tokenizer import VQTokenizer
+from f1.train.models.tokenizer import FSQTokenizer
 
 ENCODE_BATCH = 256
 
 
 class TokenCache:
-    """tokens[camera][episode index] = int16 (N, n) for every episode warmed so far."""
+    """tokens[camera][episode index] = int16 (N, n) (int32 past 32768 codes) for every episode warmed so far."""
 
-    def __init__(self, store: StoreReader, tokenizer: VQTokenizer, cameras: Sequence[str]) -> None:
-        assert tokenizer.codebook_size <= 2**15, ("int16 tokens need codebook_size <= 32768", tokenizer.codebook_size)
+    def __init__(self, store: StoreReader, tokenizer: FSQTokenizer, cameras: Sequence[str]) -> None:
         self.store, self.tokenizer, self.cameras = store, tokenizer, tuple(cameras)
+        self.dtype = torch.int16 if tokenizer.codebook_size <= 2**15 else torch.int32
         self.n_tokens = tokenizer.n_tokens
         self.tokens: dict[str, dict[int, Tensor]] = {camera: {} for camera in self.cameras}
 
@@ -48,14 +48,14 @@ class TokenCache:
             for camera, key in zip(self.cameras, keys):
                 images = torch.from_numpy(arrays[key])  # (N,H,W,3) uint8
                 tokens = [self.tokenizer.encode(images[i : i + ENCODE_BATCH]) for i in range(0, len(images), ENCODE_BATCH)]
-                self.tokens[camera][e] = torch.cat(tokens).to("cpu", torch.int16)  # (N,n)
+                self.tokens[camera][e] = torch.cat(tokens).to("cpu", self.dtype)  # (N,n)
                 frames += len(images)
         return frames
 
     def gather(self, camera: str, episode_index: np.ndarray, step: np.ndarray) -> Tensor:
         """Tokens of (episode, step) pairs: any shape S -> long (*S, n); episode -1 (padding) gives zeros."""
         assert episode_index.shape == step.shape, (episode_index.shape, step.shape)
-        out = torch.zeros(*episode_index.shape, self.n_tokens, dtype=torch.int16)
+        out = torch.zeros(*episode_index.shape, self.n_tokens, dtype=self.dtype)
         cached = self.tokens[camera]
         for e in np.unique(episode_index[episode_index >= 0]):
             assert int(e) in cached, ("episode not tokenised yet: warm() it first", camera, int(e))

@@ -149,7 +149,7 @@ def main(
     history, stride = arch_cfg.training.n_obs_img_steps, arch_cfg.training.obs_img_stride
     venv = make_online_env(cfg, s.envs, record is not None, render_device_for(device))
     stepper = WorldModelStepper(world_model, tokenizer, teacher.normalizers, history, stride)
-    reward = AdversarialReward(a.prediction_error_weight)
+    reward = AdversarialReward(world_model.codes, a.prediction_error_weight)
     reward_fn = lambda before, after, logits, next_tokens: reward(logits, next_tokens)  # noqa: E731
     id_prefix = run_tag(PHASE, output_dir)
     if checkpoint is not None:

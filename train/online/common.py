@@ -172,7 +172,7 @@ def model_file_config(cfg: F1Config, phase: str, bundle: Any, **refs: str) -> di
     return {
         "phase": phase,
         "n_tokens": bundle.tokenizer.n_tokens,
-        "codebook_size": bundle.tokenizer.codebook_size,
+        "levels": list(bundle.tokenizer.levels),
         "tokenizer_path": bundle.model_config["tokenizer_path"],
         "normalizers": bundle.model_config["normalizers"],
         **refs,

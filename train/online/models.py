@@ -89,7 +89,7 @@ def architecture_config(cfg: F1Config, trained: F1Config) -> F1Config:
 
 def load_world_model(path: Path, flag: str, device: torch.device | str = "cpu") -> WorldModelBundle:
     """The world model of a teacher or adversarial checkpoint, with its tokenizer and normalizers, on `device`."""
-    from f1.train.models.tokenizer import VQTokenizer
+    from f1.train.models.tokenizer import FSQTokenizer
     from f1.train.models.world_model import WorldModel
 
     path = Path(path)
@@ -108,8 +108,8 @@ def load_world_model(path: Path, flag: str, device: torch.device | str = "cpu") 
             f"{flag} {path} names tokenizer {tokenizer_path}, which does not exist; restore it (the world model "
             "predicts that tokenizer's codes)"
         )
-    tokenizer = VQTokenizer.load(tokenizer_path).to(device)  # load on the CPU: a CPU rank's device is "cpu:0", which torch.load rejects
-    world_model = WorldModel(trained, int(model_config["n_tokens"]), int(model_config["codebook_size"]))
+    tokenizer = FSQTokenizer.load(tokenizer_path).to(device)  # load on the CPU: a CPU rank's device is "cpu:0", which torch.load rejects
+    world_model = WorldModel(trained, int(model_config["n_tokens"]), model_config["levels"])
     world_model.load_state_dict(model_file["model"])
     normalizers = {k: Normalizer(**v) for k, v in model_config["normalizers"].items()}
     return WorldModelBundle(path, phase, world_model.to(device), tokenizer, normalizers, trained, model_config)

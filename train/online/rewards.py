@@ -2,15 +2,17 @@
 
 At step t the world model has seen frames [t-(h-1)s .. t], the actions at those
 steps (a_t, the explorer's choice, is the last), state s_t and memory m_t; its
-step returns the next-frame token logits (B, n, K) and m_{t+1}. Every term
+step returns the next-frame code logits (B, n, sum(levels)): one softmax per FSQ digit,
+f1.train.models.world_model.FactorizedCodes, a distribution over K = prod(levels) codes,
+and m_{t+1}. Every term
 below is a per-env tensor (B,) for action a_t, computed from that one step:
 
 - memory divergence  d_t = ||m_{t+1} - m_t||_2 / sqrt(numel of one env's memory)
   The root-mean-square change of the GRU memory, no running normalisation:
   GRU units live in (-1, 1), so d_t lies in [0, 2] and is comparable across
   runs and model sizes. A step that tells the memory something new moves it.
-- world-model uncertainty  u_t = mean over the n tokens of H(softmax(logits)) / log K
-  The entropy of the predicted next-frame token distribution, in nats,
+- world-model uncertainty  u_t = mean over the n tokens of H(p(code)) / log K
+  The entropy of the predicted next-frame code distribution, in nats,
   divided by log K (the entropy of a uniform guess), so u_t lies in [0, 1].
   It is known before the next frame arrives: the model's own doubt.
 - prediction error (adversarial phase)  e_t = mean over the n tokens of
@@ -27,8 +29,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor
+
+from f1.train.models.world_model import FactorizedCodes
 
 
 def memory_divergence(memory_before: Tensor, memory_after: Tensor) -> Tensor:
@@ -40,32 +43,30 @@ def memory_divergence(memory_before: Tensor, memory_after: Tensor) -> Tensor:
     return change.norm(dim=1) / math.sqrt(change.shape[1])
 
 
-def wm_uncertainty(logits: Tensor) -> Tensor:
-    """Next-frame token logits (B, n, K) -> (B,): mean per-token entropy / log K, in [0, 1]."""
+def wm_uncertainty(codes: FactorizedCodes, logits: Tensor) -> Tensor:
+    """Next-frame code logits (B, n, sum(levels)) -> (B,): mean per-token entropy / log K, in [0, 1]."""
     assert logits.ndim == 3, logits.shape
-    log_p = F.log_softmax(logits.float(), dim=-1)  # (B, n, K)
-    entropy = -(log_p.exp() * log_p).sum(-1)  # (B, n) nats
-    return entropy.mean(1) / math.log(logits.shape[-1])
+    return codes.entropy(logits).mean(1) / codes.log_k  # (B,n) nats -> (B,)
 
 
-def prediction_error(logits: Tensor, next_tokens: Tensor) -> Tensor:
-    """Logits (B, n, K) and the actual next frame's tokens (B, n) -> (B,): mean cross-entropy / log K."""
+def prediction_error(codes: FactorizedCodes, logits: Tensor, next_tokens: Tensor) -> Tensor:
+    """Logits (B, n, sum(levels)) and the actual next frame's tokens (B, n) -> (B,): mean cross-entropy / log K."""
     assert logits.shape[:2] == next_tokens.shape, (logits.shape, next_tokens.shape)
-    ce = F.cross_entropy(logits.float().transpose(1, 2), next_tokens.long(), reduction="none")  # (B, n) nats
-    return ce.mean(1) / math.log(logits.shape[-1])
+    return codes.nll(logits, next_tokens).mean(1) / codes.log_k  # (B,n) nats -> (B,)
 
 
 @dataclass
 class StudentReward:
     """r = memory_divergence_weight x d + wm_uncertainty_weight x u (see the module docstring)."""
 
+    codes: FactorizedCodes
     memory_divergence_weight: float
     wm_uncertainty_weight: float
 
     def __call__(self, memory_before: Tensor, memory_after: Tensor, logits: Tensor) -> dict[str, Tensor]:
         """Each term (B,) under its metric name; `reward/total` is what PPO maximises."""
         divergence = memory_divergence(memory_before, memory_after)
-        uncertainty = wm_uncertainty(logits)
+        uncertainty = wm_uncertainty(self.codes, logits)
         total = self.memory_divergence_weight * divergence + self.wm_uncertainty_weight * uncertainty
         return {"reward/memory_divergence": divergence, "reward/wm_uncertainty": uncertainty, "reward/total": total}
 
@@ -74,8 +75,9 @@ class StudentReward:
 class AdversarialReward:
     """r = prediction_error_weight x e: the explorer is paid where the world model predicts badly."""
 
+    codes: FactorizedCodes
     prediction_error_weight: float
 
     def __call__(self, logits: Tensor, next_tokens: Tensor) -> dict[str, Tensor]:
-        error = prediction_error(logits, next_tokens)
+        error = prediction_error(self.codes, logits, next_tokens)
         return {"reward/prediction_error": error, "reward/total": self.prediction_error_weight * error}

@@ -208,7 +208,7 @@ class WorldModelStepper:
         self.history, self.stride = history, stride
 
     def step(self, buf: RolloutBuffer, t: int) -> tuple[Tensor, Tensor]:
-        """-> (next-frame logits (M,n,K), m_{t+1} (L_m,M,Hm)) for step t (buf.applied[t] must hold a_t)."""
+        """-> (next-frame code logits (M,n,sum(levels)), m_{t+1} (L_m,M,Hm)) for step t (buf.applied[t] must hold a_t)."""
         steps = torch.tensor([t], device=buf.tokens.device)
         inputs = rollout_inputs(buf.tokens, buf.applied, buf.states, steps, self.history, self.stride, self.normalizers)
         inputs = {k: v[:, 0] for k, v in inputs.items()}  # the one step: (M,1,...) -> (M,...)
@@ -314,11 +314,11 @@ def collect_rollout(
         observe(t + 1, next_obs, infos)
 
         start = time.perf_counter()
-        logits, next_memory = stepper.step(buf, t)  # (M,n,K), (L_m,M,Hm)
+        logits, next_memory = stepper.step(buf, t)  # (M,n,sum(levels)), (L_m,M,Hm)
         buf.memory[t + 1] = next_memory.transpose(0, 1)
-        ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), buf.tokens[t + 1], reduction="none")  # (M,n)
-        buf.prediction_ce[t] = ce.mean(1)
-        buf.predicted_tokens[t] = logits.argmax(-1)
+        codes = stepper.world_model.codes
+        buf.prediction_ce[t] = codes.nll(logits, buf.tokens[t + 1]).mean(1)  # (M,n) -> (M,)
+        buf.predicted_tokens[t] = codes.argmax(logits)
         terms = reward_fn(memory, next_memory, logits, buf.tokens[t + 1])
         for name, term in terms.items():
             buf.terms.setdefault(name, zeros(num_steps, m))[t] = term

@@ -144,7 +144,7 @@ def main(
     history, stride = arch_cfg.training.n_obs_img_steps, arch_cfg.training.obs_img_stride
     venv = make_online_env(cfg, s.envs, record is not None, render_device_for(device))
     stepper = WorldModelStepper(world_model, tokenizer, teacher.normalizers, history, stride)
-    reward = StudentReward(s.memory_divergence_weight, s.wm_uncertainty_weight)
+    reward = StudentReward(world_model.codes, s.memory_divergence_weight, s.wm_uncertainty_weight)
     reward_fn = lambda before, after, logits, next_tokens: reward(before, after, logits)  # noqa: E731
     policy = ExplorerPolicy(explorer)
     recorder = RolloutRecorder(Path(record), cfg, PHASE, rank) if record is not None else None

@@ -1,0 +1,284 @@
+"""How well a world model predicts held-out episodes, against baselines computed on the same frames.
+
+The model's frame. The world model predicts the codes of frame t+1; decoded alone they can be no
+better than the tokenizer, which loses detail a copy of the true frame keeps. So the predicted
+frame is the true frame t plus the change the model predicts, decoded (a residual in pixels):
+
+    x^_{t+1} = clip(x_t + D(z^_{t+1}) - D(z_t)),   z^ the most likely codes, D the tokenizer's decoder
+
+Where the model predicts no change, x^_{t+1} = x_t exactly (copying); where it predicts a change,
+the tokenizer's decoding of that change is added. Open loop, the reference is the last true frame
+x_{t0} and its codes: x^_{t0+k} = clip(x_{t0} + D(z^_{t0+k}) - D(z_{t0})).
+
+For each episode (N steps, frames at the tokenizer's S x S, pixels in [0, 1]):
+
+One step (teacher forcing: true history, memory carried from zeros), every step t < N-1 predicts frame t+1:
+- psnr_model / ssim_model: the model's frame (above)
+- psnr_model_codes: its most likely codes decoded alone (comparable with the ceiling)
+- token_accuracy: most likely codes equal to the tokenizer's codes of the true frame t+1
+- psnr_copy_current / ssim_copy_current / token_accuracy_copy_current: frame t (its codes) as the prediction
+- psnr_copy_current_tokens: frame t's codes decoded (what the codes of a copying model decode to)
+- psnr_tokenizer: the tokenizer's reconstruction of frame t+1 (the ceiling of psnr_model_codes)
+- psnr_shuffled_actions: the model again, the episode's actions permuted in time (same frames)
+- psnr_memory_zeroed: the model again, its memory zeroed at every step (the memory ablation)
+
+Open loop, k = 1..horizon: from each start t0 (every OPEN_LOOP_START_EVERY steps) the model sees the
+true frames up to t0 and its memory there (from the teacher-forced pass), then is fed its own most
+likely codes; true actions and states all along. At k it predicts frame t0+k:
+- psnr_model, ssim_model, psnr_copy_last (frame t0 as the prediction), psnr_shuffled_actions, psnr_tokenizer.
+
+Every figure is a mean over per-frame values, pooled over episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from f1.shared.normalizers import Normalizer
+from f1.train.image_metrics import psnr_per_frame
+from f1.train.models.tokenizer import FSQTokenizer, ssim_map
+from f1.train.models.world_model import WorldModel
+from f1.train.offline.teacher_batch import chunk_inputs, episode_chunk
+
+OPEN_LOOP_HORIZON = 16
+OPEN_LOOP_START_EVERY = 4
+DECODE_BATCH = 64
+
+
+def ssim_per_frame(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,S,S,3) x 2 in [0,1] -> (N,) mean local SSIM."""
+    to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)  # noqa: E731
+    with torch.no_grad():
+        return ssim_map(to_t(a), to_t(b)).mean((1, 2, 3)).numpy()
+
+
+def to_frames(images: Tensor) -> np.ndarray:
+    """float (N,3,S,S) -> numpy (N,S,S,3) in [0,1]."""
+    return images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def shuffle_actions(actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The episode's actions permuted in time: the same actions, the same frames, the wrong order.
+
+    (N,A): steps 0..N-2 are permuted among themselves; the last step's padding action stays last.
+    """
+    order = np.concatenate([rng.permutation(len(actions) - 1), [len(actions) - 1]])
+    return actions[order]
+
+
+@dataclass
+class EpisodeTensors:
+    """One episode's frames and codes at the tokenizer's resolution."""
+
+    truth: np.ndarray  # (N,S,S,3) the true frames in [0,1]
+    tokens: Tensor  # (N,n) the tokenizer's codes
+    recon: np.ndarray  # (N,S,S,3) the codes decoded
+
+
+class PredictionEvaluator:
+    """A frozen world model + tokenizer, evaluated episode by episode; `summary()` pools the figures."""
+
+    def __init__(
+        self,
+        model: WorldModel,
+        tokenizer: FSQTokenizer,
+        normalizers: Mapping[str, Normalizer],
+        history: int,
+        stride: int,
+        use_head: bool,
+        seed: int = 0,
+        horizon: int = OPEN_LOOP_HORIZON,
+    ):
+        self.model, self.tokenizer, self.normalizers = model, tokenizer, normalizers
+        self.history, self.stride, self.use_head, self.horizon = history, stride, use_head, horizon
+        self.device = next(model.parameters()).device
+        self.rng = np.random.default_rng(seed)
+        self.one_step: dict[str, list[np.ndarray]] = {}
+        self.open_loop: dict[str, list[list[np.ndarray]]] = {}
+        self.first_rollout: Optional[dict[str, np.ndarray]] = None
+
+    # ------------------------------------------------------------------ pieces
+
+    def _decode(self, tokens: Tensor) -> np.ndarray:
+        return to_frames(torch.cat([self.tokenizer.decode(tokens[i : i + DECODE_BATCH]) for i in range(0, len(tokens), DECODE_BATCH)]))
+
+    def _residual(self, tokens: Tensor, reference: np.ndarray, reference_tokens: Tensor) -> np.ndarray:
+        """Predicted codes (N,n) -> the model's frames: reference (N,S,S,3) + (D(codes) - D(reference codes)), clipped.
+
+        Both decoded alike, so an unchanged code adds exactly zero.
+        """
+        return np.clip(reference + (self._decode(tokens) - self._decode(reference_tokens)), 0.0, 1.0)
+
+    def _episode_tensors(self, arrays: Mapping[str, np.ndarray]) -> EpisodeTensors:
+        wrist = torch.from_numpy(arrays["wrist_rgb"]).to(self.device)
+        tokens = torch.cat([self.tokenizer.encode(wrist[i : i + DECODE_BATCH]) for i in range(0, len(wrist), DECODE_BATCH)])
+        truth = to_frames(torch.cat([self.tokenizer.preprocess(wrist[i : i + DECODE_BATCH]) for i in range(0, len(wrist), DECODE_BATCH)]))
+        return EpisodeTensors(truth, tokens, self._decode(tokens))
+
+    def _teacher_forced(self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """-> (digit logits for frames 1..N-1 (N-1,n,sum(levels)), the memory m_t used at each step t = 0..N-2)."""
+        chunk = episode_chunk(arrays, self.history, self.stride)
+        if zero_memory:
+            chunk["is_first"] = np.ones_like(chunk["is_first"])  # the memory is zeroed wherever is_first
+        index = torch.from_numpy(chunk["history_index"][0] - (self.history - 1) * self.stride).clamp(min=0)  # (L,h) steps
+        wrist_hist = ep.tokens[index.to(self.device)].unsqueeze(0)  # (1,L,h,n)
+        head = self._head_tokens(arrays)
+        tokens = (wrist_hist, head[:-1].unsqueeze(0) if head is not None else None, ep.tokens[1:].unsqueeze(0))
+        inputs, _, _ = chunk_inputs(chunk, tokens, self.normalizers, self.device)
+        memory = self.model.initial_memory(1, self.device)
+        logits, used = [], []
+        for k in range(inputs["is_first"].shape[1]):
+            step_inputs = {key: value[:, k] for key, value in inputs.items()}
+            memory = self.model._reset(memory, step_inputs["is_first"], k)
+            used.append(memory)
+            step_logits, memory = self.model.step(
+                step_inputs["wrist_hist"], step_inputs.get("head"), step_inputs["action_hist"], step_inputs["state"],
+                step_inputs["pad_mask"], memory, step_inputs["is_first"], step_index=k,
+            )  # fmt: skip
+            logits.append(step_logits[0])
+        return torch.stack(logits), used
+
+    def _head_tokens(self, arrays: Mapping[str, np.ndarray]) -> Optional[Tensor]:
+        if not self.use_head:
+            return None
+        head = torch.from_numpy(arrays["head_rgb"]).to(self.device)
+        return torch.cat([self.tokenizer.encode(head[i : i + DECODE_BATCH]) for i in range(0, len(head), DECODE_BATCH)])  # (N,n)
+
+    def _open_loop(self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[Tensor], starts: list[int]) -> list[Tensor]:
+        """-> per k = 1..horizon, digit logits (B,n,sum(levels)) of the lanes (starts) whose t0+k exists; fed argmax codes."""
+        n_steps = len(ep.tokens)
+        lanes = len(starts)
+        buffer = ep.tokens.unsqueeze(0).repeat(lanes, 1, 1)  # (B,N,n): true codes, overwritten by predictions
+        start = torch.tensor(starts, device=self.device)  # (B,)
+        memory = torch.cat([memories[t0] for t0 in starts], dim=1)  # (L_m,B,Hm)
+        action = self.normalizers["action"].normalize(torch.from_numpy(arrays["action"]).float().to(self.device))  # (N,A)
+        state = self.normalizers["state"].normalize(torch.from_numpy(arrays["state"]).float().to(self.device))  # (N,S)
+        head = self._head_tokens(arrays)
+        offsets = torch.arange(self.history, device=self.device) - (self.history - 1)  # (h,)
+        per_k = []
+        for k in range(1, self.horizon + 1):
+            t = start + k - 1  # (B,) the step each lane predicts from
+            alive = (t + 1 < n_steps).nonzero().flatten()
+            if len(alive) == 0:
+                break
+            t_safe = t.clamp(max=n_steps - 2)
+            slots = t_safe[:, None] + offsets * self.stride  # (B,h)
+            pad = slots < 0
+            slots = slots.clamp(min=0)
+            lane = torch.arange(lanes, device=self.device)[:, None]
+            logits, memory = self.model.step(
+                buffer[lane, slots], head[t_safe] if head is not None else None, action[slots], state[t_safe], pad, memory,
+                torch.zeros(lanes, dtype=torch.bool, device=self.device),
+            )  # fmt: skip
+            buffer[torch.arange(lanes, device=self.device), t_safe + 1] = self.model.codes.argmax(logits)
+            per_k.append((alive, logits[alive]))
+        return per_k
+
+    # ------------------------------------------------------------------ one episode
+
+    @torch.no_grad()
+    def episode_rollout(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | float]:
+        """The whole episode predicted from step 0 (what teacher samples show): frames in [0,1] at S x S.
+
+        -> {"truth" (N,...), "one_step" (N-1,...) frames 1..N-1 by teacher forcing,
+            "open_loop" (N-1,...) frames 1..N-1 fed its own codes from frame 0, "token_accuracy" one step}
+        """
+        ep = self._episode_tensors(arrays)
+        logits, memories = self._teacher_forced(arrays, ep)
+        horizon, self.horizon = self.horizon, len(ep.tokens) - 1
+        try:
+            rolled = self._open_loop(arrays, ep, memories, [0])
+        finally:
+            self.horizon = horizon
+        argmax = self.model.codes.argmax(logits)  # (N-1,n)
+        open_loop = torch.cat([self.model.codes.argmax(k_logits) for _, k_logits in rolled])  # (N-1,n) frames 1..N-1
+        n = len(open_loop)
+        return {
+            "truth": ep.truth,
+            "one_step": self._residual(argmax, ep.truth[:-1], ep.tokens[:-1]),
+            "open_loop": self._residual(open_loop, np.repeat(ep.truth[:1], n, 0), ep.tokens[:1].expand(n, -1)),
+            "token_accuracy": float((argmax == ep.tokens[1:]).float().mean()),
+        }
+
+
+    @torch.no_grad()
+    def add_episode(self, arrays: Mapping[str, np.ndarray]) -> None:
+        ep = self._episode_tensors(arrays)
+        truth_next, current = ep.truth[1:], ep.truth[:-1]
+        logits, memories = self._teacher_forced(arrays, ep)
+        shuffled = {**arrays, "action": shuffle_actions(arrays["action"], self.rng)}
+        logits_shuffled, _ = self._teacher_forced(shuffled, ep)
+        logits_zeroed, _ = self._teacher_forced(arrays, ep, zero_memory=True)
+        argmax_tokens = self.model.codes.argmax(logits)  # (N-1,n)
+        predicted = self._residual(argmax_tokens, current, ep.tokens[:-1])
+        residual = lambda some_logits: self._residual(self.model.codes.argmax(some_logits), current, ep.tokens[:-1])  # noqa: E731
+        figures = {
+            "psnr_model": psnr_per_frame(predicted, truth_next),
+            "psnr_model_codes": psnr_per_frame(self._decode(argmax_tokens), truth_next),
+            "psnr_copy_current": psnr_per_frame(current, truth_next),
+            "psnr_copy_current_tokens": psnr_per_frame(ep.recon[:-1], truth_next),
+            "psnr_tokenizer": psnr_per_frame(ep.recon[1:], truth_next),
+            "psnr_shuffled_actions": psnr_per_frame(residual(logits_shuffled), truth_next),
+            "psnr_memory_zeroed": psnr_per_frame(residual(logits_zeroed), truth_next),
+            "ssim_model": ssim_per_frame(predicted, truth_next),
+            "ssim_copy_current": ssim_per_frame(current, truth_next),
+            "token_accuracy": (argmax_tokens == ep.tokens[1:]).float().mean(1).cpu().numpy(),
+            "token_accuracy_copy_current": (ep.tokens[:-1] == ep.tokens[1:]).float().mean(1).cpu().numpy(),
+            "token_accuracy_shuffled_actions": (self.model.codes.argmax(logits_shuffled) == ep.tokens[1:]).float().mean(1).cpu().numpy(),
+        }
+        for key, values in figures.items():
+            self.one_step.setdefault(key, []).append(values)
+
+        starts = list(range(0, len(ep.tokens) - 1, OPEN_LOOP_START_EVERY))
+        rolled = self._open_loop(arrays, ep, memories, starts)
+        rolled_shuffled = self._open_loop(shuffled, ep, memories, starts)
+        start = np.array(starts)
+        # rollout.png: the first episode's rollout from step 0, truth above prediction
+        capture = None if self.first_rollout is not None else {"truth": ep.truth[: self.horizon + 1], "predicted": []}
+        for k, ((alive, k_logits), (_, k_shuffled)) in enumerate(zip(rolled, rolled_shuffled), start=1):
+            alive_np = alive.cpu().numpy()
+            t0 = start[alive_np]
+            target = ep.truth[t0 + k]
+            frames = self._residual(self.model.codes.argmax(k_logits), ep.truth[t0], ep.tokens[t0])
+            row = {
+                "psnr_model": psnr_per_frame(frames, target),
+                "ssim_model": ssim_per_frame(frames, target),
+                "psnr_copy_last": psnr_per_frame(ep.truth[t0], target),
+                "psnr_shuffled_actions": psnr_per_frame(self._residual(self.model.codes.argmax(k_shuffled), ep.truth[t0], ep.tokens[t0]), target),
+                "psnr_tokenizer": psnr_per_frame(ep.recon[t0 + k], target),
+            }
+            for key, values in row.items():
+                self.open_loop.setdefault(key, [[] for _ in range(self.horizon)])[k - 1].append(values)
+            if capture is not None and alive_np[0] == 0:
+                capture["predicted"].append(frames[0])
+        if capture is not None:
+            self.first_rollout = capture
+
+    # ------------------------------------------------------------------ results
+
+    def summary(self) -> dict:
+        """{"one_step": {figure: mean}, "open_loop": [{k, figure: mean}], "memory": {...}, "frames": counts}."""
+        one_step = {key: float(np.concatenate(values).mean()) for key, values in self.one_step.items()}
+        open_loop = []
+        for k in range(self.horizon):
+            if not self.open_loop or not self.open_loop["psnr_model"][k]:
+                break
+            row = {"k": k + 1, "frames": int(sum(len(v) for v in self.open_loop["psnr_model"][k]))}
+            row.update({key: float(np.concatenate(values[k]).mean()) for key, values in self.open_loop.items()})
+            open_loop.append(row)
+        memory = {
+            "psnr_memory_carried": one_step["psnr_model"],
+            "psnr_memory_zeroed": one_step.pop("psnr_memory_zeroed"),
+        }
+        memory["gain_db"] = memory["psnr_memory_carried"] - memory["psnr_memory_zeroed"]
+        return {
+            "one_step": one_step,
+            "open_loop": open_loop,
+            "memory": memory,
+            "frames": int(sum(len(v) for v in self.one_step["psnr_model"])),
+        }

@@ -174,7 +174,7 @@ def test_world_model_overfits_one_sequence():
     targets = torch.randint(0, K, (2, 3, N))
     mask = torch.ones(2, 3, dtype=torch.bool)
     mask[1, 2] = False  # a padded position: excluded from the loss
-    opt = torch.optim.AdamW(wm.parameters(), lr=1e-2)
+    opt = torch.optim.AdamW(wm.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
         logits, _, _ = wm.forward_chunk(inputs, wm.initial_memory(2))

@@ -38,7 +38,7 @@ def tokenizer(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train the VQ image tokenizer on a store's wrist frames."""
+    """Train the FSQ image tokenizer on a store's wrist frames."""
     cfg = build_config(
         config,
         set_,

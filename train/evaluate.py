@@ -36,7 +36,6 @@ from f1.train.online.coverage import VOXEL_SIZE_M, coverage_curve
 from f1.train.online.models import EXPLORER_PHASES, checkpoint_phase, read_model_file
 
 EVAL_STREAM = 4  # episode seeds of evaluation rollouts
-PNG_MIN_TILE = 96  # pixels a frame takes in prediction.png at least
 BASELINES = ("random", "ou")
 
 
@@ -159,20 +158,14 @@ def to_uint8_np(images: np.ndarray) -> np.ndarray:
 
 
 def write_rollout_png(path: Path, rollout: dict[str, Any]) -> Path:
-    """Top row: the true frames t0 .. t0+K; bottom row: frame t0, then the open-loop predictions of t0+1 .. t0+K."""
-    from PIL import Image
-
-    from f1.train.run_outputs import side_by_side
+    """Captioned rows: the true frames t0 .. t0+K, then frame t0 followed by the open-loop predictions of t0+1 .. t0+K."""
+    from f1.train.run_outputs import write_rows_png
 
     truth = to_uint8_np(rollout["truth"])
     predicted = to_uint8_np(np.stack([rollout["truth"][0], *rollout["predicted"]]))
     n = min(len(truth), len(predicted))
-    rows = [side_by_side(list(images[:n])) for images in (truth, predicted)]
-    gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-    image = Image.fromarray(np.concatenate([rows[0], gap, rows[1]]))
-    scale = max(1, PNG_MIN_TILE // truth.shape[1])  # tiny tokenizer sizes get blown up (nearest) to stay readable
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
-    return path
+    rows = [("truth", truth[:n]), ("open loop (fed its own codes), from the true frame k=0", predicted[:n])]
+    return write_rows_png(path, rows, [f"k={k}" for k in range(n)])
 
 
 def write_horizon_png(path: Path, open_loop: list[dict[str, Any]]) -> Path:

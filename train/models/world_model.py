@@ -7,7 +7,8 @@ One step's input sequence to the backbone (DESIGN §2; h history slots, n tokens
     [action t-(h-1)s] .. [a_t]   h tokens, oldest first
     [frame t-(h-1)s] ..          h-1 past frames, each pooled to (g/p)^2 tokens, oldest first
     [head frame t]               (g/p)^2 tokens, only when a head frame is given (teacher)
-    [frame t]                    n tokens at full resolution: the outputs are read here
+    [frame t]                    n tokens at full resolution, mixed by 3x3 convolutions over the
+                                 grid (`GridMixer`) first: the outputs are read here
 
 Attention is bidirectional (a full 4D mask handed to the transformers backbone): every
 current-frame position sees the whole step, so content can move in from any side.
@@ -152,10 +153,34 @@ def pool_grid(x: Tensor, side: int) -> Tensor:
     return F.avg_pool2d(grid, factor).flatten(2).transpose(1, 2)  # (N,(g/p)^2,d)
 
 
+class GridMixer(nn.Module):
+    """Residual 3x3 convolutions over the current frame's token grid: (B, g*g, d) -> (B, g*g, d).
+
+    Frame t+1 is frame t moved by the action: what lands on a grid cell comes from its
+    neighbours, a local, translation-equivariant rule that convolutions learn from few
+    episodes, before attention adds what is far away (the head frame, the history, the memory).
+    """
+
+    def __init__(self, width: int, side: int, layers: int = 2):
+        super().__init__()
+        self.side = side
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1))
+            for _ in range(layers)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        grid = x.transpose(1, 2).reshape(b, d, self.side, self.side)  # (B,d,g,g)
+        for block in self.blocks:
+            grid = grid + block(grid)
+        return grid.flatten(2).transpose(1, 2)  # (B,n,d)
+
+
 class WorldModel(nn.Module):
     # What `f1.train.optim.set_policy_requires_grad` freezes or trains, by parameter-name prefix.
     PARAMETER_GROUPS = {
-        "vision": ("token_embed", "grid_pos_embed", "pooled_pos_embed"),
+        "vision": ("token_embed", "grid_pos_embed", "pooled_pos_embed", "grid_mixer"),
         "generator": ("out_norm", "logits_head", "copy_logit"),
         "action": ("action_proj", "action_bias_proj"),
         "state": ("state_proj",),
@@ -193,6 +218,7 @@ class WorldModel(nn.Module):
         self.pad_embed = nn.Parameter(torch.randn(d) * 0.02)  # (d,)
         self.action_proj = nn.Linear(self.action_dim, d)
         self.action_bias_proj = nn.Linear(self.action_dim + self.state_dim, d)
+        self.grid_mixer = GridMixer(d, self.grid)
         self.state_proj = nn.Linear(self.state_dim, d)
         if self.memory_enabled:
             self.memory_proj = memory_projection(m, d)
@@ -266,7 +292,8 @@ class WorldModel(nn.Module):
             head_tokens = pool_grid(self.token_embed(head), self.grid) + self.pooled_pos_embed  # (B,n',d)
             parts.append(head_tokens + self._modality("head"))
         conditioning = self.action_bias_proj(torch.cat([action_hist[:, -1], state], -1)).unsqueeze(1)  # (B,1,d)
-        current = self.token_embed(current_tokens) + self.grid_pos_embed + self._modality("query") + conditioning  # (B,n,d)
+        current = self.grid_mixer(self.token_embed(current_tokens) + self.grid_pos_embed + conditioning)  # (B,n,d) moved locally
+        current = current + self._modality("query")
         parts.append(current)
 
         x = self.in_proj(torch.cat(parts, dim=1))  # (B,T,hidden)

@@ -1,4 +1,4 @@
-"""`f1 train tokenizer`: train the VQ tokenizer on a store's wrist frames.
+"""`f1 train tokenizer`: train the FSQ tokenizer on a store's wrist frames.
 
     f1 train tokenizer --data STORE --output-dir OUT [--max-steps N]
 

@@ -20,10 +20,13 @@ find them by attention first.
 Tokens are FSQ codes (f1.train.models.tokenizer): each is D digits, digit i one of
 levels[i] ordered values. A code is embedded as the sum of one embedding per digit
 (`CodeEmbedding`), so neighbouring codes share what they learn, and the output is
-one softmax per digit (`FactorizedCodes`): D small heads instead of one over prod(levels)
-codes (65536 in the tiny preset). Each
-digit's head gets a learnt bonus on frame t's digit (`copy_logit`): at initialisation
-the model already predicts "copy the current frame", and learns where to depart from it.
+one distribution per digit (`FactorizedCodes`): D small heads instead of one over prod(levels)
+codes (65536 in the tiny preset). Each digit's distribution mixes a pointer and a
+generator (`_pointer_generator`): each cell of frame t+1 predicts a local flow, which of
+the 5 x 5 cells of frame t around it its content comes from, and copies their digits, so
+moved content keeps its exact codes in scenes never seen; a small softmax head covers the
+rest. The flow starts on the cell itself: at initialisation the model predicts "copy the
+current frame" and learns where to depart from it.
 
 Memory (DESIGN §4): m has shape (num_layers, B, hidden). Step t uses m_t, then
 m_{t+1} = GRU(x_t, m_t), x_t a projection of [mean current-frame embedding,
@@ -44,7 +47,9 @@ from f1.train.models.backbone import build_backbone
 
 MODALITIES = ("memory", "state", "wrist", "action", "head", "query")
 POOLED_FACTOR = 4  # past and head frames: a p x p block of the token grid becomes one token
-COPY_LOGIT_INIT = 2.0  # a first guess that frame t+1's digits are frame t's (p = e^2 / (e^2 + 15) ~ 1/3 at 16 levels)
+FLOW_WINDOW = 5  # a cell of frame t+1 copies from the 5 x 5 cells of frame t around it (+-2 cells = +-8 px at 64x64)
+FLOW_STAY_INIT = 5.0  # logit of "stay" at init: e^5 / (e^5 + 24) ~ 0.86 of the copy mass on the cell itself
+COPY_GATE_INIT = 2.0  # sigmoid(2) ~ 0.88: at init the prediction is mostly the pointer's copy
 
 
 class FactorizedCodes:
@@ -181,7 +186,7 @@ class WorldModel(nn.Module):
     # What `f1.train.optim.set_policy_requires_grad` freezes or trains, by parameter-name prefix.
     PARAMETER_GROUPS = {
         "vision": ("token_embed", "grid_pos_embed", "pooled_pos_embed", "grid_mixer"),
-        "generator": ("out_norm", "logits_head", "copy_logit"),
+        "generator": ("out_norm", "logits_head", "flow_head", "copy_gate"),
         "action": ("action_proj", "action_bias_proj"),
         "state": ("state_proj",),
         "memory": ("gru", "summary_proj", "memory_proj"),
@@ -226,7 +231,15 @@ class WorldModel(nn.Module):
             self.gru = nn.GRU(d, self.memory_hidden, self.memory_layers)
         self.out_norm = nn.LayerNorm(d)
         self.logits_head = nn.Linear(d, self.codes.width)
-        self.copy_logit = nn.Parameter(torch.full((len(self.codes.levels),), COPY_LOGIT_INIT))  # (D,)
+        # the flow: each cell of frame t+1 says which nearby cell of frame t its content comes from
+        self.flow_head = nn.Linear(d, FLOW_WINDOW**2)
+        nn.init.zeros_(self.flow_head.weight)
+        with torch.no_grad():
+            self.flow_head.bias.zero_()
+            self.flow_head.bias[FLOW_WINDOW**2 // 2] = FLOW_STAY_INIT  # the centre of the window: stay
+        self.copy_gate = nn.Linear(d, 1)
+        nn.init.zeros_(self.copy_gate.weight)
+        nn.init.constant_(self.copy_gate.bias, COPY_GATE_INIT)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
         nn.init.zeros_(self.logits_head.weight)
         nn.init.zeros_(self.logits_head.bias)
@@ -299,10 +312,26 @@ class WorldModel(nn.Module):
         x = self.in_proj(torch.cat(parts, dim=1))  # (B,T,hidden)
         everything = torch.ones(1, 1, x.shape[1], x.shape[1], dtype=torch.bool, device=x.device)  # bidirectional
         out = self.out_proj(self.backbone(inputs_embeds=x, attention_mask=everything).last_hidden_state[:, -n:])  # (B,n,d)
-        copy = self.codes.one_hot(current_tokens) * torch.repeat_interleave(
-            self.copy_logit, torch.tensor(self.codes.levels, device=x.device)
-        )  # (B,n,sum(levels)): a bonus on each digit's current value
-        return self.logits_head(self.out_norm(out)) + copy  # (B,n,sum(levels))
+        return self._pointer_generator(self.out_norm(out), current_tokens)  # (B,n,sum(levels))
+
+    def _pointer_generator(self, out: Tensor, current_tokens: Tensor) -> Tensor:
+        """Per-digit log-probabilities of frame t+1's codes: out (B,n,d), current_tokens (B,n) -> (B,n,sum(levels)).
+
+        p(digit) = g * sum_o flow_o * (the digit at offset o in frame t) + (1 - g) * softmax(generator):
+        a local flow over the grid copies moved content code for code, whatever the scene's colours
+        (a pointer-generator, See et al. 2017, over the FLOW_WINDOW x FLOW_WINDOW cells around each
+        cell; frame borders repeat); the generator covers what no nearby cell of frame t holds.
+        """
+        b, n, _ = out.shape
+        g, r = self.grid, FLOW_WINDOW // 2
+        one_hot = self.codes.one_hot(current_tokens).transpose(1, 2).reshape(b, -1, g, g)  # (B,sum(levels),g,g)
+        padded = F.pad(one_hot, (r, r, r, r), mode="replicate")
+        neighbours = F.unfold(padded, FLOW_WINDOW).view(b, -1, FLOW_WINDOW**2, n)  # (B,sum(levels),W^2,n)
+        flow = torch.softmax(self.flow_head(out).float(), -1)  # (B,n,W^2)
+        pointer = torch.einsum("bnw,blwn->bnl", flow, neighbours)  # (B,n,sum(levels)), each digit sums to 1
+        gate = torch.sigmoid(self.copy_gate(out).float())  # (B,n,1)
+        generator = torch.cat([torch.softmax(part.float(), -1) for part in self.codes.split(self.logits_head(out))], -1)
+        return torch.log((gate * pointer + (1 - gate) * generator).clamp_min(1e-9))
 
     def step(
         self,

@@ -5,7 +5,7 @@ change; tokenising each chunk's window again (history + target overlap the
 neighbours, and every epoch revisits every frame) would make the conv encoder,
 not the world model, the cost of a step. Episodes are tokenised whole (a
 fixed batch composition, so the same tokens on a resumed run) and kept as
-int16 on the CPU: 2 bytes a token, e.g. 1M frames x 64 tokens = 128 MB a camera.
+int16 on the CPU, int32 past 32768 codes: 2 or 4 bytes a token, e.g. 1M frames x 256 tokens x 4 bytes = 1 GB a camera.
 `teacher.cache_tokens: false` turns this off for stores whose tokens do not fit.
 """
 

@@ -63,15 +63,15 @@ def gradient_energy_ratio(frames: np.ndarray, truth: np.ndarray) -> float:
     return gradient_energy(frames) / max(gradient_energy(truth), 1e-12)
 
 
-def ssim(frames: np.ndarray, truth: np.ndarray) -> float:
-    """Mean local SSIM (7x7 uniform windows, per channel), as the tokenizer's loss computes it."""
+def ssim_per_frame(frames: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(N,S,S,3) x 2 -> (N,) mean local SSIM (7x7 uniform windows, per channel), as the tokenizer's loss computes it."""
     import torch
 
     from f1.train.models.tokenizer import ssim_map
 
     to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)  # noqa: E731
     with torch.no_grad():
-        return float(ssim_map(to_t(frames), to_t(truth)).mean())
+        return ssim_map(to_t(frames), to_t(truth)).mean((1, 2, 3)).numpy()
 
 
 def image_figures(frames: np.ndarray, truth: np.ndarray) -> dict[str, float]:

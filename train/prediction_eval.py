@@ -40,21 +40,14 @@ import torch
 from torch import Tensor
 
 from f1.shared.normalizers import Normalizer
-from f1.train.image_metrics import psnr_per_frame
-from f1.train.models.tokenizer import FSQTokenizer, ssim_map
+from f1.train.image_metrics import psnr_per_frame, ssim_per_frame
+from f1.train.models.tokenizer import FSQTokenizer
 from f1.train.models.world_model import WorldModel
 from f1.train.offline.teacher_batch import chunk_inputs, episode_chunk
 
 OPEN_LOOP_HORIZON = 16
 OPEN_LOOP_START_EVERY = 4
 DECODE_BATCH = 64
-
-
-def ssim_per_frame(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,S,S,3) x 2 in [0,1] -> (N,) mean local SSIM."""
-    to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)  # noqa: E731
-    with torch.no_grad():
-        return ssim_map(to_t(a), to_t(b)).mean((1, 2, 3)).numpy()
 
 
 def to_frames(images: Tensor) -> np.ndarray:

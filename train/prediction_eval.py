@@ -43,7 +43,7 @@ from f1.shared.normalizers import Normalizer
 from f1.train.image_metrics import psnr_per_frame, ssim_per_frame
 from f1.train.models.tokenizer import FSQTokenizer
 from f1.train.models.world_model import WorldModel
-from f1.train.offline.teacher_batch import chunk_inputs, episode_chunk
+from f1.train.offline.teacher_batch import chunk_inputs, episode_chunk, tokenize_frames
 
 OPEN_LOOP_HORIZON = 16
 OPEN_LOOP_START_EVERY = 4
@@ -71,6 +71,7 @@ class EpisodeTensors:
     truth: np.ndarray  # (N,S,S,3) the true frames in [0,1]
     tokens: Tensor  # (N,n) the tokenizer's codes
     recon: np.ndarray  # (N,S,S,3) the codes decoded
+    head: Optional[Tensor]  # (N,n) the head camera's codes, when the model is fed them
 
 
 class PredictionEvaluator:
@@ -100,18 +101,20 @@ class PredictionEvaluator:
     def _decode(self, tokens: Tensor) -> np.ndarray:
         return to_frames(torch.cat([self.tokenizer.decode(tokens[i : i + DECODE_BATCH]) for i in range(0, len(tokens), DECODE_BATCH)]))
 
-    def _residual(self, tokens: Tensor, reference: np.ndarray, reference_tokens: Tensor) -> np.ndarray:
+    def _residual(self, tokens: Tensor, reference: np.ndarray, reference_decoded: np.ndarray) -> np.ndarray:
         """Predicted codes (N,n) -> the model's frames: reference (N,S,S,3) + (D(codes) - D(reference codes)), clipped.
 
-        Both decoded alike, so an unchanged code adds exactly zero.
+        reference_decoded = self._decode(reference codes) of the same shape: both decoded alike, so an
+        unchanged code adds exactly zero.
         """
-        return np.clip(reference + (self._decode(tokens) - self._decode(reference_tokens)), 0.0, 1.0)
+        return np.clip(reference + (self._decode(tokens) - reference_decoded), 0.0, 1.0)
 
     def _episode_tensors(self, arrays: Mapping[str, np.ndarray]) -> EpisodeTensors:
         wrist = torch.from_numpy(arrays["wrist_rgb"]).to(self.device)
-        tokens = torch.cat([self.tokenizer.encode(wrist[i : i + DECODE_BATCH]) for i in range(0, len(wrist), DECODE_BATCH)])
+        tokens = tokenize_frames(self.tokenizer, wrist, DECODE_BATCH)  # (N,n)
         truth = to_frames(torch.cat([self.tokenizer.preprocess(wrist[i : i + DECODE_BATCH]) for i in range(0, len(wrist), DECODE_BATCH)]))
-        return EpisodeTensors(truth, tokens, self._decode(tokens))
+        head = tokenize_frames(self.tokenizer, torch.from_numpy(arrays["head_rgb"]).to(self.device), DECODE_BATCH) if self.use_head else None
+        return EpisodeTensors(truth, tokens, self._decode(tokens), head)
 
     def _teacher_forced(self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False) -> tuple[Tensor, list[Tensor]]:
         """-> (digit logits for frames 1..N-1 (N-1,n,sum(levels)), the memory m_t used at each step t = 0..N-2)."""
@@ -120,8 +123,7 @@ class PredictionEvaluator:
             chunk["is_first"] = np.ones_like(chunk["is_first"])  # the memory is zeroed wherever is_first
         index = torch.from_numpy(chunk["history_index"][0] - (self.history - 1) * self.stride).clamp(min=0)  # (L,h) steps
         wrist_hist = ep.tokens[index.to(self.device)].unsqueeze(0)  # (1,L,h,n)
-        head = self._head_tokens(arrays)
-        tokens = (wrist_hist, head[:-1].unsqueeze(0) if head is not None else None, ep.tokens[1:].unsqueeze(0))
+        tokens = (wrist_hist, ep.head[:-1].unsqueeze(0) if ep.head is not None else None, ep.tokens[1:].unsqueeze(0))
         inputs, _, _ = chunk_inputs(chunk, tokens, self.normalizers, self.device)
         memory = self.model.initial_memory(1, self.device)
         logits, used = [], []
@@ -136,14 +138,10 @@ class PredictionEvaluator:
             logits.append(step_logits[0])
         return torch.stack(logits), used
 
-    def _head_tokens(self, arrays: Mapping[str, np.ndarray]) -> Optional[Tensor]:
-        if not self.use_head:
-            return None
-        head = torch.from_numpy(arrays["head_rgb"]).to(self.device)
-        return torch.cat([self.tokenizer.encode(head[i : i + DECODE_BATCH]) for i in range(0, len(head), DECODE_BATCH)])  # (N,n)
-
-    def _open_loop(self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[Tensor], starts: list[int]) -> list[Tensor]:
-        """-> per k = 1..horizon, digit logits (B,n,sum(levels)) of the lanes (starts) whose t0+k exists; fed argmax codes."""
+    def _open_loop(
+        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[Tensor], starts: list[int], horizon: int
+    ) -> list[tuple[Tensor, Tensor]]:
+        """-> per k = 1..horizon, (alive lanes, their digit logits (B',n,sum(levels))): lanes (starts) whose t0+k exists; fed argmax codes."""
         n_steps = len(ep.tokens)
         lanes = len(starts)
         buffer = ep.tokens.unsqueeze(0).repeat(lanes, 1, 1)  # (B,N,n): true codes, overwritten by predictions
@@ -151,10 +149,10 @@ class PredictionEvaluator:
         memory = torch.cat([memories[t0] for t0 in starts], dim=1)  # (L_m,B,Hm)
         action = self.normalizers["action"].normalize(torch.from_numpy(arrays["action"]).float().to(self.device))  # (N,A)
         state = self.normalizers["state"].normalize(torch.from_numpy(arrays["state"]).float().to(self.device))  # (N,S)
-        head = self._head_tokens(arrays)
+        head = ep.head
         offsets = torch.arange(self.history, device=self.device) - (self.history - 1)  # (h,)
         per_k = []
-        for k in range(1, self.horizon + 1):
+        for k in range(1, horizon + 1):
             t = start + k - 1  # (B,) the step each lane predicts from
             alive = (t + 1 < n_steps).nonzero().flatten()
             if len(alive) == 0:
@@ -183,18 +181,14 @@ class PredictionEvaluator:
         """
         ep = self._episode_tensors(arrays)
         logits, memories = self._teacher_forced(arrays, ep)
-        horizon, self.horizon = self.horizon, len(ep.tokens) - 1
-        try:
-            rolled = self._open_loop(arrays, ep, memories, [0])
-        finally:
-            self.horizon = horizon
+        rolled = self._open_loop(arrays, ep, memories, [0], horizon=len(ep.tokens) - 1)
         argmax = self.model.codes.argmax(logits)  # (N-1,n)
         open_loop = torch.cat([self.model.codes.argmax(k_logits) for _, k_logits in rolled])  # (N-1,n) frames 1..N-1
         n = len(open_loop)
         return {
             "truth": ep.truth,
-            "one_step": self._residual(argmax, ep.truth[:-1], ep.tokens[:-1]),
-            "open_loop": self._residual(open_loop, np.repeat(ep.truth[:1], n, 0), ep.tokens[:1].expand(n, -1)),
+            "one_step": self._residual(argmax, ep.truth[:-1], self._decode(ep.tokens[:-1])),
+            "open_loop": self._residual(open_loop, np.repeat(ep.truth[:1], n, 0), self._decode(ep.tokens[:1].expand(n, -1))),
             "token_accuracy": float((argmax == ep.tokens[1:]).float().mean()),
         }
 
@@ -208,8 +202,9 @@ class PredictionEvaluator:
         logits_shuffled, _ = self._teacher_forced(shuffled, ep)
         logits_zeroed, _ = self._teacher_forced(arrays, ep, zero_memory=True)
         argmax_tokens = self.model.codes.argmax(logits)  # (N-1,n)
-        predicted = self._residual(argmax_tokens, current, ep.tokens[:-1])
-        residual = lambda some_logits: self._residual(self.model.codes.argmax(some_logits), current, ep.tokens[:-1])  # noqa: E731
+        current_decoded = self._decode(ep.tokens[:-1])  # decoded once, the reference of every one-step residual
+        predicted = self._residual(argmax_tokens, current, current_decoded)
+        residual = lambda some_logits: self._residual(self.model.codes.argmax(some_logits), current, current_decoded)  # noqa: E731
         figures = {
             "psnr_model": psnr_per_frame(predicted, truth_next),
             "psnr_model_codes": psnr_per_frame(self._decode(argmax_tokens), truth_next),
@@ -228,8 +223,8 @@ class PredictionEvaluator:
             self.one_step.setdefault(key, []).append(values)
 
         starts = list(range(0, len(ep.tokens) - 1, OPEN_LOOP_START_EVERY))
-        rolled = self._open_loop(arrays, ep, memories, starts)
-        rolled_shuffled = self._open_loop(shuffled, ep, memories, starts)
+        rolled = self._open_loop(arrays, ep, memories, starts, self.horizon)
+        rolled_shuffled = self._open_loop(shuffled, ep, memories, starts, self.horizon)
         start = np.array(starts)
         # rollout.png: the first episode's rollout from step 0, truth above prediction
         capture = None if self.first_rollout is not None else {"truth": ep.truth[: self.horizon + 1], "predicted": []}
@@ -237,12 +232,13 @@ class PredictionEvaluator:
             alive_np = alive.cpu().numpy()
             t0 = start[alive_np]
             target = ep.truth[t0 + k]
-            frames = self._residual(self.model.codes.argmax(k_logits), ep.truth[t0], ep.tokens[t0])
+            reference_decoded = self._decode(ep.tokens[t0])
+            frames = self._residual(self.model.codes.argmax(k_logits), ep.truth[t0], reference_decoded)
             row = {
                 "psnr_model": psnr_per_frame(frames, target),
                 "ssim_model": ssim_per_frame(frames, target),
                 "psnr_copy_last": psnr_per_frame(ep.truth[t0], target),
-                "psnr_shuffled_actions": psnr_per_frame(self._residual(self.model.codes.argmax(k_shuffled), ep.truth[t0], ep.tokens[t0]), target),
+                "psnr_shuffled_actions": psnr_per_frame(self._residual(self.model.codes.argmax(k_shuffled), ep.truth[t0], reference_decoded), target),
                 "psnr_tokenizer": psnr_per_frame(ep.recon[t0 + k], target),
             }
             for key, values in row.items():

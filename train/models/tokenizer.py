@@ -112,6 +112,18 @@ def gradient_l1(a: Tensor, b: Tensor) -> Tensor:
     return 0.5 * (dx.abs().mean() + dy.abs().mean())
 
 
+def tokens_to_digits(tokens: Tensor, levels: tuple[int, ...]) -> Tensor:
+    """Codes (...) in [0, prod(levels)) -> their digits (..., D) long: digit i = (code // radix_i) % levels[i]."""
+    radix = torch.tensor([math.prod(levels[:i]) for i in range(len(levels))], device=tokens.device)
+    return (tokens.long().unsqueeze(-1) // radix) % torch.tensor(levels, device=tokens.device)
+
+
+def digits_to_tokens(digits: Tensor, levels: tuple[int, ...]) -> Tensor:
+    """Digits (..., D) -> codes (...) long, the digits read as a mixed-radix number (first digit fastest)."""
+    radix = torch.tensor([math.prod(levels[:i]) for i in range(len(levels))], device=digits.device)
+    return (digits.long() * radix).sum(-1)
+
+
 class FSQTokenizer(nn.Module):
     """Conv encoder -> finite scalar quantiser -> conv decoder; `n_tokens` codes per frame, K = prod(levels)."""
 
@@ -141,10 +153,7 @@ class FSQTokenizer(nn.Module):
         self.grid = image_size // downsample
         self.encoder = Encoder(channels, halvings, len(self.levels))
         self.decoder = Decoder(channels, halvings, len(self.levels))
-        levels_t = torch.tensor(self.levels)
-        # digit i of token k = (k // radix[i]) % levels[i]
-        self.register_buffer("radix", torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), levels_t[:-1]]), 0), persistent=False)
-        self.register_buffer("levels_t", levels_t, persistent=False)
+        self.register_buffer("levels_t", torch.tensor(self.levels), persistent=False)
 
     @classmethod
     def from_config(cls, cfg: F1Config) -> "FSQTokenizer":
@@ -171,7 +180,7 @@ class FSQTokenizer(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 (B,H,W,3) -> float (B,3,S,S) in [0,1], resized (antialiased) when H, W differ from S."""
         assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[-1] == 3, (images.dtype, images.shape)
-        x = images.to(self.radix.device).permute(0, 3, 1, 2).float() / 255.0  # (B,3,H,W)
+        x = images.to(self.levels_t.device).permute(0, 3, 1, 2).float() / 255.0  # (B,3,H,W)
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
             x = x.clamp(0.0, 1.0)
@@ -191,11 +200,11 @@ class FSQTokenizer(nn.Module):
 
     def tokens_to_digits(self, tokens: Tensor) -> Tensor:
         """tokens (...) long in [0, K) -> digits (..., D) long."""
-        return (tokens.long().unsqueeze(-1) // self.radix) % self.levels_t
+        return tokens_to_digits(tokens, self.levels)
 
     def digits_to_tokens(self, digits: Tensor) -> Tensor:
         """digits (..., D) long -> tokens (...) long."""
-        return (digits.long() * self.radix).sum(-1)
+        return digits_to_tokens(digits, self.levels)
 
     def quantize(self, z_e: Tensor) -> tuple[Tensor, Tensor]:
         """z_e (B,D,g,g) -> (code values (B,D,g,g) in [-1,1], straight-through; tokens (B,g*g) row-major)."""

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from f1.shared.config import F1Config, ModelConfig
 from f1.train.models.backbone import build_backbone
+from f1.train.models.tokenizer import digits_to_tokens, tokens_to_digits
 
 MODALITIES = ("memory", "state", "wrist", "action", "head", "query")
 POOLED_FACTOR = 4  # past and head frames: a p x p block of the token grid becomes one token
@@ -57,7 +58,6 @@ class FactorizedCodes:
 
     def __init__(self, levels: tuple[int, ...] | list[int]):
         self.levels = tuple(int(x) for x in levels)
-        self.radix = [math.prod(self.levels[:i]) for i in range(len(self.levels))]
         self.log_k = math.log(math.prod(self.levels))
 
     @property
@@ -66,13 +66,11 @@ class FactorizedCodes:
 
     def digits(self, tokens: Tensor) -> Tensor:
         """tokens (...) -> digits (..., D) long."""
-        radix = torch.tensor(self.radix, device=tokens.device)
-        levels = torch.tensor(self.levels, device=tokens.device)
-        return (tokens.long().unsqueeze(-1) // radix) % levels
+        return tokens_to_digits(tokens, self.levels)
 
     def tokens(self, digits: Tensor) -> Tensor:
         """digits (..., D) -> tokens (...) long."""
-        return (digits.long() * torch.tensor(self.radix, device=digits.device)).sum(-1)
+        return digits_to_tokens(digits, self.levels)
 
     def split(self, logits: Tensor) -> list[Tensor]:
         """(..., sum(levels)) -> [(..., levels[i])]."""

@@ -212,6 +212,8 @@ class TeacherConfig:
     """Feed the head camera frame as well as the wrist history."""
     cache_tokens: bool = True
     """Tokenise each frame once and keep its tokens in memory (2 bytes a token); false re-tokenises every chunk's frames."""
+    head_dropout: float = field(default=0.3, metadata=_range(ge=0, le=1))
+    """Share of chunks trained without the head frame, so the teacher also predicts from the wrist alone (the online phases)."""
 
 
 @dataclass

@@ -179,6 +179,7 @@ def test_rollout_history_matches_the_teachers_chunks(work, teacher_path):
     from f1.train.online.models import load_world_model
     from f1.train.online.rollout_wm import chunk_batch
     from f1.train.offline.teacher_batch import chunk_inputs, episode_chunk, window_tokens
+    from f1.train.offline.token_cache import preprocess_frames
 
     bundle = load_world_model(teacher_path, "--teacher_path")
     rng = np.random.default_rng(0)
@@ -190,15 +191,21 @@ def test_rollout_history_matches_the_teachers_chunks(work, teacher_path):
     }
     arrays["action"][-1] = 0.0
     chunk, cpu = episode_chunk(arrays, H, S), torch.device("cpu")
-    want, want_targets, _ = chunk_inputs(chunk, window_tokens(chunk, bundle.tokenizer, cpu, False), bundle.normalizers, cpu)
-    tokens = bundle.tokenizer.encode(torch.from_numpy(arrays["wrist_rgb"]))[:, None]  # (N,1,n)
-    got, got_targets, _ = chunk_batch(
-        tokens, torch.from_numpy(arrays["action"])[:, None], torch.from_numpy(arrays["state"])[:, None],
-        torch.arange(T), H, S, bundle.normalizers,
-    )  # fmt: skip
+    window = window_tokens(chunk, bundle.tokenizer, cpu, False)
+    want, want_targets, _ = chunk_inputs(chunk, window, bundle.normalizers, cpu)
+    wrist = torch.from_numpy(arrays["wrist_rgb"])
+    rollout = {  # what collect_rollout keeps, one env
+        "tokens": bundle.tokenizer.encode(wrist)[:, None],  # (N,1,n)
+        "frames": preprocess_frames(bundle.tokenizer, wrist)[:, None],  # (N,1,3,S,S)
+        "applied": torch.from_numpy(arrays["action"])[:, None],
+        "states": torch.from_numpy(arrays["state"])[:, None],
+    }
+    got, got_targets, got_next_frames, _ = chunk_batch(rollout, torch.arange(T), H, S, bundle.normalizers)
+    assert set(got) == set(want)  # the motion's frame included
     for key in want:
         assert torch.equal(got[key], want[key]), key
     assert torch.equal(got_targets, want_targets)
+    assert torch.equal(got_next_frames, window.next_frame)
 
 
 # --------------------------------------------------------------------------- the student

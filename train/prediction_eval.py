@@ -1,30 +1,33 @@
 """How well a world model predicts held-out episodes, against baselines computed on the same frames.
 
-The model's frame. The world model predicts the codes of frame t+1; decoded alone they can be no
-better than the tokenizer, which loses detail a copy of the true frame keeps. So the predicted
-frame is the true frame t plus the change the model predicts, decoded (a residual in pixels):
+The model's frame. The world model first proposes frame t+1 in pixels, frame t warped by the
+motion it predicts (w_t = W(x_t, state_t, a_t), f1.train.models.motion), then predicts the codes
+of frame t+1 as a correction of the proposal's codes p_t = E(w_t). Decoded alone, codes can be no
+better than the tokenizer, which loses detail the warped pixels keep; so the predicted frame is
+the proposal plus the correction the model predicts, decoded (a residual in pixels):
 
-    x^_{t+1} = clip(x_t + D(z^_{t+1}) - D(z_t)),   z^ the most likely codes, D the tokenizer's decoder
+    x^_{t+1} = clip(w_t + D(z^_{t+1}) - D(p_t)),   z^ the most likely codes, D the tokenizer's decoder
 
-Where the model predicts no change, x^_{t+1} = x_t exactly (copying); where it predicts a change,
-the tokenizer's decoding of that change is added. Open loop, the reference is the last true frame
-x_{t0} and its codes: x^_{t0+k} = clip(x_{t0} + D(z^_{t0+k}) - D(z_{t0})).
+Where the codes keep the proposal's, x^_{t+1} = w_t exactly; where they depart from it, the
+tokenizer's decoding of that change is added. Open loop the model warps its own last frame:
+x^_{t0} = x_{t0}, w = W(x^_{t0+k-1}, ...), x^_{t0+k} = clip(w + D(z^_{t0+k}) - D(E(w))).
 
 For each episode (N steps, frames at the tokenizer's S x S, pixels in [0, 1]):
 
 One step (teacher forcing: true history, memory carried from zeros), every step t < N-1 predicts frame t+1:
 - psnr_model / ssim_model: the model's frame (above)
+- psnr_motion: the proposal w_t alone (the motion compensation without the codes' correction)
 - psnr_model_codes: its most likely codes decoded alone (comparable with the ceiling)
 - token_accuracy: most likely codes equal to the tokenizer's codes of the true frame t+1
 - psnr_copy_current / ssim_copy_current / token_accuracy_copy_current: frame t (its codes) as the prediction
 - psnr_copy_current_tokens: frame t's codes decoded (what the codes of a copying model decode to)
 - psnr_tokenizer: the tokenizer's reconstruction of frame t+1 (the ceiling of psnr_model_codes)
-- psnr_shuffled_actions: the model again, the episode's actions permuted in time (same frames)
+- psnr_shuffled_actions: the model again (motion and codes), the episode's actions permuted in time (same frames)
 - psnr_memory_zeroed: the model again, its memory zeroed at every step (the memory ablation)
 
 Open loop, k = 1..horizon: from each start t0 (every OPEN_LOOP_START_EVERY steps) the model sees the
 true frames up to t0 and its memory there (from the teacher-forced pass), then is fed its own most
-likely codes; true actions and states all along. At k it predicts frame t0+k:
+likely codes and warps its own frames; true actions and states all along. At k it predicts frame t0+k:
 - psnr_model, ssim_model, psnr_copy_last (frame t0 as the prediction), psnr_shuffled_actions, psnr_tokenizer.
 
 Every figure is a mean over per-frame values, pooled over episodes.
@@ -43,7 +46,8 @@ from f1.shared.normalizers import Normalizer
 from f1.train.image_metrics import psnr_per_frame, ssim_per_frame
 from f1.train.models.tokenizer import FSQTokenizer
 from f1.train.models.world_model import WorldModel
-from f1.train.offline.teacher_batch import chunk_inputs, episode_chunk, tokenize_frames
+from f1.train.offline.teacher_batch import FrameTokens, chunk_inputs, episode_chunk, tokenize_frames
+from f1.train.offline.token_cache import preprocess_frames
 
 OPEN_LOOP_HORIZON = 16
 OPEN_LOOP_START_EVERY = 4
@@ -68,7 +72,8 @@ def shuffle_actions(actions: np.ndarray, rng: np.random.Generator) -> np.ndarray
 class EpisodeTensors:
     """One episode's frames and codes at the tokenizer's resolution."""
 
-    truth: np.ndarray  # (N,S,S,3) the true frames in [0,1]
+    frames: Tensor  # (N,3,S,S) the true frames in [0,1] (8-bit, as the teacher trained on them)
+    truth: np.ndarray  # (N,S,S,3) the same frames as numpy
     tokens: Tensor  # (N,n) the tokenizer's codes
     recon: np.ndarray  # (N,S,S,3) the codes decoded
     head: Optional[Tensor]  # (N,n) the head camera's codes, when the model is fed them
@@ -112,19 +117,29 @@ class PredictionEvaluator:
     def _episode_tensors(self, arrays: Mapping[str, np.ndarray]) -> EpisodeTensors:
         wrist = torch.from_numpy(arrays["wrist_rgb"]).to(self.device)
         tokens = tokenize_frames(self.tokenizer, wrist, DECODE_BATCH)  # (N,n)
-        truth = to_frames(torch.cat([self.tokenizer.preprocess(wrist[i : i + DECODE_BATCH]) for i in range(0, len(wrist), DECODE_BATCH)]))
+        frames = preprocess_frames(self.tokenizer, wrist, DECODE_BATCH)  # (N,3,S,S)
         head = tokenize_frames(self.tokenizer, torch.from_numpy(arrays["head_rgb"]).to(self.device), DECODE_BATCH) if self.use_head else None
-        return EpisodeTensors(truth, tokens, self._decode(tokens), head)
+        return EpisodeTensors(frames, to_frames(frames), tokens, self._decode(tokens), head)
 
-    def _teacher_forced(self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False) -> tuple[Tensor, list[Tensor]]:
-        """-> (digit logits for frames 1..N-1 (N-1,n,sum(levels)), the memory m_t used at each step t = 0..N-2)."""
+    def _propose(self, frames: Tensor, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """The motion proposal, a batch at a time: frames (B,3,S,S), normalized state (B,S), action (B,A) -> (warped, codes)."""
+        return self.model.propose(self.tokenizer, frames, state, action)
+
+    def _teacher_forced(
+        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False
+    ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+        """-> (digit logits for frames 1..N-1 (N-1,n,sum(levels)), the memory m_t used at each step t = 0..N-2,
+        the proposals: warped frames (N-1,3,S,S) and their codes (N-1,n))."""
         chunk = episode_chunk(arrays, self.history, self.stride)
         if zero_memory:
             chunk["is_first"] = np.ones_like(chunk["is_first"])  # the memory is zeroed wherever is_first
         index = torch.from_numpy(chunk["history_index"][0] - (self.history - 1) * self.stride).clamp(min=0)  # (L,h) steps
         wrist_hist = ep.tokens[index.to(self.device)].unsqueeze(0)  # (1,L,h,n)
-        tokens = (wrist_hist, ep.head[:-1].unsqueeze(0) if ep.head is not None else None, ep.tokens[1:].unsqueeze(0))
+        head = ep.head[:-1].unsqueeze(0) if ep.head is not None else None
+        tokens = FrameTokens(wrist_hist, head, ep.tokens[1:].unsqueeze(0), ep.frames[:-1].unsqueeze(0), ep.frames[1:].unsqueeze(0))
         inputs, _, _ = chunk_inputs(chunk, tokens, self.normalizers, self.device)
+        # the proposals of all steps at once: the motion sees only step t's own frame, state and action
+        warped, proposal = self._propose(inputs["frame"][0], inputs["state"][0], inputs["action_hist"][0, :, -1])
         memory = self.model.initial_memory(1, self.device)
         logits, used = [], []
         for k in range(inputs["is_first"].shape[1]):
@@ -133,15 +148,16 @@ class PredictionEvaluator:
             used.append(memory)
             step_logits, memory = self.model.step(
                 step_inputs["wrist_hist"], step_inputs.get("head"), step_inputs["action_hist"], step_inputs["state"],
-                step_inputs["pad_mask"], memory, step_inputs["is_first"], step_index=k,
+                step_inputs["pad_mask"], memory, step_inputs["is_first"], step_index=k, proposal=proposal[k : k + 1],
             )  # fmt: skip
             logits.append(step_logits[0])
-        return torch.stack(logits), used
+        return torch.stack(logits), used, warped, proposal
 
     def _open_loop(
         self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[Tensor], starts: list[int], horizon: int
-    ) -> list[tuple[Tensor, Tensor]]:
-        """-> per k = 1..horizon, (alive lanes, their digit logits (B',n,sum(levels))): lanes (starts) whose t0+k exists; fed argmax codes."""
+    ) -> list[tuple[Tensor, Tensor, np.ndarray]]:
+        """-> per k = 1..horizon, (alive lanes, their digit logits (B',n,sum(levels)), their frames (B',S,S,3)):
+        lanes (starts) whose t0+k exists; fed their argmax codes and their own frames."""
         n_steps = len(ep.tokens)
         lanes = len(starts)
         buffer = ep.tokens.unsqueeze(0).repeat(lanes, 1, 1)  # (B,N,n): true codes, overwritten by predictions
@@ -150,6 +166,7 @@ class PredictionEvaluator:
         action = self.normalizers["action"].normalize(torch.from_numpy(arrays["action"]).float().to(self.device))  # (N,A)
         state = self.normalizers["state"].normalize(torch.from_numpy(arrays["state"]).float().to(self.device))  # (N,S)
         head = ep.head
+        frame = ep.frames[start]  # (B,3,S,S): each lane's last frame, true at t0, then its own
         offsets = torch.arange(self.history, device=self.device) - (self.history - 1)  # (h,)
         per_k = []
         for k in range(1, horizon + 1):
@@ -162,12 +179,15 @@ class PredictionEvaluator:
             pad = slots < 0
             slots = slots.clamp(min=0)
             lane = torch.arange(lanes, device=self.device)[:, None]
+            warped, proposal = self._propose(frame, state[t_safe], action[t_safe])
             logits, memory = self.model.step(
                 buffer[lane, slots], head[t_safe] if head is not None else None, action[slots], state[t_safe], pad, memory,
-                torch.zeros(lanes, dtype=torch.bool, device=self.device),
+                torch.zeros(lanes, dtype=torch.bool, device=self.device), proposal=proposal,
             )  # fmt: skip
-            buffer[torch.arange(lanes, device=self.device), t_safe + 1] = self.model.codes.argmax(logits)
-            per_k.append((alive, logits[alive]))
+            codes = self.model.codes.argmax(logits)  # (B,n)
+            buffer[torch.arange(lanes, device=self.device), t_safe + 1] = codes
+            frame = (warped + self.tokenizer.decode(codes) - self.tokenizer.decode(proposal)).clamp(0, 1)  # (B,3,S,S)
+            per_k.append((alive, logits[alive], to_frames(frame[alive])))
         return per_k
 
     # ------------------------------------------------------------------ one episode
@@ -180,15 +200,13 @@ class PredictionEvaluator:
             "open_loop" (N-1,...) frames 1..N-1 fed its own codes from frame 0, "token_accuracy" one step}
         """
         ep = self._episode_tensors(arrays)
-        logits, memories = self._teacher_forced(arrays, ep)
+        logits, memories, warped, proposal = self._teacher_forced(arrays, ep)
         rolled = self._open_loop(arrays, ep, memories, [0], horizon=len(ep.tokens) - 1)
         argmax = self.model.codes.argmax(logits)  # (N-1,n)
-        open_loop = torch.cat([self.model.codes.argmax(k_logits) for _, k_logits in rolled])  # (N-1,n) frames 1..N-1
-        n = len(open_loop)
         return {
             "truth": ep.truth,
-            "one_step": self._residual(argmax, ep.truth[:-1], self._decode(ep.tokens[:-1])),
-            "open_loop": self._residual(open_loop, np.repeat(ep.truth[:1], n, 0), self._decode(ep.tokens[:1].expand(n, -1))),
+            "one_step": self._residual(argmax, to_frames(warped), self._decode(proposal)),
+            "open_loop": np.concatenate([frames for _, _, frames in rolled]),  # (N-1,S,S,3) frames 1..N-1
             "token_accuracy": float((argmax == ep.tokens[1:]).float().mean()),
         }
 
@@ -197,22 +215,23 @@ class PredictionEvaluator:
     def add_episode(self, arrays: Mapping[str, np.ndarray]) -> None:
         ep = self._episode_tensors(arrays)
         truth_next, current = ep.truth[1:], ep.truth[:-1]
-        logits, memories = self._teacher_forced(arrays, ep)
+        logits, memories, warped, proposal = self._teacher_forced(arrays, ep)
         shuffled = {**arrays, "action": shuffle_actions(arrays["action"], self.rng)}
-        logits_shuffled, _ = self._teacher_forced(shuffled, ep)
-        logits_zeroed, _ = self._teacher_forced(arrays, ep, zero_memory=True)
+        logits_shuffled, _, warped_shuffled, proposal_shuffled = self._teacher_forced(shuffled, ep)
+        logits_zeroed, _, _, _ = self._teacher_forced(arrays, ep, zero_memory=True)
         argmax_tokens = self.model.codes.argmax(logits)  # (N-1,n)
-        current_decoded = self._decode(ep.tokens[:-1])  # decoded once, the reference of every one-step residual
-        predicted = self._residual(argmax_tokens, current, current_decoded)
-        residual = lambda some_logits: self._residual(self.model.codes.argmax(some_logits), current, current_decoded)  # noqa: E731
+        reference, reference_decoded = to_frames(warped), self._decode(proposal)  # the proposal: what the codes correct
+        predicted = self._residual(argmax_tokens, reference, reference_decoded)
+        shuffled_frames = self._residual(self.model.codes.argmax(logits_shuffled), to_frames(warped_shuffled), self._decode(proposal_shuffled))
         figures = {
             "psnr_model": psnr_per_frame(predicted, truth_next),
+            "psnr_motion": psnr_per_frame(reference, truth_next),
             "psnr_model_codes": psnr_per_frame(self._decode(argmax_tokens), truth_next),
             "psnr_copy_current": psnr_per_frame(current, truth_next),
             "psnr_copy_current_tokens": psnr_per_frame(ep.recon[:-1], truth_next),
             "psnr_tokenizer": psnr_per_frame(ep.recon[1:], truth_next),
-            "psnr_shuffled_actions": psnr_per_frame(residual(logits_shuffled), truth_next),
-            "psnr_memory_zeroed": psnr_per_frame(residual(logits_zeroed), truth_next),
+            "psnr_shuffled_actions": psnr_per_frame(shuffled_frames, truth_next),
+            "psnr_memory_zeroed": psnr_per_frame(self._residual(self.model.codes.argmax(logits_zeroed), reference, reference_decoded), truth_next),
             "ssim_model": ssim_per_frame(predicted, truth_next),
             "ssim_copy_current": ssim_per_frame(current, truth_next),
             "token_accuracy": (argmax_tokens == ep.tokens[1:]).float().mean(1).cpu().numpy(),
@@ -228,17 +247,15 @@ class PredictionEvaluator:
         start = np.array(starts)
         # rollout.png: the first episode's rollout from step 0, truth above prediction
         capture = None if self.first_rollout is not None else {"truth": ep.truth[: self.horizon + 1], "predicted": []}
-        for k, ((alive, k_logits), (_, k_shuffled)) in enumerate(zip(rolled, rolled_shuffled), start=1):
+        for k, ((alive, _, frames), (_, _, frames_shuffled)) in enumerate(zip(rolled, rolled_shuffled), start=1):
             alive_np = alive.cpu().numpy()
             t0 = start[alive_np]
             target = ep.truth[t0 + k]
-            reference_decoded = self._decode(ep.tokens[t0])
-            frames = self._residual(self.model.codes.argmax(k_logits), ep.truth[t0], reference_decoded)
             row = {
                 "psnr_model": psnr_per_frame(frames, target),
                 "ssim_model": ssim_per_frame(frames, target),
                 "psnr_copy_last": psnr_per_frame(ep.truth[t0], target),
-                "psnr_shuffled_actions": psnr_per_frame(self._residual(self.model.codes.argmax(k_shuffled), ep.truth[t0], reference_decoded), target),
+                "psnr_shuffled_actions": psnr_per_frame(frames_shuffled, target),
                 "psnr_tokenizer": psnr_per_frame(ep.recon[t0 + k], target),
             }
             for key, values in row.items():

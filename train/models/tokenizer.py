@@ -220,7 +220,12 @@ class FSQTokenizer(nn.Module):
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         """uint8 (B,H,W,3) -> tokens LongTensor (B, n_tokens), the grid flattened row-major."""
-        return self.quantize(self.encoder(self.preprocess(images)))[1]
+        return self.encode_frames(self.preprocess(images))
+
+    @torch.no_grad()
+    def encode_frames(self, frames: Tensor) -> Tensor:
+        """float (B,3,S,S) in [0,1] at the tokenizer's size (what `preprocess` gives) -> tokens (B, n_tokens)."""
+        return self.quantize(self.encoder(frames.clamp(0.0, 1.0)))[1]
 
     def decode_values(self, values: Tensor) -> Tensor:
         """Code values (B, n_tokens, D) in [-1,1] -> float images (B,3,S,S) in [0,1]."""

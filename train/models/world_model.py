@@ -1,21 +1,27 @@
 """The world model: wrist-frame history + actions + state + GRU memory -> next wrist frame's tokens.
 
-One step's input sequence to the backbone (DESIGN §2; h history slots, n tokens a frame, g x g grid):
+Two stages, as a video codec predicts a frame: motion compensation in pixels, then a correction in codes.
+
+1. `MotionWarp` (f1.train.models.motion) resamples frame t along a flow it predicts from frame t,
+   the state and action t: the wrist camera rides on the arm, so most of frame t+1 is frame t
+   moved by the arm's motion, which codes cannot express (a one-pixel shift changes most codes).
+   The tokenizer encodes the warped frame: the proposal's codes.
+2. The backbone reads one step's sequence (DESIGN §2; h history slots, n tokens a frame, g x g grid):
 
     [memory m_t]                 1 token, absent when model.memory_enabled is false
     [state_t]                    1 token
     [action t-(h-1)s] .. [a_t]   h tokens, oldest first
-    [frame t-(h-1)s] ..          h-1 past frames, each pooled to (g/p)^2 tokens, oldest first
+    [frame t-(h-1)s] .. [t]      h frames, each pooled to (g/p)^2 tokens, oldest first
     [head frame t]               (g/p)^2 tokens, only when a head frame is given (teacher)
-    [frame t]                    n tokens at full resolution, mixed by 3x3 convolutions over the
-                                 grid (`GridMixer`) first: the outputs are read here
+    [proposal]                   n tokens at full resolution (frame t's codes when no proposal is
+                                 given: the online phases keep no pixels), mixed by 3x3 convolutions
+                                 over the grid (`GridMixer`) first: the outputs are read here
 
 Attention is bidirectional (a full 4D mask handed to the transformers backbone): every
-current-frame position sees the whole step, so content can move in from any side.
-Position i's output predicts token i of frame t+1, a residual on frame t: the wrist
-camera moves a little per step, so most of frame t+1 is frame t shifted. Action a_t
-and the state are also added to every current-frame token, so no position has to
-find them by attention first.
+proposal position sees the whole step, so content can move in from any side.
+Position i's output predicts token i of frame t+1, a correction of the proposal. Action a_t
+and the state are also added to every proposal token, so no position has to find them by
+attention first.
 
 Tokens are FSQ codes (f1.train.models.tokenizer): each is D digits, digit i one of
 levels[i] ordered values. A code is embedded as the sum of one embedding per digit
@@ -23,10 +29,10 @@ levels[i] ordered values. A code is embedded as the sum of one embedding per dig
 one distribution per digit (`FactorizedCodes`): D small heads instead of one over prod(levels)
 codes (65536 in the tiny preset). Each digit's distribution mixes a pointer and a
 generator (`_pointer_generator`): each cell of frame t+1 predicts a local flow, which of
-the 5 x 5 cells of frame t around it its content comes from, and copies their digits, so
+the 5 x 5 cells of the proposal around it its content comes from, and copies their digits, so
 moved content keeps its exact codes in scenes never seen; a small softmax head covers the
-rest. The flow starts on the cell itself: at initialisation the model predicts "copy the
-current frame" and learns where to depart from it.
+rest. The flow starts on the cell itself: at initialisation the model predicts the proposal
+(frame t, as the motion starts at zero) and learns where to depart from it.
 
 Memory (DESIGN §4): m has shape (num_layers, B, hidden). Step t uses m_t, then
 m_{t+1} = GRU(x_t, m_t), x_t a projection of [mean current-frame embedding,
@@ -44,7 +50,8 @@ from torch import Tensor, nn
 
 from f1.shared.config import F1Config, ModelConfig
 from f1.train.models.backbone import build_backbone
-from f1.train.models.tokenizer import digits_to_tokens, tokens_to_digits
+from f1.train.models.motion import MotionWarp
+from f1.train.models.tokenizer import FSQTokenizer, digits_to_tokens, tokens_to_digits
 
 MODALITIES = ("memory", "state", "wrist", "action", "head", "query")
 POOLED_FACTOR = 4  # past and head frames: a p x p block of the token grid becomes one token
@@ -183,7 +190,7 @@ class GridMixer(nn.Module):
 class WorldModel(nn.Module):
     # What `f1.train.optim.set_policy_requires_grad` freezes or trains, by parameter-name prefix.
     PARAMETER_GROUPS = {
-        "vision": ("token_embed", "grid_pos_embed", "pooled_pos_embed", "grid_mixer"),
+        "vision": ("token_embed", "grid_pos_embed", "pooled_pos_embed", "grid_mixer", "motion"),
         "generator": ("out_norm", "logits_head", "flow_head", "copy_gate"),
         "action": ("action_proj", "action_bias_proj"),
         "state": ("state_proj",),
@@ -222,6 +229,7 @@ class WorldModel(nn.Module):
         self.action_proj = nn.Linear(self.action_dim, d)
         self.action_bias_proj = nn.Linear(self.action_dim + self.state_dim, d)
         self.grid_mixer = GridMixer(d, self.grid)
+        self.motion = MotionWarp(self.state_dim, self.action_dim)  # pixels: the proposal the codes correct
         self.state_proj = nn.Linear(self.state_dim, d)
         if self.memory_enabled:
             self.memory_proj = memory_projection(m, d)
@@ -276,10 +284,28 @@ class WorldModel(nn.Module):
         _, new_memory = self.gru(self.summary_proj(summary).unsqueeze(0), memory)  # (1,B,d) -> (L_m,B,Hm)
         return new_memory
 
+    def propose(self, tokenizer: FSQTokenizer, frames: Tensor, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """The motion-compensated proposal for frame t+1: frames t (B,3,S,S) in [0,1], state (B,S) and action t (B,A)
+        normalized -> (warped frames (B,3,S,S), their codes (B,n)). The codes are the tokenizer's, without gradient:
+        the motion learns from its pixel loss (`motion_loss`), the codes' corrections from the cross-entropy."""
+        warped = self.motion(frames, state, action)
+        return warped, tokenizer.encode_frames(warped.detach())
+
     def _predict(
-        self, wrist_hist: Tensor, head: Optional[Tensor], action_hist: Tensor, state: Tensor, pad_mask: Tensor, memory_top: Tensor
+        self,
+        wrist_hist: Tensor,
+        head: Optional[Tensor],
+        action_hist: Tensor,
+        state: Tensor,
+        pad_mask: Tensor,
+        memory_top: Tensor,
+        proposal: Optional[Tensor] = None,
     ) -> Tensor:
-        """One backbone pass over N independent steps -> digit logits (N,n,sum(levels)); memory_top (N,Hm) is m_t's top layer."""
+        """One backbone pass over N independent steps -> digit logits (N,n,sum(levels)); memory_top (N,Hm) is m_t's top layer.
+
+        proposal (N,n): the codes of the motion-compensated frame t+1 (`propose`), the grid the output
+        corrects and copies from; None (the online phases, which keep no pixels) uses frame t's codes.
+        """
         b, h, n = wrist_hist.shape
         assert (h, n) == (self.history, self.n_tokens), ("wrist_hist (B,h,n)", tuple(wrist_hist.shape), self.history, self.n_tokens)
         assert action_hist.shape[:2] == (b, h), (
@@ -287,34 +313,35 @@ class WorldModel(nn.Module):
         )
         d = self.width
         pad = pad_mask.unsqueeze(-1).to(self.pad_embed.dtype) * self.pad_embed  # (B,h,d)
-        current_tokens = wrist_hist[:, -1]  # (B,n)
+        query_tokens = wrist_hist[:, -1] if proposal is None else proposal  # (B,n)
 
         parts = []
         if self.memory_enabled:
             parts.append((self.memory_proj(memory_top) + self._modality("memory")).unsqueeze(1))  # (B,1,d)
         parts.append((self.state_proj(state) + self._modality("state")).unsqueeze(1))  # (B,1,d)
         parts.append(self.action_proj(action_hist) + self.slot_embed + self._modality("action") + pad)  # (B,h,d)
-        if h > 1:
-            past = self.token_embed(wrist_hist[:, :-1]).reshape(b * (h - 1), n, d)  # (B*(h-1),n,d)
-            past = pool_grid(past, self.grid).view(b, h - 1, self.pooled, d) + self.pooled_pos_embed  # (B,h-1,n',d)
-            past = past + (self._modality("wrist") + self.slot_embed[:-1] + pad[:, :-1]).unsqueeze(2)
-            parts.append(past.flatten(1, 2))  # (B,(h-1)n',d)
+        # the history, frame t included (the query grid is the proposal's), pooled
+        past = self.token_embed(wrist_hist).reshape(b * h, n, d)  # (B*h,n,d)
+        past = pool_grid(past, self.grid).view(b, h, self.pooled, d) + self.pooled_pos_embed  # (B,h,n',d)
+        past = past + (self._modality("wrist") + self.slot_embed + pad).unsqueeze(2)
+        parts.append(past.flatten(1, 2))  # (B,h*n',d)
         if head is not None:
             head_tokens = pool_grid(self.token_embed(head), self.grid) + self.pooled_pos_embed  # (B,n',d)
             parts.append(head_tokens + self._modality("head"))
         conditioning = self.action_bias_proj(torch.cat([action_hist[:, -1], state], -1)).unsqueeze(1)  # (B,1,d)
-        current = self.grid_mixer(self.token_embed(current_tokens) + self.grid_pos_embed + conditioning)  # (B,n,d) moved locally
+        current = self.grid_mixer(self.token_embed(query_tokens) + self.grid_pos_embed + conditioning)  # (B,n,d) moved locally
         current = current + self._modality("query")
         parts.append(current)
 
         x = self.in_proj(torch.cat(parts, dim=1))  # (B,T,hidden)
         everything = torch.ones(1, 1, x.shape[1], x.shape[1], dtype=torch.bool, device=x.device)  # bidirectional
         out = self.out_proj(self.backbone(inputs_embeds=x, attention_mask=everything).last_hidden_state[:, -n:])  # (B,n,d)
-        return self._pointer_generator(self.out_norm(out), current_tokens)  # (B,n,sum(levels))
+        return self._pointer_generator(self.out_norm(out), query_tokens)  # (B,n,sum(levels))
 
-    def _pointer_generator(self, out: Tensor, current_tokens: Tensor) -> Tensor:
-        """Per-digit log-probabilities of frame t+1's codes: out (B,n,d), current_tokens (B,n) -> (B,n,sum(levels)).
+    def _pointer_generator(self, out: Tensor, source_tokens: Tensor) -> Tensor:
+        """Per-digit log-probabilities of frame t+1's codes: out (B,n,d), source_tokens (B,n) -> (B,n,sum(levels)).
 
+        source_tokens: the proposal's codes (or frame t's), called frame t below.
         p(digit) = g * sum_o flow_o * (the digit at offset o in frame t) + (1 - g) * softmax(generator):
         a local flow over the grid copies moved content code for code, whatever the scene's colours
         (a pointer-generator, See et al. 2017, over the FLOW_WINDOW x FLOW_WINDOW cells around each
@@ -322,7 +349,7 @@ class WorldModel(nn.Module):
         """
         b, n, _ = out.shape
         g, r = self.grid, FLOW_WINDOW // 2
-        one_hot = self.codes.one_hot(current_tokens).transpose(1, 2).reshape(b, -1, g, g)  # (B,sum(levels),g,g)
+        one_hot = self.codes.one_hot(source_tokens).transpose(1, 2).reshape(b, -1, g, g)  # (B,sum(levels),g,g)
         padded = F.pad(one_hot, (r, r, r, r), mode="replicate")
         neighbours = F.unfold(padded, FLOW_WINDOW).view(b, -1, FLOW_WINDOW**2, n)  # (B,sum(levels),W^2,n)
         flow = torch.softmax(self.flow_head(out).float(), -1)  # (B,n,W^2)
@@ -341,14 +368,16 @@ class WorldModel(nn.Module):
         memory: Optional[Tensor],
         is_first: Tensor,
         step_index: Optional[int] = None,
+        proposal: Optional[Tensor] = None,
     ) -> tuple[Tensor, Tensor]:
         """One step t -> (digit logits for each token of wrist frame t+1 (B,n,sum(levels)), m_{t+1}).
 
         wrist_hist (B,h,n) long, head (B,n) long or None, action_hist (B,h,A) (the last slot holds
-        action t), state (B,S) normalized, pad_mask (B,h) bool, memory (L_m,B,Hm), is_first (B,) bool.
+        action t), state (B,S) normalized, pad_mask (B,h) bool, memory (L_m,B,Hm), is_first (B,) bool,
+        proposal (B,n) long or None (`propose`).
         """
         memory = self._reset(memory, is_first, step_index)  # (L_m,B,Hm) m_t
-        logits = self._predict(wrist_hist, head, action_hist, state, pad_mask, memory[-1])
+        logits = self._predict(wrist_hist, head, action_hist, state, pad_mask, memory[-1], proposal)
         return logits, self._next_memory(wrist_hist[:, -1], action_hist[:, -1], state, memory)
 
     # ------------------------------------------------------------------ a TBPTT chunk
@@ -357,7 +386,7 @@ class WorldModel(nn.Module):
         """Run L steps -> (digit logits (B,L,n,sum(levels)), memory after the chunk, memory_trace (B,L,Hm)).
 
         inputs: wrist_hist (B,L,h,n), head (B,L,n) (optional), action_hist (B,L,h,A), state (B,L,S),
-        pad_mask (B,L,h), is_first (B,L). memory_trace[:, k] is the top layer of the memory step k
+        pad_mask (B,L,h), is_first (B,L), proposal (B,L,n) (optional, `propose`). memory_trace[:, k] is the top layer of the memory step k
         used (after its is_first reset). Gradients cross steps through the memory unless
         training.memory_backprop is false; the caller detaches between chunks.
 
@@ -365,7 +394,7 @@ class WorldModel(nn.Module):
         inputs (never the backbone's outputs), so the GRU runs first, step by step (resets
         inside the loop), and the backbone then sees all B x L steps in one batch.
         """
-        wrist_hist, head = inputs["wrist_hist"], inputs.get("head")
+        wrist_hist, head, proposal = inputs["wrist_hist"], inputs.get("head"), inputs.get("proposal")
         b, length = wrist_hist.shape[:2]
         used = []
         for k in range(length):
@@ -382,6 +411,7 @@ class WorldModel(nn.Module):
             inputs["state"].flatten(0, 1),
             inputs["pad_mask"].flatten(0, 1),
             trace.flatten(0, 1),  # (B*L,Hm)
+            proposal.flatten(0, 1) if proposal is not None else None,  # (B*L,n)
         )
         return logits.view(b, length, self.n_tokens, -1), memory, trace  # (B,L,n,sum(levels)), (L_m,B,Hm), (B,L,Hm)
 
@@ -399,6 +429,15 @@ class WorldModel(nn.Module):
         loss = self.codes.nll(valid_logits, valid_targets).mean()
         accuracy = (self.codes.argmax(valid_logits.detach()) == valid_targets).float().mean()
         return loss, accuracy
+
+    def motion_loss(self, warped: Tensor, next_frames: Tensor, mask: Tensor) -> Tensor:
+        """Mean L1 of the proposal against frame t+1 over valid positions: warped, next_frames (B,L,3,S,S), mask (B,L)."""
+        assert warped.shape == next_frames.shape and mask.shape == warped.shape[:2], (
+            tuple(warped.shape), tuple(next_frames.shape), tuple(mask.shape),
+        )
+        if not bool(mask.any()):
+            return warped.sum() * 0.0
+        return (warped[mask].float() - next_frames[mask].float()).abs().mean()
 
     def uncertainty(self, logits: Tensor) -> Tensor:
         """Mean per-token entropy (nats) of the predicted next frame: logits (B,n,sum(levels)) -> (B,)."""

@@ -72,11 +72,12 @@ class LogWindow:
     def reset(self) -> None:
         self.start = time.perf_counter()
         self.steps = 0
-        self.loss = self.accuracy = self.memory_norm = self.data_wait_s = self.step_s = 0.0
+        self.loss = self.motion_l1 = self.accuracy = self.memory_norm = self.data_wait_s = self.step_s = 0.0
 
-    def add(self, loss: float, accuracy: float, memory_norm: float, data_wait_s: float, step_s: float) -> None:
+    def add(self, loss: float, motion_l1: float, accuracy: float, memory_norm: float, data_wait_s: float, step_s: float) -> None:
         self.steps += 1
         self.loss += loss
+        self.motion_l1 += motion_l1
         self.accuracy += accuracy
         self.memory_norm += memory_norm
         self.data_wait_s += data_wait_s
@@ -149,7 +150,7 @@ def main(
     tokenizer = tokenizer.to(device).eval().requires_grad_(False)
     normalizers = store_normalizers(store)
     world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.levels).to(device)
-    chunk_model = ChunkModel(world_model)  # what DDP wraps: forward = forward_chunk
+    chunk_model = ChunkModel(world_model, tokenizer)  # what DDP wraps: forward = motion proposal + forward_chunk
     use_head = cfg.teacher.use_head_camera
     cameras = ("wrist", "head") if use_head else ("wrist",)
     # With the token cache the replay reads only vectors and markers; frames are read once, by the cache.
@@ -275,10 +276,14 @@ def main(
                 else:
                     tokens = window_tokens(chunk, tokenizer, device, use_head)
                 inputs, targets, mask = chunk_inputs(chunk, tokens, normalizers, device)
+                if "head" in inputs and drops_head(t.seed, progress.step, cfg.teacher.head_dropout):
+                    del inputs["head"]  # the whole chunk without the head frame: the model also serves wrist-only phases
                 memory_in = memory
                 with accelerator.autocast():
-                    logits, memory, trace = model(inputs, memory)  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm)
-                loss, accuracy = world_model.loss(logits.float(), targets, mask)
+                    logits, memory, trace, warped = model(inputs, memory)  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm), (B,L,3,S,S)
+                code_loss, accuracy = world_model.loss(logits.float(), targets, mask)
+                motion_l1 = world_model.motion_loss(warped, tokens.next_frame, mask)
+                loss = code_loss + motion_l1  # disjoint parameters (the proposal's codes carry no gradient)
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
                 optimizer.step()
@@ -298,7 +303,7 @@ def main(
                         "memory_in": memory_in.detach().cpu(), "memory_trace": trace.detach().cpu(),
                         "memory_out": memory.cpu(),
                     })  # fmt: skip
-                window.add(float(loss.detach()), float(accuracy), memory_norm(memory), data_wait_s, time.perf_counter() - wait_start)
+                window.add(float(code_loss.detach()), float(motion_l1.detach()), float(accuracy), memory_norm(memory), data_wait_s, time.perf_counter() - wait_start)
                 bar.update(1)
 
                 stop_reason = reached_stop(progress, t)
@@ -340,13 +345,14 @@ def log_window(accelerator, window: LogWindow, progress: Progress, scheduler, pr
     import torch
 
     n = max(window.steps, 1)
-    loss_acc = torch.tensor([window.loss / n, window.accuracy / n], device=accelerator.device)
+    loss_acc = torch.tensor([window.loss / n, window.accuracy / n, window.motion_l1 / n], device=accelerator.device)
     if world_size > 1:
         loss_acc = accelerator.reduce(loss_acc, "mean")
     elapsed = time.perf_counter() - window.start
     return {
         "wm/loss": float(loss_acc[0]),
         "wm/token_accuracy": float(loss_acc[1]),
+        "wm/motion_l1": float(loss_acc[2]),
         "wm/memory_norm": window.memory_norm / n,
         "perf/data_wait_s": window.data_wait_s / n,
         "perf/data_wait_share": window.data_wait_s / max(window.step_s, 1e-9),
@@ -357,6 +363,12 @@ def log_window(accelerator, window: LogWindow, progress: Progress, scheduler, pr
         "train/epoch": progress.epoch,
         "train/episodes": progress.episodes,
     }
+
+
+def drops_head(seed: int, step: int, dropout: float) -> bool:
+    """Whether the chunk of optimizer step `step` trains without the head frame: a draw of its own
+    generator, keyed by (seed, step), so an exact resume draws the same and no global RNG moves."""
+    return dropout > 0 and np.random.default_rng([seed, step]).random() < dropout
 
 
 def rank_episodes(replay, epoch: int) -> list[int]:

@@ -2,43 +2,58 @@
 
 Window arrays span C + L + 1 positions per lane (C = (h-1)s): chunk position
 p sits at window position C+p, its history slots at `history_index[:, p]`,
-its next wrist frame (the target) at C+p+1. Tokens come either from the
-token cache, by each position's (episode, step) (`cached_tokens`, the
-default), or from tokenising the window's frames (`window_tokens`); both
-give the same tokens (tested).
+its next wrist frame (the target) at C+p+1. Tokens (and the wrist frames t and
+t+1 at the tokenizer's size, which the motion compensation warps and is scored
+on) come either from the token cache, by each position's (episode, step)
+(`cached_tokens`, the default), or from the window's frames (`window_tokens`);
+both give the same (tested).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from f1.shared.normalizers import Normalizer
-from f1.train.offline.token_cache import TokenCache
+from f1.train.offline.token_cache import TokenCache, preprocess_frames
 from f1.train.models.tokenizer import FSQTokenizer
 from f1.train.models.world_model import WorldModel
 
 
 class ChunkModel(nn.Module):
-    """The world model with `forward` = `forward_chunk`.
+    """The world model with `forward` = its motion proposal (when inputs hold frames) + `forward_chunk`.
 
     DistributedDataParallel syncs gradients only for work done through
     `forward`, and WorldModel has none, so this is what `accelerate.prepare` wraps.
+    The frozen tokenizer encodes the proposals; it is kept outside the module's
+    parameters (a plain attribute), so DDP neither syncs nor checkpoints it.
     """
 
-    def __init__(self, world_model: WorldModel) -> None:
+    def __init__(self, world_model: WorldModel, tokenizer: Optional[FSQTokenizer] = None) -> None:
         super().__init__()
         self.world_model = world_model
+        self.__dict__["tokenizer"] = tokenizer  # not a submodule: frozen, never saved with the world model
         # DDP wants a gradient for every trainable parameter; the backbone's own token table never
         # gets one (the world model feeds it inputs_embeds), so it is frozen rather than paying for
         # find_unused_parameters' graph walk every step.
         world_model.backbone.get_input_embeddings().requires_grad_(False)
 
-    def forward(self, inputs: dict[str, Tensor], memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.world_model.forward_chunk(inputs, memory)
+    def forward(self, inputs: dict[str, Tensor], memory: Tensor) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """-> (digit logits (B,L,n,K'), memory, memory trace, warped frames (B,L,3,S,S) or None without frames)."""
+        if "frame" not in inputs:
+            return (*self.world_model.forward_chunk(inputs, memory), None)
+        assert self.tokenizer is not None, "ChunkModel needs the tokenizer to encode motion proposals"
+        frame = inputs["frame"]  # (B,L,3,S,S)
+        b, length = frame.shape[:2]
+        warped, proposal = self.world_model.propose(
+            self.tokenizer, frame.flatten(0, 1), inputs["state"].flatten(0, 1), inputs["action_hist"][:, :, -1].flatten(0, 1)
+        )  # (B*L,3,S,S), (B*L,n)
+        chunk = {key: value for key, value in inputs.items() if key != "frame"}
+        chunk["proposal"] = proposal.view(b, length, -1)  # (B,L,n)
+        return (*self.world_model.forward_chunk(chunk, memory), warped.view_as(frame))
 
 
 def to_device(array: np.ndarray, device: torch.device) -> Tensor:
@@ -65,20 +80,28 @@ def gather_positions(window: Tensor, index: Tensor) -> Tensor:
     return window[lanes, index]
 
 
-FrameTokens = tuple[Tensor, Optional[Tensor], Tensor]
-"""(wrist history (B,L,h,n), head frame (B,L,n) or None, next wrist frame = the target (B,L,n)), long."""
+class FrameTokens(NamedTuple):
+    """A chunk's codes and the wrist frames the motion compensation needs."""
+
+    wrist_hist: Tensor  # (B,L,h,n) long
+    head: Optional[Tensor]  # (B,L,n) long, or None
+    target: Tensor  # (B,L,n) long: the next wrist frame's codes
+    frame: Tensor  # (B,L,3,S,S) float in [0,1]: wrist frame t at the tokenizer's size (zeros on padding)
+    next_frame: Tensor  # (B,L,3,S,S): wrist frame t+1, the motion's target
 
 
 def window_tokens(chunk: Mapping[str, Any], tokenizer: FSQTokenizer, device: torch.device, use_head: bool) -> FrameTokens:
     """Tokenise the chunk's window frames (C + L + 1 per lane), then pick each position's."""
     length = chunk["history_index"].shape[1]
     context = chunk["wrist_rgb"].shape[1] - length - 1  # C: the window has C + L + 1 positions
-    wrist = tokenize_frames(tokenizer, to_device(chunk["wrist_rgb"], device))  # (B,C+L+1,n)
+    wrist_rgb = to_device(chunk["wrist_rgb"], device)
+    wrist = tokenize_frames(tokenizer, wrist_rgb)  # (B,C+L+1,n)
+    frames = preprocess_frames(tokenizer, wrist_rgb[:, context : context + length + 1])  # (B,L+1,3,S,S)
     head = None
     if use_head:
         head = tokenize_frames(tokenizer, to_device(chunk["head_rgb"][:, context : context + length], device))  # (B,L,n)
     history = gather_positions(wrist, to_device(chunk["history_index"], device))  # (B,L,h,n)
-    return history, head, wrist[:, context + 1 : context + length + 1]
+    return FrameTokens(history, head, wrist[:, context + 1 : context + length + 1], frames[:, :-1], frames[:, 1:])
 
 
 def cached_tokens(chunk: Mapping[str, Any], cache: TokenCache, history: int, stride: int, device: torch.device, use_head: bool) -> FrameTokens:
@@ -94,8 +117,11 @@ def cached_tokens(chunk: Mapping[str, Any], cache: TokenCache, history: int, str
     next_step = np.where(chunk["target_valid"], step + 1, 0)  # (B,L)
     wrist_history = cache.gather("wrist", history_episode, history_step).to(device)  # (B,L,h,n)
     head = cache.gather("head", episode, np.maximum(step, 0)).to(device) if use_head else None  # (B,L,n)
-    targets = cache.gather("wrist", np.where(chunk["target_valid"], episode, -1), next_step).to(device)  # (B,L,n)
-    return wrist_history, head, targets
+    next_episode = np.where(chunk["target_valid"], episode, -1)  # (B,L)
+    targets = cache.gather("wrist", next_episode, next_step).to(device)  # (B,L,n)
+    frame = cache.gather_frames(episode, np.maximum(step, 0)).to(device)  # (B,L,3,S,S)
+    next_frame = cache.gather_frames(next_episode, next_step).to(device)  # (B,L,3,S,S)
+    return FrameTokens(wrist_history, head, targets, frame, next_frame)
 
 
 def chunk_inputs(
@@ -104,23 +130,23 @@ def chunk_inputs(
     normalizers: Mapping[str, Normalizer],
     device: torch.device,
 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    """-> (forward_chunk inputs, target tokens (B,L,n), loss mask (B,L))."""
-    wrist_history, head, targets = tokens
+    """-> (ChunkModel inputs: forward_chunk's + "frame", target tokens (B,L,n), loss mask (B,L))."""
     history_index = to_device(chunk["history_index"], device)  # (B,L,h)
     length = history_index.shape[1]
     context = chunk["action"].shape[1] - length - 1  # C: the window has C + L + 1 positions
     action = normalizers["action"].normalize(to_device(chunk["action"], device).float())  # (B,C+L+1,A)
     state = normalizers["state"].normalize(to_device(chunk["state"], device).float())  # (B,C+L+1,S)
     inputs = {
-        "wrist_hist": wrist_history,  # (B,L,h,n)
+        "wrist_hist": tokens.wrist_hist,  # (B,L,h,n)
         "action_hist": gather_positions(action, history_index),  # (B,L,h,A)
         "state": state[:, context : context + length],  # (B,L,S)
         "pad_mask": to_device(chunk["history_pad"], device),  # (B,L,h)
         "is_first": to_device(chunk["is_first"], device),  # (B,L)
+        "frame": tokens.frame,  # (B,L,3,S,S)
     }
-    if head is not None:
-        inputs["head"] = head  # (B,L,n)
-    return inputs, targets, to_device(chunk["target_valid"], device)
+    if tokens.head is not None:
+        inputs["head"] = tokens.head  # (B,L,n)
+    return inputs, tokens.target, to_device(chunk["target_valid"], device)
 
 
 def episode_chunk(arrays: Mapping[str, np.ndarray], history: int, stride: int) -> dict[str, np.ndarray]:

@@ -6,6 +6,8 @@ neighbours, and every epoch revisits every frame) would make the conv encoder,
 not the world model, the cost of a step. Episodes are tokenised whole (a
 fixed batch composition, so the same tokens on a resumed run) and kept as
 int16 on the CPU, int32 past 32768 codes: 2 or 4 bytes a token, e.g. 1M frames x 256 tokens x 4 bytes = 1 GB a camera.
+The wrist frames are kept too, at the tokenizer's size as uint8 (what the motion compensation
+warps: 12 KB a 64x64 frame, 12 GB a million).
 `teacher.cache_tokens: false` turns this off for stores whose tokens do not fit.
 """
 
@@ -23,6 +25,16 @@ from f1.train.models.tokenizer import FSQTokenizer
 ENCODE_BATCH = 256
 
 
+@torch.no_grad()
+def preprocess_frames(tokenizer: FSQTokenizer, frames: Tensor, batch: int = ENCODE_BATCH) -> Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, S, S) in [0,1] at the tokenizer's size, rounded to 8 bits
+    (as the token cache keeps them, so both paths feed the motion the same frames)."""
+    lead = frames.shape[:-3]
+    flat = frames.reshape(-1, *frames.shape[-3:])  # (F,H,W,3)
+    out = torch.cat([tokenizer.preprocess(flat[i : i + batch]) for i in range(0, flat.shape[0], batch)])  # (F,3,S,S)
+    return (out * 255).round().div(255).view(*lead, *out.shape[1:])
+
+
 class TokenCache:
     """tokens[camera][episode index] = int16 (N, n) (int32 past 32768 codes) for every episode warmed so far."""
 
@@ -31,6 +43,7 @@ class TokenCache:
         self.dtype = torch.int16 if tokenizer.codebook_size <= 2**15 else torch.int32
         self.n_tokens = tokenizer.n_tokens
         self.tokens: dict[str, dict[int, Tensor]] = {camera: {} for camera in self.cameras}
+        self.frames: dict[int, Tensor] = {}  # episode -> uint8 (N,3,S,S), the wrist camera at the tokenizer's size
 
     def missing(self, episodes: Iterable[int]) -> list[int]:
         return sorted({int(e) for e in episodes} - set(self.tokens[self.cameras[0]]))
@@ -49,6 +62,8 @@ class TokenCache:
                 images = torch.from_numpy(arrays[key])  # (N,H,W,3) uint8
                 tokens = [self.tokenizer.encode(images[i : i + ENCODE_BATCH]) for i in range(0, len(images), ENCODE_BATCH)]
                 self.tokens[camera][e] = torch.cat(tokens).to("cpu", self.dtype)  # (N,n)
+                if camera == "wrist":
+                    self.frames[e] = (preprocess_frames(self.tokenizer, images) * 255).round().to("cpu", torch.uint8)  # (N,3,S,S)
                 frames += len(images)
         return frames
 
@@ -63,6 +78,18 @@ class TokenCache:
             out[torch.from_numpy(where)] = cached[int(e)][torch.from_numpy(step[where])]
         return out.long()
 
+    def gather_frames(self, episode_index: np.ndarray, step: np.ndarray) -> Tensor:
+        """Wrist frames of (episode, step) pairs: any shape S -> float (*S, 3, S, S) in [0,1]; episode -1 gives zeros."""
+        assert episode_index.shape == step.shape, (episode_index.shape, step.shape)
+        size = self.tokenizer.image_size
+        out = torch.zeros(*episode_index.shape, 3, size, size, dtype=torch.uint8)
+        for e in np.unique(episode_index[episode_index >= 0]):
+            assert int(e) in self.frames, ("episode not cached yet: warm() it first", int(e))
+            where = episode_index == e
+            out[torch.from_numpy(where)] = self.frames[int(e)][torch.from_numpy(step[where])]
+        return out.float() / 255.0
+
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for per_camera in self.tokens.values() for t in per_camera.values())
+        tokens = sum(t.numel() * t.element_size() for per_camera in self.tokens.values() for t in per_camera.values())
+        return tokens + sum(f.numel() for f in self.frames.values())

@@ -141,7 +141,7 @@ def main(
         explorer_optimizer.load_state_dict(checkpoint.training_state["explorer_optimizer"])
         progress = Progress(**checkpoint.training_state["progress"])
     chunk_model, scorer, wm_optimizer, explorer_optimizer = accelerator.prepare(
-        ChunkModel(world_model), ActionScorer(explorer), wm_optimizer, explorer_optimizer
+        ChunkModel(world_model, tokenizer), ActionScorer(explorer), wm_optimizer, explorer_optimizer
     )
     log.info("adversarial: %d rank(s) on %s, %d env(s) each; teacher %s, student %s", world_size, device, s.envs, teacher_path, student_path)
 
@@ -161,7 +161,7 @@ def main(
         slots = plan_round(t.seed, RANDOM_STREAM, 0, rank * s.envs, s.envs, cfg.environment.scene_reset_interval, f"{id_prefix}-random")
         random_policy = ScriptedPolicy("random", t.action_dim, s.envs, device)
         ref = collect_rollout(venv, slots, random_policy, stepper, reward_fn, num_steps=t.steps_per_episode, device=device)
-        random_ref = {"tokens": ref.tokens, "applied": ref.applied, "states": ref.states}
+        random_ref = {"tokens": ref.tokens, "frames": ref.frames, "applied": ref.applied, "states": ref.states}
         set_seed(t.seed + rank)  # ranks draw different action noise
     recorder = RolloutRecorder(Path(record), cfg, PHASE, rank) if record is not None else None
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
@@ -229,7 +229,7 @@ def main(
 
             # 2. the score, both sides, with the world model as it played
             loss_random, accuracy_random = world_model_loss_on(
-                world_model, random_ref["tokens"], random_ref["applied"], random_ref["states"], history, stride, teacher.normalizers
+                chunk_model, world_model, random_ref, history, stride, teacher.normalizers
             )  # fmt: skip
             game = {
                 "adv/wm_loss_explorer_data": float(buf.prediction_ce.mean()),
@@ -240,7 +240,8 @@ def main(
             # 3. the world model learns from the explorer's fresh rollout
             start = time.perf_counter()
             wm_stats = train_world_model_on_rollout(
-                chunk_model, world_model, wm_optimizer, buf.tokens, buf.applied, buf.states,
+                chunk_model, world_model, wm_optimizer,
+                {"tokens": buf.tokens, "frames": buf.frames, "applied": buf.applied, "states": buf.states},
                 first_chunk=progress.iteration * a.wm_updates_per_iteration, updates=a.wm_updates_per_iteration,
                 bptt_length=t.bptt_length, history=history, stride=stride, normalizers=teacher.normalizers,
                 backward=accelerator.backward, clip_grad=lambda: accelerator.clip_grad_norm_(chunk_model.parameters(), t.grad_clip),

@@ -135,6 +135,7 @@ class RolloutBuffer:
     """One rollout: T steps in M envs (one episode each). Tensors live on the training device."""
 
     tokens: Tensor  # (T+1, M, n) long: wrist tokens of step k
+    frames: Tensor  # (T+1, M, 3, S, S) wrist frames of step k at the tokenizer's size (what the motion warps)
     states: Tensor  # (T+1, M, S) raw state at step k
     applied: Tensor  # (T+1, M, A) action applied after step k (as the env clips it); row T is padding zeros
     memory: Tensor  # (T+1, M, L_m, Hm) world-model memory m_k before step k (m_0 = 0)
@@ -164,6 +165,7 @@ class RolloutBuffer:
 
 def rollout_inputs(
     tokens: Tensor,
+    frames: Tensor,
     applied: Tensor,
     states: Tensor,
     steps: Tensor,
@@ -171,9 +173,9 @@ def rollout_inputs(
     stride: int,
     normalizers: Mapping[str, Normalizer],
 ) -> dict[str, Tensor]:
-    """The world model's inputs at `steps` (L,) of every env: forward_chunk's dict, each (M, L, ...).
+    """The world model's inputs at `steps` (L,) of every env: ChunkModel's dict, each (M, L, ...).
 
-    tokens (T+1,M,n), applied (T+1,M,A), states (T+1,M,S): a rollout's per-step arrays.
+    tokens (T+1,M,n), frames (T+1,M,3,S,S), applied (T+1,M,A), states (T+1,M,S): a rollout's per-step arrays.
     History slots t-(h-1)s .. t; before step 0 they repeat step 0 and are padded (the replay's rule).
     """
     offsets = (torch.arange(history, device=steps.device) - (history - 1)) * stride  # (h,) oldest first
@@ -186,6 +188,7 @@ def rollout_inputs(
         "state": normalizers["state"].normalize(states[steps].float()).transpose(0, 1),  # (M,L,S)
         "pad_mask": (hist_steps < 0)[None].expand(m, length, history),  # (M,L,h)
         "is_first": (steps == 0)[None].expand(m, length),  # (M,L)
+        "frame": frames[steps].transpose(0, 1),  # (M,L,3,S,S)
     }
 
 
@@ -210,12 +213,13 @@ class WorldModelStepper:
     def step(self, buf: RolloutBuffer, t: int) -> tuple[Tensor, Tensor]:
         """-> (next-frame code logits (M,n,sum(levels)), m_{t+1} (L_m,M,Hm)) for step t (buf.applied[t] must hold a_t)."""
         steps = torch.tensor([t], device=buf.tokens.device)
-        inputs = rollout_inputs(buf.tokens, buf.applied, buf.states, steps, self.history, self.stride, self.normalizers)
+        inputs = rollout_inputs(buf.tokens, buf.frames, buf.applied, buf.states, steps, self.history, self.stride, self.normalizers)
         inputs = {k: v[:, 0] for k, v in inputs.items()}  # the one step: (M,1,...) -> (M,...)
         memory = buf.memory[t].transpose(0, 1).contiguous()  # (M,L_m,Hm) -> (L_m,M,Hm)
+        _, proposal = self.world_model.propose(self.tokenizer, inputs["frame"], inputs["state"], inputs["action_hist"][:, -1])
         return self.world_model.step(
             inputs["wrist_hist"], None, inputs["action_hist"], inputs["state"], inputs["pad_mask"], memory,
-            inputs["is_first"], step_index=t,
+            inputs["is_first"], step_index=t, proposal=proposal,
         )  # fmt: skip
 
 
@@ -250,6 +254,7 @@ def collect_rollout(
     from f1.collect.env_spec import REAL_ACTION_DIMS
     from f1.collect.episode_buffer import EpisodeBuffer
     from f1.datasets import EpisodeMeta
+    from f1.train.offline.token_cache import preprocess_frames
 
     wm, tokenizer = stepper.world_model, stepper.tokenizer
     m, n = len(slots), tokenizer.n_tokens
@@ -269,6 +274,7 @@ def collect_rollout(
     memory0 = wm.initial_memory(m, device)  # (L_m,M,Hm)
     buf = RolloutBuffer(
         tokens=zeros(num_steps + 1, m, n, dtype=torch.long),
+        frames=zeros(num_steps + 1, m, 3, tokenizer.image_size, tokenizer.image_size),
         states=zeros(num_steps + 1, m, state_dim),
         applied=zeros(num_steps + 1, m, action_dim),
         memory=zeros(num_steps + 1, m, *memory0.transpose(0, 1).shape[1:]),
@@ -291,6 +297,7 @@ def collect_rollout(
         start = time.perf_counter()
         wrist = torch.from_numpy(np.stack([o["wrist_rgb"] for o in obs])).to(device)  # (M,H,W,3) uint8
         buf.tokens[k] = tokenizer.encode(wrist)  # (M,n)
+        buf.frames[k] = preprocess_frames(tokenizer, wrist)  # (M,3,S,S)
         timers["world_model"] += time.perf_counter() - start
         buf.states[k] = torch.from_numpy(np.stack([o["state"] for o in obs])).to(device)
         buf.ee_pos[k] = np.stack([info["ee_pos"] for info in infos])

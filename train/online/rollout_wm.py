@@ -39,26 +39,34 @@ def chunk_steps(chunk: int, num_steps: int, bptt_length: int, device: torch.devi
 
 
 def chunk_batch(
-    tokens: Tensor, applied: Tensor, states: Tensor, steps: Tensor, history: int, stride: int, normalizers: Mapping[str, Normalizer]
-) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    """-> (forward_chunk inputs (M,L,...), target tokens of frame t+1 (M,L,n), loss mask (M,L) all true)."""
-    inputs = rollout_inputs(tokens, applied, states, steps, history, stride, normalizers)
+    rollout: Mapping[str, Tensor], steps: Tensor, history: int, stride: int, normalizers: Mapping[str, Normalizer]
+) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+    """-> (ChunkModel inputs (M,L,...), target tokens of frame t+1 (M,L,n), frame t+1 (M,L,3,S,S), loss mask (M,L) all true).
+
+    rollout: a rollout's per-step arrays, "tokens" (T+1,M,n), "frames" (T+1,M,3,S,S), "applied" (T+1,M,A), "states" (T+1,M,S).
+    """
+    tokens, frames = rollout["tokens"], rollout["frames"]
+    inputs = rollout_inputs(tokens, frames, rollout["applied"], rollout["states"], steps, history, stride, normalizers)
     targets = tokens[steps + 1].transpose(0, 1)  # (L,M,n) -> (M,L,n)
     mask = torch.ones(targets.shape[:2], dtype=torch.bool, device=targets.device)  # (M,L)
-    return inputs, targets, mask
+    return inputs, targets, frames[steps + 1].transpose(0, 1), mask
 
 
 @torch.no_grad()
 def world_model_loss_on(
-    world_model: Any, tokens: Tensor, applied: Tensor, states: Tensor, history: int, stride: int, normalizers: Mapping[str, Normalizer]
+    chunk_model: Any, world_model: Any, rollout: Mapping[str, Tensor], history: int, stride: int, normalizers: Mapping[str, Normalizer]
 ) -> tuple[float, float]:
-    """The world model's mean next-frame cross-entropy (nats) and token accuracy over a whole rollout, memory from zeros."""
+    """The world model's mean next-frame cross-entropy (nats) and token accuracy over a whole rollout, memory from zeros.
+
+    chunk_model: the ChunkModel around world_model (motion proposal + forward_chunk); rollout: as in `chunk_batch`.
+    """
     was_training = world_model.training
     world_model.eval()
+    tokens = rollout["tokens"]
     num_steps, m = tokens.shape[0] - 1, tokens.shape[1]
     steps = torch.arange(num_steps, device=tokens.device)
-    inputs, targets, mask = chunk_batch(tokens, applied, states, steps, history, stride, normalizers)
-    logits, _, _ = world_model.forward_chunk(inputs, world_model.initial_memory(m, tokens.device))  # (M,T,n,K)
+    inputs, targets, _, mask = chunk_batch(rollout, steps, history, stride, normalizers)
+    logits, _, _, _ = chunk_model(inputs, world_model.initial_memory(m, tokens.device))  # (M,T,n,K)
     loss, accuracy = world_model.loss(logits.float(), targets, mask)
     world_model.train(was_training)
     return float(loss), float(accuracy)
@@ -68,9 +76,7 @@ def train_world_model_on_rollout(
     chunk_model: Any,
     world_model: Any,
     optimizer: torch.optim.Optimizer,
-    tokens: Tensor,
-    applied: Tensor,
-    states: Tensor,
+    rollout: Mapping[str, Tensor],
     *,
     first_chunk: int,
     updates: int,
@@ -83,8 +89,9 @@ def train_world_model_on_rollout(
 ) -> dict[str, float]:
     """`updates` TBPTT optimizer steps on one rollout, from chunk `first_chunk` on (wrapping to step 0); see the docstring.
 
-    chunk_model: what Accelerate prepared (forward = world_model.forward_chunk).
+    chunk_model: what Accelerate prepared (a ChunkModel: motion proposal + world_model.forward_chunk); rollout: as in `chunk_batch`.
     """
+    tokens = rollout["tokens"]
     num_steps, m = tokens.shape[0] - 1, tokens.shape[1]
     total_chunks = num_chunks(num_steps, bptt_length)
     device = tokens.device
@@ -94,20 +101,27 @@ def train_world_model_on_rollout(
     if chunk > 0:  # burn-in: the memory the teacher's rules would bring to this chunk
         with torch.no_grad():
             burn = torch.arange(0, chunk * bptt_length, device=device)
-            inputs, _, _ = chunk_batch(tokens, applied, states, burn, history, stride, normalizers)
-            _, memory, _ = world_model.forward_chunk(inputs, memory)
-    losses, accuracies = [], []
+            inputs, _, _, _ = chunk_batch(rollout, burn, history, stride, normalizers)
+            _, memory, _, _ = chunk_model(inputs, memory)
+    losses, motion_losses, accuracies = [], [], []
     for _ in range(updates):
         steps = chunk_steps(chunk, num_steps, bptt_length, device)
-        inputs, targets, mask = chunk_batch(tokens, applied, states, steps, history, stride, normalizers)
-        logits, memory, _ = chunk_model(inputs, memory)  # (M,L,n,K), (L_m,M,Hm)
-        loss, accuracy = world_model.loss(logits.float(), targets, mask)
+        inputs, targets, next_frames, mask = chunk_batch(rollout, steps, history, stride, normalizers)
+        logits, memory, _, warped = chunk_model(inputs, memory)  # (M,L,n,K), (L_m,M,Hm), _, (M,L,3,S,S)
+        code_loss, accuracy = world_model.loss(logits.float(), targets, mask)
+        motion_l1 = world_model.motion_loss(warped, next_frames, mask)
+        loss = code_loss + motion_l1  # as the teacher: disjoint parameters
         optimizer.zero_grad(set_to_none=True)
         backward(loss)
         clip_grad()
         optimizer.step()
         memory = memory.detach()  # truncated BPTT: the next chunk starts from the values, not this graph
-        losses.append(float(loss.detach()))
+        losses.append(float(code_loss.detach()))
+        motion_losses.append(float(motion_l1.detach()))
         accuracies.append(float(accuracy))
         chunk = (chunk + 1) % total_chunks  # wrapping to 0: is_first at step 0 resets the memory inside the model
-    return {"wm/loss": sum(losses) / len(losses), "wm/token_accuracy": sum(accuracies) / len(accuracies)}
+    return {
+        "wm/loss": sum(losses) / len(losses),
+        "wm/motion_l1": sum(motion_losses) / len(motion_losses),
+        "wm/token_accuracy": sum(accuracies) / len(accuracies),
+    }

@@ -121,8 +121,8 @@ class TrainingConfig:
     """History length h: frames [t-(h-1)s .. t] enter the world model."""
     obs_img_stride: int = field(default=1, metadata=_range(ge=1))
     """History stride s."""
-    n_pred_img_steps: int = field(default=1, metadata=_range(ge=1, le=1))
-    """Frames predicted ahead (f1 predicts the next wrist frame only)."""
+    n_pred_img_steps: int = field(default=1, metadata=_range(ge=1))
+    """Frames predicted ahead in training: n > 1 also trains on frames t+2..t+n predicted from the model's own frames."""
     save_every: int = field(default=200, metadata=_range(ge=1))
     """Checkpoint every N optimizer steps (and at the end)."""
     log_every: int = field(default=10, metadata=_range(ge=1))
@@ -338,6 +338,11 @@ def _check_consistency(cfg: F1Config) -> None:
         raise ConfigError(
             f"model.tokenizer_image_size={m.tokenizer_image_size} must be divisible by "
             f"model.tokenizer_downsample={m.tokenizer_downsample}"
+        )
+    if cfg.training.n_pred_img_steps > cfg.training.bptt_length:
+        raise ConfigError(
+            f"training.n_pred_img_steps={cfg.training.n_pred_img_steps} exceeds training.bptt_length={cfg.training.bptt_length}: "
+            "frames ahead are predicted within a chunk; lower it or raise bptt_length"
         )
     if len(e.image_size) != 2 or min(e.image_size) < 16:
         raise ConfigError(f"environment.image_size={e.image_size} must be [height, width], each at least 16")

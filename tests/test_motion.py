@@ -35,7 +35,7 @@ def to_numpy(x: torch.Tensor) -> np.ndarray:
 
 def test_an_untrained_motion_returns_the_frame():
     torch.manual_seed(0)
-    motion = MotionWarp(STATE, ACTION)
+    motion = MotionWarp(STATE, ACTION, SIZE)
     x0, _, state, action = shifted_pairs(np.random.default_rng(0), 4)
     assert torch.allclose(motion(x0, state, action), x0, atol=1e-5)
 
@@ -44,7 +44,7 @@ def test_the_motion_learns_a_shift_the_action_determines():
     """Trained on held-in pairs, it predicts held-out pairs better than copying, and worse with the actions shuffled."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    motion = MotionWarp(STATE, ACTION, width=16)
+    motion = MotionWarp(STATE, ACTION, SIZE, width=16)
     optimizer = torch.optim.Adam(motion.parameters(), lr=3e-3)
     for _ in range(150):
         x0, x1, state, action = shifted_pairs(rng, 16)

@@ -112,3 +112,40 @@ def test_memory_ablation_and_baselines_are_on_the_same_frames(models):
         assert np.isfinite(one[key]), key
     memory = summary["memory"]
     assert memory["gain_db"] == pytest.approx(memory["psnr_memory_carried"] - memory["psnr_memory_zeroed"])
+
+
+def test_frames_ahead_are_predicted_from_the_models_own_frames_at_the_right_steps(models):
+    """training.n_pred_img_steps = 3: pass k at position p predicts from step p+k-1. On a still scene the untrained
+    model's own frame is the true one, so pass 2 at p must give what pass 1 gives at p+1 (same step, same memory)."""
+    from f1.train.offline.teacher_batch import ChunkModel, FrameTokens, ahead_mask, chunk_inputs, episode_chunk, tokenize_frames
+    from f1.train.offline.token_cache import preprocess_frames
+
+    cfg, tokenizer, model, normalizers = models
+    arrays = episode(0)
+    arrays["wrist_rgb"] = np.repeat(arrays["wrist_rgb"][:1], STEPS, 0)  # nothing moves
+    history = cfg.training.n_obs_img_steps
+    chunk = episode_chunk(arrays, history, 1)
+    wrist = torch.from_numpy(arrays["wrist_rgb"])
+    tokens, frames = tokenize_frames(tokenizer, wrist), preprocess_frames(tokenizer, wrist)
+    index = torch.from_numpy(chunk["history_index"][0] - (history - 1)).clamp(min=0)
+    inputs, _, mask = chunk_inputs(
+        chunk, FrameTokens(tokens[index][None], None, tokens[1:][None], frames[:-1][None], frames[1:][None]), normalizers, torch.device("cpu")
+    )  # fmt: skip
+    with torch.no_grad():
+        logits, _, _, _, further = ChunkModel(model, tokenizer, pred_steps=3)(inputs, model.initial_memory(1))
+    length = STEPS - 1
+    assert [tuple(k_logits.shape[:2]) for k_logits, _ in further] == [(1, length - 1), (1, length - 2)]
+    assert [tuple(k_warped.shape) for _, k_warped in further] == [(1, length - 1, 3, SIZE, SIZE), (1, length - 2, 3, SIZE, SIZE)]
+    assert torch.allclose(further[0][0], logits[:, 1:], atol=1e-4)
+    assert torch.allclose(further[1][0], logits[:, 2:], atol=1e-4)
+    assert ahead_mask(mask, inputs["is_first"], 2).all()
+
+
+def test_frames_ahead_never_cross_into_the_next_episode():
+    from f1.train.offline.teacher_batch import ahead_mask
+
+    mask = torch.tensor([[True, True, True, True, False]])
+    is_first = torch.tensor([[False, False, True, False, False]])  # a new episode starts at position 2
+    # pass 2: position p counts when frame p+2 (target of q = p+1) exists in p's episode
+    assert ahead_mask(mask, is_first, 2).tolist() == [[True, False, True, False]]
+    assert ahead_mask(mask, is_first, 3).tolist() == [[False, False, False]]

@@ -185,6 +185,19 @@ def test_memory_continues_across_chunk_borders_and_resets_exactly_at_is_first(re
     assert continued > 0 and reset_after_memory > 0, (continued, reset_after_memory)
 
 
+def test_predicting_frames_ahead_trains_on_more_than_the_next_frame(reference, assets, tmp_path):
+    """training.n_pred_img_steps = 3 adds the losses of frames t+2, t+3 (from the model's own frames): same steps,
+    the same first chunk, a larger loss to descend, a model that ends elsewhere."""
+    out = tmp_path / "ahead"
+    progress = run_teacher(config(assets, out, "training.max_steps=4", "training.n_pred_img_steps=3"), assets.store)
+    assert progress.step == 4
+    one_step = run_teacher(config(assets, tmp_path / "one", "training.max_steps=4"), assets.store)
+    assert one_step.step == 4
+    ahead, next_only = weights(out / "checkpoint-4"), weights(tmp_path / "one" / "checkpoint-4")
+    assert any(not torch.equal(ahead[k], next_only[k]) for k in ahead)
+    assert all(torch.isfinite(v).all() for v in ahead.values() if v.is_floating_point())
+
+
 def test_cached_tokens_match_the_tokenised_window(assets):
     """The token cache gathers by (episode, step) what tokenising the replay's window frames gives."""
     from f1.datasets import open_store

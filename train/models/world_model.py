@@ -229,7 +229,7 @@ class WorldModel(nn.Module):
         self.action_proj = nn.Linear(self.action_dim, d)
         self.action_bias_proj = nn.Linear(self.action_dim + self.state_dim, d)
         self.grid_mixer = GridMixer(d, self.grid)
-        self.motion = MotionWarp(self.state_dim, self.action_dim)  # pixels: the proposal the codes correct
+        self.motion = MotionWarp(self.state_dim, self.action_dim, m.tokenizer_image_size)  # pixels: the proposal the codes correct
         self.state_proj = nn.Linear(self.state_dim, d)
         if self.memory_enabled:
             self.memory_proj = memory_projection(m, d)

@@ -121,7 +121,7 @@ def main(
     from f1.shared.logs import setup_logging
     from f1.train.optim import make_optimizer, make_scheduler
     from f1.train.run_outputs import MetricsLog
-    from f1.train.offline.teacher_batch import ChunkModel, cached_tokens, chunk_inputs, memory_norm, window_tokens
+    from f1.train.offline.teacher_batch import ChunkModel, ahead_mask, cached_tokens, chunk_inputs, memory_norm, window_tokens
     from f1.train.offline.token_cache import TokenCache
     from f1.train.offline.teacher_samples import write_episode_sample
     from f1.train.models.world_model import WorldModel
@@ -150,7 +150,7 @@ def main(
     tokenizer = tokenizer.to(device).eval().requires_grad_(False)
     normalizers = store_normalizers(store)
     world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.levels).to(device)
-    chunk_model = ChunkModel(world_model, tokenizer)  # what DDP wraps: forward = motion proposal + forward_chunk
+    chunk_model = ChunkModel(world_model, tokenizer, t.n_pred_img_steps)  # what DDP wraps: motion proposal + forward_chunk
     use_head = cfg.teacher.use_head_camera
     cameras = ("wrist", "head") if use_head else ("wrist",)
     # With the token cache the replay reads only vectors and markers; frames are read once, by the cache.
@@ -280,10 +280,14 @@ def main(
                     del inputs["head"]  # the whole chunk without the head frame: the model also serves wrist-only phases
                 memory_in = memory
                 with accelerator.autocast():
-                    logits, memory, trace, warped = model(inputs, memory)  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm), (B,L,3,S,S)
+                    logits, memory, trace, warped, further = model(inputs, memory)  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm), (B,L,3,S,S)
                 code_loss, accuracy = world_model.loss(logits.float(), targets, mask)
                 motion_l1 = world_model.motion_loss(warped, tokens.next_frame, mask)
                 loss = code_loss + motion_l1  # disjoint parameters (the proposal's codes carry no gradient)
+                for k, (logits_k, warped_k) in enumerate(further, start=2):  # training.n_pred_img_steps > 1
+                    valid = ahead_mask(mask, inputs["is_first"], k)
+                    loss = loss + world_model.loss(logits_k.float(), targets[:, k - 1 :], valid)[0]
+                    loss = loss + world_model.motion_loss(warped_k, tokens.next_frame[:, k - 1 :], valid)
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
                 optimizer.step()

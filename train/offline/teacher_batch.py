@@ -32,19 +32,21 @@ class ChunkModel(nn.Module):
     parameters (a plain attribute), so DDP neither syncs nor checkpoints it.
     """
 
-    def __init__(self, world_model: WorldModel, tokenizer: Optional[FSQTokenizer] = None) -> None:
+    def __init__(self, world_model: WorldModel, tokenizer: Optional[FSQTokenizer] = None, pred_steps: int = 1) -> None:
         super().__init__()
         self.world_model = world_model
+        self.pred_steps = pred_steps  # training.n_pred_img_steps: frames t+1..t+n
         self.__dict__["tokenizer"] = tokenizer  # not a submodule: frozen, never saved with the world model
         # DDP wants a gradient for every trainable parameter; the backbone's own token table never
         # gets one (the world model feeds it inputs_embeds), so it is frozen rather than paying for
         # find_unused_parameters' graph walk every step.
         world_model.backbone.get_input_embeddings().requires_grad_(False)
 
-    def forward(self, inputs: dict[str, Tensor], memory: Tensor) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
-        """-> (digit logits (B,L,n,K'), memory, memory trace, warped frames (B,L,3,S,S) or None without frames)."""
+    def forward(self, inputs: dict[str, Tensor], memory: Tensor) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor], list]:
+        """-> (digit logits (B,L,n,K'), memory, memory trace, warped frames (B,L,3,S,S) or None without frames,
+        the frames further ahead: [(logits, warped)] for k = 2..pred_steps (`ahead`))."""
         if "frame" not in inputs:
-            return (*self.world_model.forward_chunk(inputs, memory), None)
+            return (*self.world_model.forward_chunk(inputs, memory), None, [])
         assert self.tokenizer is not None, "ChunkModel needs the tokenizer to encode motion proposals"
         frame = inputs["frame"]  # (B,L,3,S,S)
         b, length = frame.shape[:2]
@@ -53,7 +55,63 @@ class ChunkModel(nn.Module):
         )  # (B*L,3,S,S), (B*L,n)
         chunk = {key: value for key, value in inputs.items() if key != "frame"}
         chunk["proposal"] = proposal.view(b, length, -1)  # (B,L,n)
-        return (*self.world_model.forward_chunk(chunk, memory), warped.view_as(frame))
+        logits, memory, trace = self.world_model.forward_chunk(chunk, memory)
+        warped = warped.view_as(frame)
+        further = self.ahead(chunk, logits, warped, chunk["proposal"], trace) if self.pred_steps > 1 else []
+        return logits, memory, trace, warped, further
+
+    def ahead(self, inputs: dict[str, Tensor], logits: Tensor, warped: Tensor, proposal: Tensor, trace: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Frames t+2 .. t+n (n = pred_steps), each predicted from the model's own frame one step before.
+
+        Pass k predicts, at chunk position p (0 <= p <= L-k), frame p+k from step q = p+k-1: q's state,
+        actions, head frame and memory (the teacher-forced trace), but in place of the true frame q
+        (pixels and the history's last codes) the model's own prediction of it from pass k-1, detached:
+        what open loop feeds it. -> [(digit logits (B,L-k+1,n,K'), warped (B,L-k+1,3,S,S))] for k = 2..n;
+        their targets are the chunk's targets from position k-1 on (`ahead_mask` says which count).
+        """
+        wm, tokenizer = self.world_model, self.tokenizer
+        b, length = logits.shape[:2]
+        out = []
+        codes = wm.codes.argmax(logits.detach())  # (B,L,n) the model's frame p+1, as codes
+        own = own_frames(tokenizer, warped.detach(), codes, proposal)  # (B,L,3,S,S) ... and as pixels
+        for k in range(2, min(self.pred_steps, length) + 1):
+            span = length - k + 1  # positions p = 0 .. L-k
+
+            def at_q(x: Tensor) -> Tensor:
+                return x[:, k - 1 :].flatten(0, 1)  # step q = p+k-1 of every position: (B*span, ...)
+
+            history = inputs["wrist_hist"][:, k - 1 :].clone()  # (B,span,h,n)
+            history[:, :, -1] = codes[:, :span]  # frame q: the model's own
+            state, action_hist = at_q(inputs["state"]), at_q(inputs["action_hist"])
+            warped_k, proposal_k = wm.propose(tokenizer, own[:, :span].flatten(0, 1), state, action_hist[:, -1])
+            logits_k = wm._predict(
+                history.flatten(0, 1), at_q(inputs["head"]) if "head" in inputs else None, action_hist, state,
+                at_q(inputs["pad_mask"]), at_q(trace), proposal_k,
+            ).view(b, span, *logits.shape[2:])  # fmt: skip
+            warped_k = warped_k.view(b, span, *warped.shape[2:])
+            out.append((logits_k, warped_k))
+            codes = wm.codes.argmax(logits_k.detach())  # (B,span,n)
+            own = own_frames(tokenizer, warped_k.detach(), codes, proposal_k.view(b, span, -1))
+        return out
+
+
+def own_frames(tokenizer: FSQTokenizer, warped: Tensor, codes: Tensor, proposal: Tensor) -> Tensor:
+    """The model's frames: the proposal plus the codes' correction, decoded (f1.train.prediction_eval).
+
+    warped (B,L,3,S,S), codes and proposal (B,L,n) -> (B,L,3,S,S) in [0,1], without gradient.
+    """
+    with torch.no_grad():
+        change = tokenizer.decode(codes.flatten(0, 1)) - tokenizer.decode(proposal.flatten(0, 1))  # (B*L,3,S,S)
+        return (warped + change.view_as(warped)).clamp(0, 1)
+
+
+def ahead_mask(mask: Tensor, is_first: Tensor, k: int) -> Tensor:
+    """Which positions p of pass k count: frame p+k has a target (mask at q = p+k-1) in the same episode as p.
+
+    mask, is_first (B,L) bool -> (B,L-k+1) bool.
+    """
+    episode = is_first.long().cumsum(1)  # (B,L): which episode of the lane each position is in
+    return mask[:, k - 1 :] & (episode[:, k - 1 :] == episode[:, : mask.shape[1] - k + 1])
 
 
 def to_device(array: np.ndarray, device: torch.device) -> Tensor:

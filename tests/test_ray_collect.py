@@ -193,3 +193,17 @@ def test_the_run_says_where_its_node_rank_came_from(tmp_path, f1_cli):
     assert "nothing to do" in rest
     result = f1_cli("collect", "--out", tmp_path / "s", "--episodes", "1", *SMALL, env=_env(SLURM_PROCID=0, SLURM_NTASKS=4))
     assert result.returncode == 2 and "not a job step" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_runs_of_the_same_episodes_at_once_list_each_once(tmp_path):
+    from test_datasets import _child
+
+    store = tmp_path / "store"
+    # Two writer processes (a Ray task and its retry, both alive) adding the same 5 episodes, one a shard.
+    children = [_child(store, "webdataset", f"n0r{w}", per_shard=1, count=5, after="writer.close()") for w in range(2)]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready"
+        assert child.wait(timeout=120) == 0
+    assert sorted(_ids(store)) == [f"s0-e{i:07d}" for i in range(5)]
+    assert verify_store(store) == []
+    assert len(list(store.glob("shard-*.tar"))) == 5  # the losers' shards are deleted, not left unlisted

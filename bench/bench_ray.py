@@ -1,8 +1,9 @@
 """What Ray costs: `f1 collect` with 2 Ray actors vs 2 multiprocessing workers on the same job.
 
-    .venv/bin/python bench/bench_ray.py [--size 64] [--episodes 8] [--steps 20] [--workers 2] [--no-append]
+    .venv/bin/python bench/bench_ray.py [--size 64] [--episodes 16] [--steps 40] [--workers 2] [--no-append]
 
-Both runs collect the same episodes (same seed, plan and store settings) into
+After a one-episode warm-up run (Mesa caches compiled shaders on disk, which
+would favour whichever run came second), both runs collect the same episodes (same seed, plan and store settings) into
 fresh stores, CPU only (lavapipe), one env per worker or actor:
 - multiprocessing (baseline): `run_collection` spawning W workers;
 - ray: `run_collection(..., backend="ray")`: a local Ray instance started for
@@ -34,8 +35,8 @@ from f1.shared.config import load_config
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--episodes", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=20, help="actions per episode")
+    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=40, help="actions per episode")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
@@ -44,20 +45,23 @@ def main() -> None:
 
     from f1.collect.collector import run_collection
 
-    cfg = load_config(
-        overrides=[
-            f"environment.image_size=[{args.size},{args.size}]",
-            f"training.steps_per_episode={args.steps}",
-            "collect.envs=1",
-            f"collect.workers={args.workers}",
-            f"collect.episodes={args.episodes}",
-        ]
-    )
+    overrides = [
+        f"environment.image_size=[{args.size},{args.size}]",
+        f"training.steps_per_episode={args.steps}",
+        "collect.envs=1",
+        f"collect.workers={args.workers}",
+        f"collect.episodes={args.episodes}",
+    ]
+    cfg = load_config(overrides=overrides)
     steps = args.episodes * (args.steps + 1)
     tmp = Path(tempfile.mkdtemp(prefix="f1-bench-ray-"))
     figures = {}
     loads = []
     try:
+        # Warm-up, not measured: Mesa keeps compiled shaders on disk, so whichever run came first
+        # would pay their compilation for both.
+        warm = load_config(overrides=[*overrides, "collect.workers=1", "collect.episodes=1"])
+        assert run_collection(warm, tmp / "warm-up", Console(stderr=True, quiet=True)) is not None
         for backend in ("multiprocessing", "ray"):
             loads.append(load_average())
             start = time.perf_counter()

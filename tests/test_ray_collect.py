@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -207,3 +208,17 @@ def test_two_runs_of_the_same_episodes_at_once_list_each_once(tmp_path):
     assert sorted(_ids(store)) == [f"s0-e{i:07d}" for i in range(5)]
     assert verify_store(store) == []
     assert len(list(store.glob("shard-*.tar"))) == 5  # the losers' shards are deleted, not left unlisted
+
+
+def test_a_cpu_actor_hides_the_gpus_itself(tmp_path):
+    """Ray gives a num_gpus=0 actor an empty CUDA_VISIBLE_DEVICES or the node's own, by version: the actor
+    sets "" itself, drops the seed's device variables and keeps lavapipe to one thread, before SAPIEN loads."""
+    code = (
+        "import os; from f1.collect.ray_backend import _pin; _pin(False, True); "
+        "print(repr(os.environ['CUDA_VISIBLE_DEVICES']), os.environ['LP_NUM_THREADS'], 'VK_DEVICE_INDEX' in os.environ)"
+    )
+    env = {**_env(), "CUDA_VISIBLE_DEVICES": "0,1", "VK_DEVICE_INDEX": "1"}
+    env.pop("LP_NUM_THREADS", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["''", "1", "False"]

@@ -449,7 +449,7 @@ def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actor
                 task = _Task(next(ids), plan, plan.num_episodes)
                 tasks[task.id] = task
                 queue.append(task)
-        progress.update(bar, completed=len(listed_episode_ids(out) - done_at_start))
+        progress.update(bar, completed=min(todo, len(listed_episode_ids(out) - done_at_start)))  # other nodes add too
     for actor in list(alive):
         ray.kill(actor.handle, no_restart=True)
     events.shutdown()

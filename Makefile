@@ -17,11 +17,11 @@ system:
 venv: $(STAMP)
 
 # torch first, pinned, so that the CPU wheel on these machines is picked up and
-# nothing later pulls a CUDA build; then the package with its dev extra.
+# nothing later pulls a CUDA build; then the package with its dev and ray extras (the tests run a local Ray).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	touch $(STAMP)
 
 test: setup

@@ -1,5 +1,6 @@
 """`f1 collect`: options only. The work is `f1.collect.collector.main`, imported when the command runs,
-so this parent process never imports SAPIEN or torch (DESIGN.md section 6)."""
+so this parent process never imports SAPIEN or torch (DESIGN.md section 6). Without --node-rank/--num-nodes
+the ranks come from Slurm or torchrun-style variables (`f1.collect.ranks`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from f1.collect.ranks import resolve_node_ranks
 from f1.shared.cli_options import ConfigOpt, GpusOpt, SetOpt, StepsPerEpisodeOpt, build_config
+from f1.shared.errors import UserError
+
+BACKENDS = ("multiprocessing", "ray")
 
 
 def collect(
@@ -37,6 +42,13 @@ def collect(
     num_nodes: Annotated[
         Optional[int], typer.Option("--num-nodes", "--num_nodes", min=1, help="Machines writing one store.")
     ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Who runs the workers: multiprocessing (this machine) or ray.")
+    ] = "multiprocessing",
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option("--ray-address", "--ray_address", help="A Ray cluster to run on (default: a local Ray instance)."),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -56,8 +68,15 @@ def collect(
         collect__node_rank=node_rank,
         collect__num_nodes=num_nodes,
     )
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}; use --backend ray or leave it out")
+    if ray_address is not None and backend != "ray":
+        raise UserError(f"--ray-address {ray_address} needs --backend ray; add it, or drop --ray-address")
+    ranks = resolve_node_ranks(node_rank, num_nodes, cfg.collect.node_rank, cfg.collect.num_nodes)
+    if ranks is not None:  # checked in f1.collect.ranks as the config checks the flags
+        cfg.collect.node_rank, cfg.collect.num_nodes = ranks.rank, ranks.count
     from f1.collect.assets import panda_urdf_path
     from f1.collect.collector import main
 
     panda_urdf_path(cfg.environment.robot_assets_dir)  # a bad assets folder: one line here, not a traceback per worker
-    raise typer.Exit(main(cfg, out))
+    raise typer.Exit(main(cfg, out, backend=backend, ray_address=ray_address, ranks=ranks))

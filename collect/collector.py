@@ -13,6 +13,9 @@ store with this node rank (f1.datasets.writer_lock), that the render device
 opens (f1.collect.render_probe, in a short child) and whether the run fits on
 the disk. A failed worker is one console line with its root cause; its
 traceback goes to a log file that line names.
+
+`--backend ray` keeps all of that and hands the plan to `f1.collect.ray_backend`
+instead of spawning the workers here: scene blocks as tasks on Ray actors.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ class CollectRun:
     errors: dict[int, tuple[str, str]] = field(default_factory=dict)
     """rank -> (root cause line, traceback text)"""
     wall_s: float = 0.0
+    who: str = "worker"
+    """What a rank in `reports` and `errors` is: a worker process, or a Ray actor or task."""
 
     @property
     def steady_steps_per_s(self) -> float:
@@ -94,12 +99,19 @@ class CollectRun:
         return sum(r.steps for r in self.reports.values()) / busy if busy > 0 else 0.0
 
 
-def main(cfg: F1Config, out: Path) -> int:
-    """`f1 collect`: exit code 0, or 1 when a worker failed (one line each, tracebacks in a log file, other shards kept)."""
+def main(
+    cfg: F1Config, out: Path, backend: str = "multiprocessing", ray_address: Optional[str] = None, ranks=None
+) -> int:
+    """`f1 collect`: exit code 0, or 1 when a worker failed (one line each, tracebacks in a log file, other shards kept).
+
+    `ranks` (`f1.collect.ranks.NodeRanks`): where this node's rank came from, said on the first line.
+    """
     console = Console(stderr=True)
     out = Path(out)
+    if ranks is not None:
+        console.print(f"node rank {ranks.rank} of {ranks.count}, from {escape(ranks.source)}", soft_wrap=True)
     try:
-        run = run_collection(cfg, out, console)
+        run = run_collection(cfg, out, console, backend=backend, ray_address=ray_address)
     except OSError as exc:  # the parent's own writes (manifest, lock) on a full disk
         if disk_full_error(exc) is None:
             raise
@@ -109,10 +121,10 @@ def main(cfg: F1Config, out: Path) -> int:
     _print_summary(console, out, run.reports, run.wall_s)
     log_path = _write_tracebacks(out, run.errors)
     for rank, (cause, _) in sorted(run.errors.items()):
-        console.print(f"[red]worker {rank} failed:[/red] {escape(cause)} (traceback: {escape(log_path)})", soft_wrap=True)
+        console.print(f"[red]{run.who} {rank} failed:[/red] {escape(cause)} (traceback: {escape(log_path)})", soft_wrap=True)
     if run.errors:
         console.print(
-            f"[red]{len(run.errors)} worker(s) failed; finished shards are kept. Rerun the same command to resume."
+            f"[red]{len(run.errors)} {run.who}(s) failed; finished shards are kept. Rerun the same command to resume."
         )
         return 1
     return 0
@@ -134,11 +146,18 @@ def _write_tracebacks(out: Path, errors: dict[int, tuple[str, str]]) -> Optional
     return "none written: no space for a log file either"
 
 
-def run_collection(cfg: F1Config, out: Path, console: Console) -> Optional[CollectRun]:
+def run_collection(
+    cfg: F1Config, out: Path, console: Console, backend: str = "multiprocessing", ray_address: Optional[str] = None
+) -> Optional[CollectRun]:
     """Collect what the store is missing; None when nothing is."""
     c = cfg.collect
     out = Path(out)
-    gpu_ids = gpus_for_run(c.gpus)  # before anything is written: a machine without those GPUs is one line
+    if backend == "ray":
+        from f1.collect.ray_backend import check_ray_store, run_ray
+
+        check_ray_store(out, ray_address)  # a relative path with a real cluster: one line before anything
+    # Before anything is written: a machine without those GPUs is one line (a real Ray cluster counts its own).
+    gpu_ids = gpus_for_run(c.gpus) if ray_address is None else []
     done = _existing_episode_ids(out)
     num_workers = len(gpu_ids) if gpu_ids else (c.workers or os.cpu_count() or 1)
     plans = plan_collection(
@@ -162,13 +181,30 @@ def run_collection(cfg: F1Config, out: Path, console: Console) -> Optional[Colle
     manifest = open_or_create_manifest(out, c.format, spec, cfg.to_dict())
     with writer_lock(out, c.node_rank):
         env_vars = worker_envs(gpu_ids, len(plans))
-        probe_render_device(env_vars[0])
+        if ray_address is None:  # a real Ray cluster's GPUs are not on this machine: its actors say if they fail
+            probe_render_device(env_vars[0])
         warning = space_warning(out, manifest, spec, todo * (cfg.training.steps_per_episode + 1))
         if warning:
             console.print(f"[yellow]{escape(warning)}", soft_wrap=True)
         if done:
             console.print(f"Resuming {out}: {len(done)} episodes present, collecting {todo} more.")
+        if backend == "ray":
+            return run_ray(cfg, out, console, todo, ray_address, gpu_ids)
         return _run_workers(cfg, out, console, plans, env_vars, todo)
+
+
+def progress_bar(console: Console) -> Progress:
+    """The live bar of a run: episodes done of those asked, steps/s, MB in the store, time (fields rate, mb)."""
+    columns = (
+        TextColumn("[bold]collect"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("episodes"),
+        TextColumn("{task.fields[rate]:>8.1f} steps/s"),
+        TextColumn("{task.fields[mb]:>8.1f} MB"),
+        TimeElapsedColumn(),
+    )
+    return Progress(*columns, console=console, transient=False)
 
 
 def _run_workers(cfg: F1Config, out: Path, console: Console, plans, env_vars, todo: int) -> CollectRun:
@@ -188,16 +224,7 @@ def _run_workers(cfg: F1Config, out: Path, console: Console, plans, env_vars, to
     reports, errors = run.reports, run.errors
     start = time.perf_counter()
     steps = 0
-    columns = (
-        TextColumn("[bold]collect"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("episodes"),
-        TextColumn("{task.fields[rate]:>8.1f} steps/s"),
-        TextColumn("{task.fields[mb]:>8.1f} MB"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with progress_bar(console) as progress:
         bar = progress.add_task("collect", total=todo, rate=0.0, mb=0.0)
         while len(reports) + len(errors) < len(procs):
             try:

@@ -72,11 +72,14 @@ def open_store_writer(cfg, out_dir: Path, rank: int):
     return open_config_writer(cfg, out_dir, worker=f"n{cfg.collect.node_rank}w{rank}")
 
 
-def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None) -> WorkerReport:
+def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None, venv=None, warm: bool = False) -> WorkerReport:
     """Run the plan's rounds: each resets the active envs, takes T actions, hands the episodes to `writer`.
 
     `writer` has `add_episode(arrays, meta)` and `close()` (an `f1.datasets` writer; the
     collect bench passes one that discards, to measure what writing costs).
+    `venv`: envs built by the caller, one per plan slot, left open (a Ray actor keeps its
+    envs from task to task); None builds them here and closes them. `warm`: they have
+    rendered before, so the first reset is no start-up cost.
     """
     from f1.collect.episode_buffer import EpisodeBuffer
     from f1.collect.policies import make_policy
@@ -85,7 +88,9 @@ def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None) -
     steps_per_episode = cfg.training.steps_per_episode
     report = WorkerReport(rank=0)
     start = time.perf_counter()
-    venv = make_vector_env(cfg, len(plan.slots), cameras=("head", "wrist"))
+    own_venv = venv is None
+    if own_venv:
+        venv = make_vector_env(cfg, len(plan.slots), cameras=("head", "wrist"))
     policies = [make_policy(cfg.collect.policy, cfg.training.action_dim, seed=0) for _ in plan.slots]
     report.setup_s = time.perf_counter() - start
     try:
@@ -98,7 +103,7 @@ def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None) -
                 options=[{"scene_seed": t.scene_seed, "scene_id": t.scene_id} for t in tasks],
                 env_indices=active,
             )
-            if round_index == 0:  # the scenes' first build and render: a one-off start-up cost
+            if round_index == 0 and not warm:  # the scenes' first build and render: a one-off start-up cost
                 report.setup_s += time.perf_counter() - t0
             else:
                 report.env_s += time.perf_counter() - t0
@@ -131,6 +136,7 @@ def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None) -
         writer.close()
         report.write_s += time.perf_counter() - t0
     finally:
-        venv.close()
+        if own_venv:
+            venv.close()
     report.wall_s = time.perf_counter() - start
     return report

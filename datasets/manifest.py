@@ -97,12 +97,23 @@ def check_format(store_dir: Path, manifest: dict[str, Any], fmt: str) -> None:
         )
 
 
+class DuplicateEpisodes(StoreError):
+    """The shard holds episodes the manifest already lists (a task that ran twice): it is not added."""
+
+
 def add_shard(store_dir: Path, entry: dict[str, Any]) -> None:
-    """Append one finalised shard's entry; its name must be new."""
+    """Append one finalised shard's entry; its name must be new, and DuplicateEpisodes if an episode is listed already.
+
+    So a scene block run twice (Ray retries are at-least-once) never enters the store twice.
+    """
     with manifest_lock(store_dir):
         manifest = read_manifest(store_dir)
         names = {s["name"] for s in manifest["shards"]}
         assert entry["name"] not in names, ("shard already in the manifest", entry["name"])
+        listed = {e["id"] for s in manifest["shards"] for e in s["episodes"]}
+        twice = sorted(listed.intersection(e["id"] for e in entry["episodes"]))
+        if twice:
+            raise DuplicateEpisodes(f"{entry['name']} holds {len(twice)} episode(s) already listed, e.g. {twice[0]}")
         manifest["shards"].append(entry)
         _write_manifest(store_dir, manifest)
 

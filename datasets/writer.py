@@ -11,7 +11,10 @@ of one and a writer killed mid-shard leaves only a `.tmp` behind. The next
 writer of the same worker removes those leftovers and continues the seq after
 the highest one it finds, so a resumed run never overwrites a shard. A
 write that fails (a full disk) deletes the unfinished shard at once, so its
-space is free again and the finished shards stay as they are.
+space is free again and the finished shards stay as they are. A shard holding
+an episode the manifest already lists (the same scene block run twice, as a
+retried Ray task may) is deleted instead of listed: `dropped_episodes` names its
+episodes, and the store never holds one twice.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from f1.datasets.codecs import AUTO, resolve_codec
 from f1.datasets.manifest import add_shard, check_format, open_or_create_manifest, read_manifest, shard_bytes, shard_checksum
+from f1.datasets.manifest import DuplicateEpisodes
 from f1.datasets.schema import (
     FORMATS,
     MANIFEST_NAME,
@@ -65,6 +69,8 @@ class EpisodeWriter:
         manifest = open_or_create_manifest(store_dir, fmt, spec, collection_config)
         self.next_seq = self._clean_leftovers({s["name"] for s in manifest["shards"]})
         self.shards_written: list[str] = []
+        self.dropped_episodes: list[str] = []
+        """Episodes of shards dropped because the manifest already listed some of their episodes."""
         self._shard: ZarrShardWriter | TarShardWriter | None = None
         self._tmp: Path | None = None
         self._metas: list[EpisodeMeta] = []
@@ -201,12 +207,15 @@ class EpisodeWriter:
         os.rename(tmp, final)
         try:
             add_shard(self.store_dir, entry)
-        except BaseException:
+        except BaseException as exc:
             # Renamed but not listed: no reader trusts it, and its space is needed (a full disk).
             shutil.rmtree(final) if final.is_dir() else final.unlink()
             for sidecar in sidecars:
                 final.with_name(sidecar.name.replace(tmp.name, final.name)).unlink(missing_ok=True)
-            self._shard, self._tmp, self._metas = None, None, []
+            metas, self._shard, self._tmp, self._metas = self._metas, None, None, []
+            if isinstance(exc, DuplicateEpisodes):  # a second run of the same episodes: dropped, not an error
+                self.dropped_episodes += [m.episode_id for m in metas]
+                return
             raise
         self.shards_written.append(final.name)
         self._shard, self._tmp, self._metas = None, None, []

@@ -30,3 +30,20 @@ def run_f1(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict 
 @pytest.fixture
 def f1_cli():
     return run_f1
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray instance for the whole session, shared by the tests that need it: sized for this
+    2-core machine (2 CPUs, no GPU), on 127.0.0.1 only, no dashboard. Tests run
+    `f1 collect --backend ray --ray-address <it>`; this process is its first driver and stops it at the end."""
+    import logging
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's single-machine mode: 127.0.0.1, read at import
+    import ray
+
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

@@ -218,9 +218,16 @@ def test_verify_finds_a_checksum_mismatch(tmp_path, capsys):
 
 
 def test_verify_finds_duplicate_ids_and_missing_shards(tmp_path, capsys):
-    store = write_store(tmp_path / "s", "zarr", episodes=EPISODES[:2], worker="n0w0")
-    write_store(store, "zarr", episodes=EPISODES[1:3], worker="n0w1")
     import shutil
+
+    store = write_store(tmp_path / "s", "zarr", episodes=EPISODES[:2], worker="n0w0")
+    # The writer refuses a shard holding a listed episode (DuplicateEpisodes): the duplicate is put in by
+    # hand, as merging two stores by hand or a store written before that check could.
+    other = write_store(tmp_path / "o", "zarr", episodes=EPISODES[1:3], worker="n0w1")
+    shutil.move(other / "shard-n0w1-000000.zarr", store)
+    manifest = json.loads((store / MANIFEST_NAME).read_text())
+    manifest["shards"] += json.loads((other / MANIFEST_NAME).read_text())["shards"]
+    (store / MANIFEST_NAME).write_text(json.dumps(manifest))
 
     shutil.rmtree(store / "shard-n0w0-000000.zarr")
     problems = _problems(store, capsys)
@@ -233,19 +240,20 @@ def test_verify_finds_duplicate_ids_and_missing_shards(tmp_path, capsys):
 _CHILD = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_datasets import EPISODES, SPEC
+from test_datasets import LENGTHS, SPEC, make_episode
 from f1.datasets import open_writer
 writer = open_writer({store!r}, {fmt!r}, SPEC, {worker!r}, {{}}, {per_shard})
-for arrays, meta in EPISODES[: {count}]:
+for arrays, meta in [make_episode({first} + i, n) for i, n in enumerate(LENGTHS[: {count}])]:
     writer.add_episode(arrays, meta)
 print("ready", flush=True)
 {after}
 """
 
 
-def _child(store: Path, fmt: str, worker: str, per_shard: int, count: int, after: str) -> subprocess.Popen:
+def _child(store: Path, fmt: str, worker: str, per_shard: int, count: int, after: str, first: int = 0) -> subprocess.Popen:
+    """A writer process adding episodes first .. first + count - 1 (EPISODES' first `count` for first=0)."""
     code = _CHILD.format(tests=str(Path(__file__).parent), store=str(store), fmt=fmt, worker=worker,
-                         per_shard=per_shard, count=count, after=after)  # fmt: skip
+                         per_shard=per_shard, count=count, after=after, first=first)  # fmt: skip
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
 
 
@@ -274,14 +282,14 @@ def test_writer_killed_mid_shard_leaves_no_visible_partial_shard(tmp_path, fmt):
 @pytest.mark.slow
 def test_concurrent_writers_keep_every_manifest_entry(tmp_path):
     store = tmp_path / "s"
-    children = [_child(store, "webdataset", f"n0w{w}", per_shard=1, count=5, after="writer.close()") for w in range(2)]
+    children = [_child(store, "webdataset", f"n0w{w}", per_shard=1, count=5, after="writer.close()", first=5 * w) for w in range(2)]
     for child in children:
         assert child.stdout.readline().strip() == "ready"
         assert child.wait(timeout=120) == 0
     reader = open_store(store)
     assert sorted(s["name"] for s in reader.shards) == [f"shard-n0w{w}-{i:06d}.tar" for w in range(2) for i in range(5)]
-    assert len(reader.episodes) == 10
-    assert len([p for p in verify_store(store) if "duplicate id" in p]) == 5  # both wrote the same 5 ids
+    assert sorted(e.episode_id for e in reader.episodes) == [f"s0-e{i:07d}" for i in range(10)]
+    assert verify_store(store) == []
 
 
 # -- plain tools read the stores -----------------------------------------------------------------

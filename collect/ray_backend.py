@@ -1,0 +1,482 @@
+"""`f1 collect --backend ray`: the run's episode plan as tasks on long-lived Ray actors.
+
+    f1 collect --backend ray [--ray-address ADDR] (--gpus G | --gpus 0 --workers W) --envs M --episodes E ...
+
+- The plan is the one `f1.collect.collector` makes (`f1.collect.plan`): the same
+  episodes, ids and scenes, this node's share only. It is cut into tasks of
+  whole scene blocks, about a shard's worth each (`plan_tasks`), and a task is
+  one `WorkerPlan`: M slots, one per env of the actor that runs it.
+- Actors: one per GPU (`num_gpus=1`) or one per CPU slot (`num_cpus=1`, no
+  GPU). Each builds its M envs once and keeps them from task to task; a task
+  writes its own shards under the actor's name `n<node>r<k>` and finalises
+  them before it returns, so a task reported done is in the manifest.
+- GPU pinning (DESIGN.md section 6, haosulab/SAPIEN#101: by CUDA_VISIBLE_DEVICES
+  or by an explicit device, never both): a GPU actor takes the one GPU Ray gave
+  it (`ray.get_gpu_ids()`), sets CUDA_VISIBLE_DEVICES and the seed's variables
+  to it before SAPIEN is imported, and renders on its cuda:0. A CPU actor sets
+  CUDA_VISIBLE_DEVICES="" itself: depending on its version and
+  RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO, Ray gives a num_gpus=0 actor an empty
+  value or the node's own, and SAPIEN would render on a GPU it was not given.
+- A lost actor (its process killed, its node gone): its task goes back to the
+  queue with the episodes the manifest does not list yet, another actor runs
+  it, and a fresh actor takes the lost one's place. Tasks are at-least-once,
+  so every run of a task first drops the episodes the manifest lists, and the
+  manifest refuses a shard whose episodes it already lists
+  (`f1.datasets.manifest.DuplicateEpisodes`): a block that reached the
+  manifest is never added again. When the queue is empty the driver checks the
+  manifest and collects whatever is still missing, so the store ends with
+  exactly the asked episodes. A task lost `MAX_ATTEMPTS` times, or one that
+  fails (an error inside it: a full disk, a render device that does not
+  open), is reported as a failed worker is, and its actor retired.
+- Without `--ray-address` the driver starts a local Ray instance with the
+  run's CPUs and GPUs, listening on 127.0.0.1 only and with no dashboard:
+  Ray's ports take jobs from whoever reaches them. A real cluster belongs on
+  a trusted network, and its nodes must all reach the store (a shared
+  filesystem), so a relative --out is refused there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+import os
+import socket
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.markup import escape
+
+from f1.collect.plan import WorkerPlan, plan_collection
+from f1.collect.worker import WorkerReport
+from f1.shared.config import F1Config
+from f1.shared.errors import UserError
+
+LOCAL_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for single-machine mode ("0": every Ray process on 127.0.0.1), read when ray is imported."""
+MAX_ATTEMPTS = 3  # runs of one task that may lose their actor before the task is reported failed
+REPAIR_ROUNDS = 2  # passes over what the manifest still lacks once the queue is empty
+ACTOR_START_TIMEOUT_S = float(os.environ.get("F1_RAY_ACTOR_START_TIMEOUT_S", "600"))
+POLL_S = 0.5
+
+
+# ---------------------------------------------------------------------- the driver's checks
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _address_host(address: str) -> str:
+    address = address.split("://", 1)[-1]  # ray://host:port (Ray Client)
+    return address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+
+
+def check_ray_store(out: Path, ray_address: Optional[str]) -> None:
+    """With a real cluster every node writes the store: a relative local path is refused (one line, exit 2)."""
+    if ray_address is not None and not Path(out).is_absolute():
+        raise UserError(
+            f"--out {out} is a relative path, but with --ray-address {ray_address} every Ray node writes the store: "
+            "give an absolute path on a filesystem that every node mounts"
+        )
+
+
+def _import_ray(local: bool):
+    if local:
+        # Before ray is imported, and inherited by every process the local instance starts.
+        os.environ[LOCAL_ONLY_VAR] = "0"
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray, an optional extra: pip install 'f1[ray]' (make setup installs it)") from None
+    if local:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # in case this process imported ray before the variable was set
+    return ray
+
+
+def _connect(ray, ray_address: Optional[str], num_cpus: int, num_gpus: int) -> str:
+    """Start the local instance or join the cluster; what it is, for the run's line."""
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
+    if ray_address is None:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
+        gcs = ray.get_runtime_context().gcs_address
+        if not _is_loopback(_address_host(gcs)):
+            ray.shutdown()
+            raise UserError(
+                f"the local Ray instance listens on {gcs}, not on 127.0.0.1 (this Ray ignores {LOCAL_ONLY_VAR}=0); "
+                "start a cluster on a trusted network and pass --ray-address"
+            )
+        return f"a local Ray instance on {gcs}, {num_cpus} CPUs, {num_gpus} GPUs, no dashboard"
+    try:
+        ray.init(address=ray_address, **quiet)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError: Ray says which
+        said = str(exc).strip().splitlines()
+        raise UserError(
+            f"cannot join the Ray cluster at --ray-address {ray_address} ({type(exc).__name__}: "
+            f"{said[0] if said else 'no message'}); start it (`ray start --head`) or fix the address"
+        ) from None
+    return f"the Ray cluster at {ray_address}"
+
+
+def _size(ray, cfg: F1Config, ray_address: Optional[str], gpu_ids: list[str]) -> tuple[int, bool, str]:
+    """(actors, one per GPU?, where): connect, and check that the cluster can hold that many actors."""
+    c = cfg.collect
+    if ray_address is None:
+        num_actors = len(gpu_ids) if gpu_ids else (c.workers or os.cpu_count() or 1)
+        where = _connect(ray, None, max(num_actors, os.cpu_count() or 1) if gpu_ids else num_actors, len(gpu_ids))
+        return num_actors, bool(gpu_ids), where
+    where = _connect(ray, ray_address, 0, 0)
+    have = ray.cluster_resources()
+    if c.gpus:
+        if have.get("GPU", 0) < c.gpus:
+            ray.shutdown()
+            raise UserError(
+                f"--gpus {c.gpus} asks for {c.gpus} GPU actors, but {where} has {int(have.get('GPU', 0))} GPUs; "
+                "lower --gpus or add GPU nodes"
+            )
+        return c.gpus, True, where
+    cpus = int(have.get("CPU", 0))
+    num_actors = c.workers or cpus
+    if not 0 < num_actors <= cpus:
+        ray.shutdown()
+        raise UserError(
+            f"--workers {num_actors} asks for {num_actors} CPU actors, but {where} has {cpus} CPUs; "
+            f"use --workers {max(cpus, 1)} or fewer, or add nodes"
+        )
+    return num_actors, False, where
+
+
+# ---------------------------------------------------------------------- the plan as tasks
+
+
+def listed_episode_ids(out: Path) -> set[str]:
+    """Every episode the store's manifest lists (what a task run again must not redo)."""
+    from f1.datasets.manifest import read_manifest
+
+    return {e["id"] for s in read_manifest(Path(out))["shards"] for e in s["episodes"]}
+
+
+def plan_tasks(cfg: F1Config, done_ids: set[str], num_actors: int) -> list[WorkerPlan]:
+    """This node's missing episodes as tasks: whole scene blocks per slot, about a shard's worth a task,
+    and at least two tasks an actor where the blocks allow, so that a lost actor costs little."""
+    c = cfg.collect
+    interval = cfg.environment.scene_reset_interval
+    kwargs = dict(
+        seed=c.seed,
+        total_episodes=c.episodes,
+        scene_reset_interval=interval,
+        envs_per_worker=c.envs,
+        node_rank=c.node_rank,
+        num_nodes=c.num_nodes,
+        done_ids=done_ids,
+    )
+    todo = sum(p.num_episodes for p in plan_collection(num_workers=1, **kwargs))
+    if not todo:
+        return []
+    per_task = max(c.episodes_per_shard, interval * c.envs)
+    num_tasks = max(-(-todo // per_task), min(2 * num_actors, -(-todo // (interval * c.envs))))
+    return [p for p in plan_collection(num_workers=num_tasks, **kwargs) if p.num_episodes]
+
+
+def without(plan: WorkerPlan, done_ids: set[str]) -> WorkerPlan:
+    """The plan less the episodes already done, slots kept (one per env)."""
+    return WorkerPlan(plan.rank, [[t for t in slot if t.episode_id not in done_ids] for slot in plan.slots])
+
+
+# ---------------------------------------------------------------------- the actor
+
+
+def _pin(gpu: bool, one_lavapipe_thread: bool) -> None:
+    """Pin this actor's process before SAPIEN is imported (see the module docstring)."""
+    from f1.shared.gpu import worker_env
+
+    if gpu:
+        import ray
+
+        ids = [str(i) for i in ray.get_gpu_ids()]
+        if len(ids) != 1:
+            raise RuntimeError(f"Ray gave this actor GPUs {ids}; a collect actor takes exactly one (num_gpus=1)")
+        env = worker_env(0, ids)
+    else:
+        env = worker_env(0, [])
+        if one_lavapipe_thread:
+            env.setdefault("LP_NUM_THREADS", "1")
+    os.environ.clear()
+    os.environ.update(env)
+
+
+class CollectActor:
+    """One GPU or CPU slot: M envs, built on the first task and kept; runs tasks one after another.
+
+    Created by the driver through `ray.remote(...)(CollectActor)`; this module imports no Ray at its top.
+    """
+
+    def __init__(self, cfg_dict: dict, out_dir: str, worker: str, gpu: bool, one_lavapipe_thread: bool):
+        _pin(gpu, one_lavapipe_thread)
+        from f1.shared.config import config_from_dict
+
+        self.cfg = config_from_dict(cfg_dict)
+        self.out = Path(out_dir)
+        self.worker = worker
+        self.venv = None
+        self.warm = False
+
+    def ready(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+
+    def run(self, task_id: int, attempt: int, plan: WorkerPlan, events) -> tuple:
+        """("done", WorkerReport, dropped episode ids) or ("error", root cause line, traceback text)."""
+        try:
+            from f1.collect.store_spec import open_config_writer
+            from f1.collect.worker import collect_plan
+
+            plan = without(plan, listed_episode_ids(self.out))  # a rerun skips what reached the manifest
+            if not plan.num_episodes:
+                return ("done", WorkerReport(rank=0), [])
+            setup_s = 0.0
+            if self.venv is None:
+                from f1.collect.vector import make_vector_env
+
+                start = time.perf_counter()
+                self.venv = make_vector_env(self.cfg, len(plan.slots), cameras=("head", "wrist"))
+                setup_s = time.perf_counter() - start
+            writer = open_config_writer(self.cfg, self.out, worker=self.worker)
+            report = collect_plan(
+                self.cfg, plan, writer, lambda steps: events.put((task_id, attempt, steps)), venv=self.venv, warm=self.warm
+            )
+            self.warm = True
+            report.setup_s += setup_s
+            report.wall_s += setup_s
+            return ("done", report, list(writer.dropped_episodes))
+        except BaseException as exc:  # noqa: BLE001 - the driver reports it as one line
+            from f1.collect.failures import root_cause
+
+            return ("error", root_cause(exc, self.out), traceback.format_exc())
+
+
+# ---------------------------------------------------------------------- the driver's loop
+
+
+@dataclass
+class _Task:
+    id: int
+    plan: WorkerPlan
+    total: int
+    attempt: int = 0
+    progress: int = 0
+    """Episodes of this task done: in the manifest when this attempt began, plus those it reported since."""
+
+
+@dataclass
+class _Actor:
+    index: int
+    name: str
+    handle: Any
+    since: float
+    info: dict = field(default_factory=dict)
+    task: Optional[_Task] = None
+
+    def describe(self) -> str:
+        where = f" on {self.info['host']}, pid {self.info['pid']}" if self.info else ""
+        return f"actor {self.name}{where}"
+
+
+def _add_report(into: Optional[WorkerReport], report: WorkerReport, rank: int) -> WorkerReport:
+    if into is None:
+        into = WorkerReport(rank=rank)
+    for f in fields(WorkerReport):
+        if f.name != "rank":
+            setattr(into, f.name, getattr(into, f.name) + getattr(report, f.name))
+    return into
+
+
+def run_ray(cfg: F1Config, out: Path, console: Console, todo: int, ray_address: Optional[str], gpu_ids: list[str]):
+    """Run this node's missing episodes on Ray actors; a `f1.collect.collector.CollectRun`."""
+    local = ray_address is None or _is_loopback(_address_host(ray_address))
+    ray = _import_ray(local)
+    num_actors, gpu, where = _size(ray, cfg, ray_address, gpu_ids)
+    c = cfg.collect
+    console.print(
+        f"Ray: {escape(where)}; {num_actors} actor(s), one per {'GPU' if gpu else 'CPU slot'}, {c.envs} env(s) each",
+        soft_wrap=True,
+    )
+    try:
+        return _drive(ray, cfg, Path(out), console, todo, num_actors, gpu)
+    finally:
+        ray.shutdown()
+
+
+def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actors: int, gpu: bool):
+    from ray.exceptions import RayError, RayTaskError
+    from ray.util.queue import Queue
+
+    from f1.collect.collector import CollectRun, _dir_bytes, progress_bar
+    from f1.collect.store_spec import open_config_writer
+
+    c = cfg.collect
+    actor_cls = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0, max_restarts=0)(CollectActor)
+    events = Queue(actor_options={"num_cpus": 0})
+    cfg_dict = cfg.to_dict()
+    run = CollectRun(who="task")
+    starting: dict[Any, _Actor] = {}
+    busy: dict[Any, _Actor] = {}
+    idle: deque[_Actor] = deque()
+    alive: list[_Actor] = []
+    lost: list[str] = []
+    counter = itertools.count()
+    spawns_left = [num_actors * MAX_ATTEMPTS]  # replacements for lost actors, so a crash loop ends
+
+    def spawn() -> None:
+        k = next(counter)
+        name = f"n{c.node_rank}r{k}"
+        actor = _Actor(k, name, actor_cls.remote(cfg_dict, str(out), name, gpu, num_actors > 1), time.monotonic())
+        starting[actor.handle.ready.remote()] = actor
+        alive.append(actor)
+
+    def retire(actor: _Actor, was_lost: bool) -> None:
+        alive.remove(actor)
+        ray.kill(actor.handle, no_restart=True)
+        if was_lost:
+            lost.append(actor.name)
+            if spawns_left[0] > 0:
+                spawns_left[0] -= 1
+                spawn()
+
+    def requeue(task: _Task) -> None:
+        task.plan = without(task.plan, listed_episode_ids(out))
+        task.progress = task.total - task.plan.num_episodes
+        queue.appendleft(task)
+
+    done_at_start = listed_episode_ids(out)
+    ids = itertools.count()
+    queue: deque[_Task] = deque(_Task(next(ids), p, p.num_episodes) for p in plan_tasks(cfg, done_at_start, num_actors))
+    tasks = {t.id: t for t in queue}
+    for _ in range(num_actors):
+        spawn()
+
+    start = time.perf_counter()
+    steps = 0
+    with progress_bar(console) as progress:
+        bar = progress.add_task("collect", total=todo, rate=0.0, mb=0.0)
+        for repair in range(REPAIR_ROUNDS + 1):
+            while queue or busy:
+                while idle and queue:
+                    actor, task = idle.popleft(), queue.popleft()
+                    actor.task = task
+                    busy[actor.handle.run.remote(task.id, task.attempt, task.plan, events)] = actor
+                if queue and not busy and not idle:
+                    if not starting and spawns_left[0] > 0:
+                        spawns_left[0] -= 1
+                        spawn()
+                    oldest = min((a.since for a in starting.values()), default=None)
+                    if oldest is None or time.monotonic() - oldest > ACTOR_START_TIMEOUT_S:
+                        left = sum(t.plan.num_episodes for t in queue)
+                        why = (
+                            f"no Ray actor started within {ACTOR_START_TIMEOUT_S:.0f} s (does the cluster have "
+                            f"{'GPUs' if gpu else 'CPUs'} free?)" if oldest is not None else "every Ray actor was lost or failed"
+                        )
+                        run.errors[queue[0].id] = (f"{len(queue)} task(s), {left} episodes, not run: {why}", "")
+                        queue.clear()
+                        break
+                refs = [*starting, *busy]
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S) if refs else ([], [])
+                for ref in ready:
+                    if ref in starting:
+                        actor = starting.pop(ref)
+                        try:
+                            actor.info = ray.get(ref)
+                            idle.append(actor)
+                        except RayError as exc:
+                            console.print(f"[yellow]{actor.describe()} did not start: {escape(_first_line(exc))}", soft_wrap=True)
+                            retire(actor, was_lost=True)
+                        continue
+                    actor = busy.pop(ref)
+                    task, actor.task = actor.task, None
+                    try:
+                        result = ray.get(ref)
+                    except RayTaskError as exc:  # raised outside run()'s own handler (e.g. its arguments)
+                        result = ("error", _first_line(exc), str(exc))
+                    except RayError as exc:  # the actor's process or node is gone: the task runs again elsewhere
+                        task.attempt += 1
+                        again = task.attempt < MAX_ATTEMPTS
+                        console.print(
+                            f"[yellow]{actor.describe()} was lost mid-task ({escape(_first_line(exc))}); "
+                            + (f"task {task.id}'s unfinished episodes run again on another actor" if again
+                               else f"task {task.id} lost its actor {MAX_ATTEMPTS} times; giving it up"),
+                            soft_wrap=True,
+                        )  # fmt: skip
+                        if again:
+                            requeue(task)
+                        else:
+                            run.errors[task.id] = (f"lost its actor {MAX_ATTEMPTS} times ({_first_line(exc)})", str(exc))
+                        retire(actor, was_lost=True)
+                        continue
+                    if result[0] == "done":
+                        run.reports[actor.index] = _add_report(run.reports.get(actor.index), result[1], actor.index)
+                        task.progress = task.total
+                        idle.append(actor)
+                    else:
+                        run.errors[task.id] = (result[1], result[2])
+                        retire(actor, was_lost=False)  # its envs may be broken; the other actors go on
+                steps += _drain(events, tasks)
+                elapsed = time.perf_counter() - start
+                progress.update(
+                    bar, completed=sum(t.progress for t in tasks.values()), rate=steps / max(elapsed, 1e-9),
+                    mb=_dir_bytes(out) / 1e6,
+                )  # fmt: skip
+            if run.errors or repair == REPAIR_ROUNDS:
+                break
+            # The queue is empty: a shard dropped as a duplicate may have held episodes no other run listed.
+            listed = listed_episode_ids(out)
+            missing = plan_tasks(cfg, listed, num_actors)
+            if not missing:
+                break
+            console.print(f"{sum(p.num_episodes for p in missing)} episode(s) still missing from the manifest; collecting them")
+            for plan in missing:
+                task = _Task(next(ids), plan, plan.num_episodes)
+                tasks[task.id] = task
+                queue.append(task)
+        progress.update(bar, completed=min(todo, len(listed_episode_ids(out) - done_at_start)))  # other nodes add too
+    for actor in list(alive):
+        ray.kill(actor.handle, no_restart=True)
+    events.shutdown()
+    for name in lost:  # what a lost actor left half-written (temp shards) goes; its listed shards stay
+        open_config_writer(cfg, out, worker=name).close()
+    run.wall_s = time.perf_counter() - start
+    return run
+
+
+def _drain(events, tasks: dict[int, _Task]) -> int:
+    """Count the episodes the actors reported since the last call; those of a superseded attempt are ignored."""
+    from ray.util.queue import Empty
+
+    steps = 0
+    try:
+        n = events.qsize()
+        batch = events.get_nowait_batch(n) if n else []
+    except Empty:
+        batch = []
+    for task_id, attempt, episode_steps in batch:
+        task = tasks[task_id]
+        steps += episode_steps
+        if attempt == task.attempt:
+            task.progress = min(task.progress + 1, task.total)
+    return steps
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -149,3 +149,18 @@ def test_frames_ahead_never_cross_into_the_next_episode():
     # pass 2: position p counts when frame p+2 (target of q = p+1) exists in p's episode
     assert ahead_mask(mask, is_first, 2).tolist() == [[True, False, True, False]]
     assert ahead_mask(mask, is_first, 3).tolist() == [[False, False, False]]
+
+
+def test_a_teacher_fed_the_head_frame_is_also_scored_without_it(models):
+    cfg, tokenizer, model, normalizers = models
+    arrays = episode(0)
+    arrays["head_rgb"] = arrays["wrist_rgb"][:, ::-1].copy()  # any second camera
+    with_head = PredictionEvaluator(model, tokenizer, normalizers, cfg.training.n_obs_img_steps, 1, use_head=True, seed=0)
+    with_head.add_episode(arrays)
+    one = with_head.summary()["one_step"]
+    assert np.isfinite(one["psnr_model_without_head"])
+    wrist_only = evaluator(models)
+    wrist_only.add_episode(episode(0))
+    assert "psnr_model_without_head" not in wrist_only.summary()["one_step"]  # nothing to drop
+    # without its head frame the teacher is the wrist-only model on the same frames
+    assert one["psnr_model_without_head"] == pytest.approx(wrist_only.summary()["one_step"]["psnr_model"], abs=1e-6)

@@ -292,7 +292,8 @@ def render_report(report: dict[str, Any]) -> str:
             "## Next-frame prediction on held-out episodes",
             "",
             f"{p['frames']} frames of {len(p['episodes'])} episodes; PSNR in dB at the tokenizer's resolution. "
-            "The model's frame is the true frame t plus its predicted change, decoded (f1.train.prediction_eval); "
+            "The model's frame is frame t warped by its predicted motion plus its codes' correction, decoded "
+            "(f1.train.prediction_eval); "
             "every baseline is computed on the same frames."
             + (" The head camera was fed." if p["used_head_camera"] else ""),
             "",
@@ -301,16 +302,19 @@ def render_report(report: dict[str, Any]) -> str:
             "| predictor | PSNR | SSIM | token accuracy |",
             "|---|---:|---:|---:|",
             f"| world model | **{_fmt(one['psnr_model'])}** | {_fmt(one['ssim_model'])} | **{_fmt(one['token_accuracy'])}** |",
+            f"| world model, its motion alone (the warped frame) | {_fmt(one['psnr_motion'])} | | |",
             f"| world model, its codes decoded alone | {_fmt(one['psnr_model_codes'])} | | |",
             f"| copy the current frame | {_fmt(one['psnr_copy_current'])} | {_fmt(one['ssim_copy_current'])} | {_fmt(one['token_accuracy_copy_current'])} |",
             f"| copy the current frame's codes | {_fmt(one['psnr_copy_current_tokens'])} | | |",
             f"| world model, actions shuffled in time | {_fmt(one['psnr_shuffled_actions'])} | | {_fmt(one['token_accuracy_shuffled_actions'])} |",
+            *([f"| world model without the head frame (as the online phases run it) | {_fmt(one['psnr_model_without_head'])} | | |"]
+              if "psnr_model_without_head" in one else []),
             f"| tokenizer reconstruction (ceiling) | {_fmt(one['psnr_tokenizer'])} | | 1.000 |",
             "",
             f"Memory ablation: PSNR {_fmt(mem['psnr_memory_carried'])} with the memory carried, "
             f"{_fmt(mem['psnr_memory_zeroed'])} with it zeroed at every step ({mem['gain_db']:+.2f} dB).",
             "",
-            "### Open loop (fed its own most likely codes from a true context)",
+            "### Open loop (fed its own most likely codes and frames from a true context)",
             "",
             "| k | frames | PSNR model | PSNR copy frame t0 | PSNR actions shuffled | PSNR tokenizer | SSIM model |",
             "|---:|---:|---:|---:|---:|---:|---:|",

@@ -24,6 +24,8 @@ One step (teacher forcing: true history, memory carried from zeros), every step 
 - psnr_tokenizer: the tokenizer's reconstruction of frame t+1 (the ceiling of psnr_model_codes)
 - psnr_shuffled_actions: the model again (motion and codes), the episode's actions permuted in time (same frames)
 - psnr_memory_zeroed: the model again, its memory zeroed at every step (the memory ablation)
+- psnr_model_without_head: the model again without the head frame (only when it is fed one): what the
+  wrist-only online phases get from the same teacher
 
 Open loop, k = 1..horizon: from each start t0 (every OPEN_LOOP_START_EVERY steps) the model sees the
 true frames up to t0 and its memory there (from the teacher-forced pass), then is fed its own most
@@ -35,7 +37,7 @@ Every figure is a mean over per-frame values, pooled over episodes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 import numpy as np
@@ -238,6 +240,10 @@ class PredictionEvaluator:
             "token_accuracy_copy_current": (ep.tokens[:-1] == ep.tokens[1:]).float().mean(1).cpu().numpy(),
             "token_accuracy_shuffled_actions": (self.model.codes.argmax(logits_shuffled) == ep.tokens[1:]).float().mean(1).cpu().numpy(),
         }
+        if ep.head is not None:
+            logits_wrist, _, warped_wrist, proposal_wrist = self._teacher_forced(arrays, replace(ep, head=None))
+            wrist_only = self._residual(self.model.codes.argmax(logits_wrist), to_frames(warped_wrist), self._decode(proposal_wrist))
+            figures["psnr_model_without_head"] = psnr_per_frame(wrist_only, truth_next)
         for key, values in figures.items():
             self.one_step.setdefault(key, []).append(values)
 

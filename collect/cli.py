@@ -3,7 +3,6 @@ so this parent process never imports SAPIEN or torch (DESIGN.md section 6)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -12,7 +11,9 @@ from f1.shared.cli_options import ConfigOpt, GpusOpt, SetOpt, StepsPerEpisodeOpt
 
 
 def collect(
-    out: Annotated[Path, typer.Option("--out", help="Store directory (created, or resumed if it exists).")] = Path("shards"),
+    out: Annotated[
+        str, typer.Option("--out", help="Store: a directory or s3://bucket/prefix (created, or resumed if it exists).")
+    ] = "shards",
     gpus: GpusOpt = None,
     envs: Annotated[Optional[int], typer.Option("--envs", min=1, help="Envs per worker.")] = None,
     episodes: Annotated[

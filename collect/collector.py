@@ -39,6 +39,7 @@ from f1.collect.space import space_warning
 from f1.collect.store_spec import collection_spec
 from f1.collect.worker import WorkerReport, run_worker
 from f1.datasets.manifest import open_or_create_manifest
+from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.writer import resolved_spec
 from f1.datasets.writer_lock import writer_lock
 from f1.shared.config import F1Config
@@ -52,14 +53,16 @@ log = logging.getLogger("f1.collect")
 def _existing_episode_ids(out: Path) -> set[str]:
     from f1.datasets import MANIFEST_NAME, open_store
 
-    if not (out / MANIFEST_NAME).exists():
+    if not (out / MANIFEST_NAME).is_file():
         if out.exists() and any(out.iterdir()) and not any(out.glob("shard-*")):
             raise UserError(f"{out} exists and is not an f1 store (no manifest.json); choose an empty or new --out")
         return set()
     return {info.episode_id for info in open_store(out).episodes}
 
 
-def _dir_bytes(path: Path) -> int:
+def _dir_bytes(path: Path | S3Path) -> int:
+    if isinstance(path, S3Path):
+        return 0  # not listed every half second: the summary counts the manifest's bytes instead
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
@@ -97,7 +100,7 @@ class CollectRun:
 def main(cfg: F1Config, out: Path) -> int:
     """`f1 collect`: exit code 0, or 1 when a worker failed (one line each, tracebacks in a log file, other shards kept)."""
     console = Console(stderr=True)
-    out = Path(out)
+    out = store_path(out)  # a directory or s3://bucket/prefix
     try:
         run = run_collection(cfg, out, console)
     except OSError as exc:  # the parent's own writes (manifest, lock) on a full disk
@@ -137,7 +140,7 @@ def _write_tracebacks(out: Path, errors: dict[int, tuple[str, str]]) -> Optional
 def run_collection(cfg: F1Config, out: Path, console: Console) -> Optional[CollectRun]:
     """Collect what the store is missing; None when nothing is."""
     c = cfg.collect
-    out = Path(out)
+    out = store_path(out)
     gpu_ids = gpus_for_run(c.gpus)  # before anything is written: a machine without those GPUs is one line
     done = _existing_episode_ids(out)
     num_workers = len(gpu_ids) if gpu_ids else (c.workers or os.cpu_count() or 1)
@@ -163,7 +166,8 @@ def run_collection(cfg: F1Config, out: Path, console: Console) -> Optional[Colle
     with writer_lock(out, c.node_rank):
         env_vars = worker_envs(gpu_ids, len(plans))
         probe_render_device(env_vars[0])
-        warning = space_warning(out, manifest, spec, todo * (cfg.training.steps_per_episode + 1))
+        # Object storage has no free-space figure; its shards are staged in the temp dir one at a time.
+        warning = None if isinstance(out, S3Path) else space_warning(out, manifest, spec, todo * (cfg.training.steps_per_episode + 1))
         if warning:
             console.print(f"[yellow]{escape(warning)}", soft_wrap=True)
         if done:
@@ -238,4 +242,9 @@ def _print_summary(console: Console, out: Path, reports: dict[int, WorkerReport]
     steps = sum(r.steps for r in reports.values())
     table.add_row("all", str(episodes), str(steps), f"{wall:.1f}", "", f"{steps / max(wall, 1e-9):.1f}", "", "", "")
     console.print(table)
-    console.print(f"{out}: {_dir_bytes(out) / 1e6:.1f} MB on disk")
+    if isinstance(out, S3Path):
+        from f1.datasets.manifest import read_manifest
+
+        console.print(f"{out}: {sum(s['bytes'] for s in read_manifest(out)['shards']) / 1e6:.1f} MB in finalised shards")
+    else:
+        console.print(f"{out}: {_dir_bytes(out) / 1e6:.1f} MB on disk")

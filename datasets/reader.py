@@ -8,6 +8,10 @@ Only shards in the manifest exist for a reader (a `.tmp` or a shard killed
 before its manifest entry is invisible). Shard handles open on first use and
 stay open (LRU), so training replay's many small `read_steps` calls cost a
 seek and a decode, not an open. Safe to call from several threads.
+
+`open_store("s3://bucket/run1")` reads a store on object storage the same
+way: the manifest, then ranged GETs of whole step ranges (one per Zarr
+image file touched, or one over a tar's span).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from f1.datasets.manifest import read_manifest, shard_bytes
+from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.schema import MANIFEST_NAME, EpisodeMeta, StoreError, StoreSpec
 from f1.datasets.wds_shard import TarShardReader
 from f1.datasets.zarr_shard import ZarrShardReader
@@ -42,14 +47,15 @@ class EpisodeInfo:
 
 
 class StoreReader:
-    def __init__(self, store_dir: str | Path):
-        self.store_dir = Path(store_dir)
+    def __init__(self, store_dir: str | Path | S3Path):
+        self.store_dir = store_path(store_dir)
         self.manifest: dict[str, Any] = read_manifest(self.store_dir)
         self.spec = StoreSpec.from_dict(self.manifest["spec"])
         self.format: str = self.manifest["format"]
         # Sorted by name so every process lists the episodes alike, whatever order workers finished in.
         self.shards: list[dict[str, Any]] = sorted(self.manifest["shards"], key=lambda s: s["name"])
         self._entries = {s["name"]: s for s in self.shards}
+        self._listed = {e["id"]: e for s in self.shards for e in s["episodes"]}
         self.episodes: list[EpisodeInfo] = []
         for shard in self.shards:
             start = 0
@@ -87,9 +93,9 @@ class StoreReader:
         if entry is None:
             raise StoreError(f"shard {name!r} is not in {self.store_dir / MANIFEST_NAME}; list the store's shards there")
         path = self.store_dir / name
-        if not path.exists():
+        size = stored_bytes(path)
+        if size is None:
             raise StoreError(f"{path} is in the manifest but missing; restore it, or re-collect into a new store")
-        size = shard_bytes(path)
         if size != entry["bytes"]:
             raise StoreError(
                 f"{path} has {size} bytes, the manifest says {entry['bytes']}: truncated or changed; "
@@ -133,6 +139,9 @@ class StoreReader:
         reader = self.shard_reader(info.shard)
         if isinstance(reader, ZarrShardReader):
             return next(m for m in reader.metas() if m.episode_id == info.episode_id)
+        listed = self._listed.get(info.episode_id, {})
+        if "randomization" in listed:  # format version 2: the manifest holds the whole meta
+            return EpisodeMeta(info.episode_id, info.seed, info.scene_id, dict(listed["randomization"]), info.length)
         meta = reader.episode_meta(info.start)
         if meta is None:
             raise StoreError(f"{self.store_dir / info.shard}: episode {info.episode_id!r} has no episode.json; re-collect it")
@@ -161,6 +170,17 @@ class StoreReader:
         self.close()
 
 
-def open_store(store_dir: str | Path) -> StoreReader:
+def stored_bytes(path: Path | S3Path) -> int | None:
+    """A shard's bytes (a Zarr shard's files together), None when it is missing."""
+    if isinstance(path, S3Path):
+        head = path.head()
+        if head is not None:
+            return int(head["size"])
+        sizes = [size for _, size in path.list()]
+        return sum(sizes) if sizes else None
+    return shard_bytes(path) if path.exists() else None
+
+
+def open_store(store_dir: str | Path | S3Path) -> StoreReader:
     """A reader over the store's manifest; StoreError (one line) when it is not a readable store."""
     return StoreReader(store_dir)

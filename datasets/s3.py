@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -91,7 +92,7 @@ def bucket_store(bucket: str) -> Any:
                 bucket,
                 config=config,
                 client_options={"allow_http": endpoint.startswith("http://"), "timeout": "120s"},
-                retry_config={"max_retries": 5, "retry_timeout": "60s"},
+                retry_config={"max_retries": 5, "retry_timeout": timedelta(seconds=60)},
             )
             _STORES[bucket] = store
         return store

@@ -290,3 +290,30 @@ def test_hugging_face_datasets_loads_the_tars(bucket, tmp_path):
     assert np.array_equal(np.array(got["state4"], np.float32), arrays["state"][k])
     assert np.array_equal(np.array(got["wrist4"], np.uint8), arrays["wrist_rgb"][k])
     assert got["flags4"] == {"is_first": k == 0, "is_last": False, "is_terminal": False}
+
+
+def test_record_writes_rollouts_into_a_bucket_and_a_rerun_skips_them(bucket):
+    """--record s3://...: the online phases' recorder, as they call it, into a bucket."""
+    from f1.collect.store_spec import collection_spec
+    from f1.shared.config import load_config
+    from f1.train.online.record import RolloutRecorder, check_record_store
+
+    from test_datasets import make_episode
+
+    url = f"s3://{bucket}/record"
+    cfg = load_config(None, ["environment.image_size=[32,32]", "collect.format=webdataset"])
+    spec = collection_spec(cfg)
+    episodes = [make_episode(i, n, spec) for i, n in enumerate([3, 4])]
+    check_record_store(url, cfg)  # nothing there yet: fine
+    for _ in range(2):  # the second run finds both episodes recorded and skips them
+        recorder = RolloutRecorder(url, cfg, "student", 0)
+        recorder.add(episodes)
+        recorder.close()
+    assert (recorder.written, recorder.skipped) == (0, 2)
+    reader = open_store(url)
+    assert [e.episode_id for e in reader.episodes] == [m.episode_id for _, m in episodes]
+    assert np.array_equal(reader.read_episode(reader.episodes[1])["wrist_rgb"], episodes[1][0]["wrist_rgb"])
+    assert verify_store(url) == []
+    other = load_config(None, ["environment.image_size=[32,32]", "collect.format=zarr"])
+    with pytest.raises(Exception, match="holds webdataset shards"):
+        check_record_store(url, other)

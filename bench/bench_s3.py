@@ -15,7 +15,9 @@ same Zarr store as a local folder. Rows:
   bench_teacher) for --chunks chunks, frames read and tokenised every chunk
   (teacher.cache_tokens=false, the read-heavy path) and with the token cache
   (the default), from the local store and from the bucket, prefetch 4: the
-  data-wait share of a step (goal < 5 %) from episode_metrics.jsonl.
+  data-wait share of a step (goal < 5 %) from episode_metrics.jsonl. The s3
+  reader's whole-episode cache is cut to 4 episodes (2 x B lanes), so every
+  epoch reads every episode from the server again.
 moto is a Python server on the same 2 cores, so S3 figures here are a lower
 bound on a real endpoint's throughput, not its latency. The table is printed
 and appended to bench/RESULTS.md.
@@ -188,6 +190,12 @@ def teacher_rows(work: Path, url: str, chunks: int) -> list[tuple[str, str, str]
     tokenizer = FSQTokenizer.from_config(load_config(None, TINY))
     tokenizer(torch.from_numpy(np.concatenate([a["wrist_rgb"] for a in arrays.values()])))
     tokenizer.save(work / "tokenizer")
+    # The s3 reader keeps whole episodes for their next chunks (REMOTE_EPISODE_CACHE_BYTES, 256 MB); this small
+    # store would fit whole and be read from S3 once. Room for 2 x B = 4 episodes here, so that every epoch
+    # fetches every episode from the server again, as a store larger than the cache would.
+    import f1.datasets.reader as reader_module
+
+    reader_module.REMOTE_EPISODE_CACHE_BYTES = 4 * 21 * SPEC.raw_bytes_per_step()
     rows = []
     for cache in (False, True):
         for where, data in (("local disk", work / "tstore"), ("s3", url)):

@@ -10,8 +10,11 @@ stay open (LRU), so training replay's many small `read_steps` calls cost a
 seek and a decode, not an open. Safe to call from several threads.
 
 `open_store("s3://bucket/run1")` reads a store on object storage the same
-way: the manifest, then ranged GETs of whole step ranges (one per Zarr
-image file touched, or one over a tar's span).
+way: the manifest, then ranged GETs (one per Zarr image file touched, or one
+over a tar's span). There a request costs milliseconds whatever its size, so
+`read_steps` reads the whole episode at once and serves the episode's later
+step ranges (replay's next chunks of that lane) from memory: an LRU of
+REMOTE_EPISODE_CACHE_BYTES.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from f1.datasets.wds_shard import TarShardReader
 from f1.datasets.zarr_shard import ZarrShardReader
 
 MAX_OPEN_SHARDS = 64
+REMOTE_EPISODE_CACHE_BYTES = 256 << 20  # whole episodes read from object storage, kept for their next chunks
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class StoreReader:
             self._by_id.setdefault(info.episode_id, info)  # duplicates are verify's to report
         self._open: OrderedDict[str, ZarrShardReader | TarShardReader] = OrderedDict()
         self._lock = threading.Lock()
+        self._remote = isinstance(self.store_dir, S3Path)
+        self._episode_cache: OrderedDict[tuple[int, tuple[str, ...]], dict[str, np.ndarray]] = OrderedDict()
+        self._episode_cache_bytes = 0
 
     @property
     def num_steps(self) -> int:
@@ -127,8 +134,31 @@ class StoreReader:
         """Steps [start, stop) of one episode: {key: (stop - start, ...)}, fresh arrays."""
         if not 0 <= start <= stop <= info.length:
             raise IndexError(f"steps [{start}, {stop}) outside episode {info.episode_id!r} of length {info.length}")
+        keys = self._keys(keys)
+        if self._remote:
+            whole = self._whole_episode(info, keys)
+            return {k: whole[k][start:stop].copy() for k in keys}
         reader = self.shard_reader(info.shard)
-        return reader.read(info.start + start, info.start + stop, self._keys(keys))
+        return reader.read(info.start + start, info.start + stop, keys)
+
+    def _whole_episode(self, info: EpisodeInfo, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """All steps of one episode for `keys`, from the LRU or one read (object storage only)."""
+        cache_key = (info.index, keys)
+        with self._lock:
+            arrays = self._episode_cache.get(cache_key)
+            if arrays is not None:
+                self._episode_cache.move_to_end(cache_key)
+                return arrays
+        arrays = self.shard_reader(info.shard).read(info.start, info.start + info.length, keys)
+        size = sum(a.nbytes for a in arrays.values())
+        with self._lock:
+            if cache_key not in self._episode_cache:
+                self._episode_cache[cache_key] = arrays
+                self._episode_cache_bytes += size
+            while self._episode_cache_bytes > REMOTE_EPISODE_CACHE_BYTES and len(self._episode_cache) > 1:
+                _, old = self._episode_cache.popitem(last=False)
+                self._episode_cache_bytes -= sum(a.nbytes for a in old.values())
+        return arrays
 
     def read_episode(self, episode: str | EpisodeInfo, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         info = self.episode(episode) if isinstance(episode, str) else episode
@@ -160,6 +190,8 @@ class StoreReader:
         with self._lock:
             readers = list(self._open.values())
             self._open.clear()
+            self._episode_cache.clear()
+            self._episode_cache_bytes = 0
         for reader in readers:
             reader.close()
 

@@ -103,6 +103,8 @@ def test_both_formats_round_trip_through_s3(bucket, fmt, tmp_path):
     if fmt == "zarr":
         assert reader.shard_reader(reader.shards[0]["name"]).fast_image_keys == set(SPEC.image_keys)
     assert verify_store(url) == []
+    if fmt == "webdataset":
+        return  # the zarr case converts its store to webdataset in the bucket and back through the CLI
 
     # The CLI takes the URL: stats (normalizer.json into the bucket), verify, convert both ways, show.
     stats = run_f1("dataset", "stats", url, "--json", "--sample-images", "4")

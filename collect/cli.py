@@ -4,7 +4,6 @@ the ranks come from Slurm or torchrun-style variables (`f1.collect.ranks`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -17,7 +16,9 @@ BACKENDS = ("multiprocessing", "ray")
 
 
 def collect(
-    out: Annotated[Path, typer.Option("--out", help="Store directory (created, or resumed if it exists).")] = Path("shards"),
+    out: Annotated[
+        str, typer.Option("--out", help="Store: a directory or s3://bucket/prefix (created, or resumed if it exists).")
+    ] = "shards",
     gpus: GpusOpt = None,
     envs: Annotated[Optional[int], typer.Option("--envs", min=1, help="Envs per worker.")] = None,
     episodes: Annotated[

@@ -42,6 +42,7 @@ from f1.collect.space import space_warning
 from f1.collect.store_spec import collection_spec
 from f1.collect.worker import WorkerReport, run_worker
 from f1.datasets.manifest import open_or_create_manifest
+from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.writer import resolved_spec
 from f1.datasets.writer_lock import writer_lock
 from f1.shared.config import F1Config
@@ -55,14 +56,16 @@ log = logging.getLogger("f1.collect")
 def _existing_episode_ids(out: Path) -> set[str]:
     from f1.datasets import MANIFEST_NAME, open_store
 
-    if not (out / MANIFEST_NAME).exists():
+    if not (out / MANIFEST_NAME).is_file():
         if out.exists() and any(out.iterdir()) and not any(out.glob("shard-*")):
             raise UserError(f"{out} exists and is not an f1 store (no manifest.json); choose an empty or new --out")
         return set()
     return {info.episode_id for info in open_store(out).episodes}
 
 
-def _dir_bytes(path: Path) -> int:
+def _dir_bytes(path: Path | S3Path) -> int:
+    if isinstance(path, S3Path):
+        return 0  # not listed every half second: the summary counts the manifest's bytes instead
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
@@ -107,7 +110,7 @@ def main(
     `ranks` (`f1.collect.ranks.NodeRanks`): where this node's rank came from, said on the first line.
     """
     console = Console(stderr=True)
-    out = Path(out)
+    out = store_path(out)  # a directory or s3://bucket/prefix
     if ranks is not None:
         console.print(f"node rank {ranks.rank} of {ranks.count}, from {escape(ranks.source)}", soft_wrap=True)
     try:
@@ -151,7 +154,7 @@ def run_collection(
 ) -> Optional[CollectRun]:
     """Collect what the store is missing; None when nothing is."""
     c = cfg.collect
-    out = Path(out)
+    out = store_path(out)  # a directory or s3://bucket/prefix
     if backend == "ray":
         from f1.collect.ray_backend import check_ray_store, run_ray
 
@@ -183,7 +186,8 @@ def run_collection(
         env_vars = worker_envs(gpu_ids, len(plans))
         if ray_address is None:  # a real Ray cluster's GPUs are not on this machine: its actors say if they fail
             probe_render_device(env_vars[0])
-        warning = space_warning(out, manifest, spec, todo * (cfg.training.steps_per_episode + 1))
+        # Object storage has no free-space figure; its shards are staged in the temp dir one at a time.
+        warning = None if isinstance(out, S3Path) else space_warning(out, manifest, spec, todo * (cfg.training.steps_per_episode + 1))
         if warning:
             console.print(f"[yellow]{escape(warning)}", soft_wrap=True)
         if done:
@@ -265,4 +269,9 @@ def _print_summary(console: Console, out: Path, reports: dict[int, WorkerReport]
     steps = sum(r.steps for r in reports.values())
     table.add_row("all", str(episodes), str(steps), f"{wall:.1f}", "", f"{steps / max(wall, 1e-9):.1f}", "", "", "")
     console.print(table)
-    console.print(f"{out}: {_dir_bytes(out) / 1e6:.1f} MB on disk")
+    if isinstance(out, S3Path):
+        from f1.datasets.manifest import read_manifest
+
+        console.print(f"{out}: {sum(s['bytes'] for s in read_manifest(out)['shards']) / 1e6:.1f} MB in finalised shards")
+    else:
+        console.print(f"{out}: {_dir_bytes(out) / 1e6:.1f} MB on disk")

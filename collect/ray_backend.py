@@ -54,6 +54,7 @@ from rich.markup import escape
 
 from f1.collect.plan import WorkerPlan, plan_collection
 from f1.collect.worker import WorkerReport
+from f1.datasets.s3 import S3Path, store_path
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 
@@ -83,9 +84,10 @@ def _address_host(address: str) -> str:
     return address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
 
 
-def check_ray_store(out: Path, ray_address: Optional[str]) -> None:
-    """With a real cluster every node writes the store: a relative local path is refused (one line, exit 2)."""
-    if ray_address is not None and not Path(out).is_absolute():
+def check_ray_store(out: Path | S3Path, ray_address: Optional[str]) -> None:
+    """With a real cluster every node writes the store: a relative local path is refused (one line, exit 2);
+    an s3:// store is reachable from every node."""
+    if ray_address is not None and not isinstance(out, S3Path) and not Path(out).is_absolute():
         raise UserError(
             f"--out {out} is a relative path, but with --ray-address {ray_address} every Ray node writes the store: "
             "give an absolute path on a filesystem that every node mounts"
@@ -166,7 +168,7 @@ def listed_episode_ids(out: Path) -> set[str]:
     """Every episode the store's manifest lists (what a task run again must not redo)."""
     from f1.datasets.manifest import read_manifest
 
-    return {e["id"] for s in read_manifest(Path(out))["shards"] for e in s["episodes"]}
+    return {e["id"] for s in read_manifest(store_path(out))["shards"] for e in s["episodes"]}
 
 
 def plan_tasks(cfg: F1Config, done_ids: set[str], num_actors: int) -> list[WorkerPlan]:
@@ -229,7 +231,7 @@ class CollectActor:
         from f1.shared.config import config_from_dict
 
         self.cfg = config_from_dict(cfg_dict)
-        self.out = Path(out_dir)
+        self.out = store_path(out_dir)
         self.worker = worker
         self.venv = None
         self.warm = False
@@ -314,7 +316,7 @@ def run_ray(cfg: F1Config, out: Path, console: Console, todo: int, ray_address: 
         soft_wrap=True,
     )
     try:
-        return _drive(ray, cfg, Path(out), console, todo, num_actors, gpu)
+        return _drive(ray, cfg, store_path(out), console, todo, num_actors, gpu)
     finally:
         ray.shutdown()
 

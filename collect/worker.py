@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from f1.collect.plan import EpisodeTask, WorkerPlan
+from f1.datasets.s3 import store_path
 
 
 @dataclass
@@ -54,14 +55,14 @@ def run_worker(
 
         cfg = config_from_dict(cfg_dict)
         report = collect_plan(
-            cfg, plan, open_store_writer(cfg, Path(out_dir), rank), lambda steps: queue.put(("episode", rank, steps))
+            cfg, plan, open_store_writer(cfg, store_path(out_dir), rank), lambda steps: queue.put(("episode", rank, steps))
         )
         report.rank = rank
         queue.put(("done", rank, report))
     except BaseException as exc:  # noqa: BLE001 - the parent reports it and exits non-zero
         from f1.collect.failures import root_cause
 
-        queue.put(("error", rank, (root_cause(exc, Path(out_dir)), traceback.format_exc())))
+        queue.put(("error", rank, (root_cause(exc, store_path(out_dir)), traceback.format_exc())))
         raise SystemExit(1)
 
 

@@ -10,8 +10,8 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 
 # The same default as `f1 collect --out`, so the quick start's commands need no path.
-DEFAULT_STORE = Path("shards")
-StoreArg = Annotated[Path, typer.Argument(help="Store directory (holds manifest.json).")]
+DEFAULT_STORE = "shards"
+StoreArg = Annotated[str, typer.Argument(help="Store: a directory or s3://bucket/prefix (holds manifest.json).")]
 
 
 @app.command()
@@ -41,8 +41,8 @@ def verify(store: StoreArg = DEFAULT_STORE) -> None:
 
 @app.command()
 def convert(
-    src: Annotated[Path, typer.Argument(help="Source store.")],
-    dst: Annotated[Path, typer.Argument(help="Destination store (must not exist).")],
+    src: Annotated[str, typer.Argument(help="Source store (a directory or s3://bucket/prefix).")],
+    dst: Annotated[str, typer.Argument(help="Destination store (must not exist; a directory or s3://bucket/prefix).")],
     format: Annotated[str, typer.Option("--format", help="Destination format: zarr or webdataset.")],
     image_codec: Annotated[
         Optional[str], typer.Option("--image-codec", "--image_codec", help="Lossless image codec (default: the source's).")

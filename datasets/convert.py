@@ -10,7 +10,6 @@ normalizer.json is copied as it is, being computed from the same arrays.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from f1.datasets.codecs import resolve_codec
 from f1.datasets.manifest import open_or_create_manifest
 from f1.datasets.reader import open_store
+from f1.datasets.s3 import store_path
 from f1.datasets.schema import StoreError, parse_shard_name
 from f1.datasets.writer import EpisodeWriter, open_writer
 from f1.shared.normalizers import NORMALIZER_FILE
@@ -28,7 +28,7 @@ _MAX_EPISODES_PER_SHARD = 1 << 30  # shards end where the source's do (finish_sh
 
 
 def main(src: Path, dst: Path, fmt: str, image_codec: str | None = None) -> None:
-    src, dst = Path(src), Path(dst)
+    src, dst = store_path(src), store_path(dst)
     reader = open_store(src)
     if image_codec is None and fmt == reader.format:
         image_codec = reader.spec.image_codec
@@ -57,6 +57,6 @@ def main(src: Path, dst: Path, fmt: str, image_codec: str | None = None) -> None
             writer.close()
     if not reader.shards:  # an empty store converts to an empty store
         open_or_create_manifest(dst, fmt, spec, config)
-    if (src / NORMALIZER_FILE).exists():
-        shutil.copyfile(src / NORMALIZER_FILE, dst / NORMALIZER_FILE)
+    if (src / NORMALIZER_FILE).is_file():
+        (dst / NORMALIZER_FILE).write_bytes((src / NORMALIZER_FILE).read_bytes())
     print(f"wrote {dst}: {len(reader.shards)} {fmt} shards, {len(reader.episodes)} episodes, image codec {codec}")

@@ -5,6 +5,11 @@ honours flock) append to one manifest, so every change is a read-modify-write
 under `fcntl.flock` on manifest.lock, written to a temp file and renamed over
 the old one: a reader without the lock sees the old manifest or the new one,
 never half of one.
+
+On object storage (an S3Path store) there is neither flock nor rename: the
+manifest is created with If-None-Match: * and replaced with If-Match on the
+ETag it was read with; a writer that loses the race reads it again and
+retries, so concurrent workers never lose each other's entries.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from f1.datasets.s3 import ConflictError, S3Path
 from f1.datasets.schema import FORMAT_VERSION, LOCK_NAME, MANIFEST_NAME, StoreError, StoreSpec
+
+CONFLICT_RETRIES = 200  # conditional manifest writes lost in a row before a writer gives up
 
 
 @contextlib.contextmanager
@@ -32,15 +41,29 @@ def manifest_lock(store_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_manifest(store_dir: Path) -> dict[str, Any]:
+def read_manifest(store_dir: Path | S3Path) -> dict[str, Any]:
     """The parsed manifest; a StoreError naming the file when it is missing, unreadable or too new."""
+    return _parse_manifest(store_dir, _manifest_text(store_dir))
+
+
+def _manifest_text(store_dir: Path | S3Path) -> str:
+    if isinstance(store_dir, S3Path):
+        found = (store_dir / MANIFEST_NAME).read_with_etag()
+        if found is None:
+            raise StoreError(f"{store_dir} is not an f1 store (no {MANIFEST_NAME}); point at a store written by `f1 collect`")
+        return found[0].decode()
     path = Path(store_dir) / MANIFEST_NAME
     if not Path(store_dir).is_dir():
         raise StoreError(f"{store_dir} is not a directory; point at a store written by `f1 collect`")
     if not path.is_file():
         raise StoreError(f"{store_dir} is not an f1 store (no {MANIFEST_NAME}); point at a store written by `f1 collect`")
+    return path.read_text()
+
+
+def _parse_manifest(store_dir: Path | S3Path, text: str) -> dict[str, Any]:
+    path = store_dir / MANIFEST_NAME
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(text)
         version = int(manifest["format_version"])
         StoreSpec.from_dict(manifest["spec"])
         manifest["shards"]
@@ -62,22 +85,36 @@ def _write_manifest(store_dir: Path, manifest: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)  # only left when the write failed (a full disk): the old manifest stands
 
 
-def open_or_create_manifest(store_dir: Path, fmt: str, spec: StoreSpec, collection_config: dict[str, Any]) -> dict[str, Any]:
+def _new_manifest(fmt: str, spec: StoreSpec, collection_config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "format": fmt,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "spec": spec.to_dict(),
+        "collection_config": collection_config,
+        "shards": [],
+    }
+
+
+def open_or_create_manifest(
+    store_dir: Path | S3Path, fmt: str, spec: StoreSpec, collection_config: dict[str, Any]
+) -> dict[str, Any]:
     """Create the store's manifest, or check that an existing one holds the same format and spec."""
-    store_dir.mkdir(parents=True, exist_ok=True)
-    with manifest_lock(store_dir):
-        if not (store_dir / MANIFEST_NAME).exists():
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "format": fmt,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "spec": spec.to_dict(),
-                "collection_config": collection_config,
-                "shards": [],
-            }
-            _write_manifest(store_dir, manifest)
+    if isinstance(store_dir, S3Path):
+        manifest = _new_manifest(fmt, spec, collection_config)
+        try:
+            (store_dir / MANIFEST_NAME).put(json.dumps(manifest, indent=1).encode(), mode="create")
             return manifest
-        manifest = read_manifest(store_dir)
+        except FileExistsError:  # another writer created it first (or the store exists): check it below
+            manifest = read_manifest(store_dir)
+    else:
+        store_dir.mkdir(parents=True, exist_ok=True)
+        with manifest_lock(store_dir):
+            if not (store_dir / MANIFEST_NAME).exists():
+                manifest = _new_manifest(fmt, spec, collection_config)
+                _write_manifest(store_dir, manifest)
+                return manifest
+            manifest = read_manifest(store_dir)
     check_format(store_dir, manifest, fmt)
     have = StoreSpec.from_dict(manifest["spec"])
     if have != spec:
@@ -101,21 +138,47 @@ class DuplicateEpisodes(StoreError):
     """The shard holds episodes the manifest already lists (a task that ran twice): it is not added."""
 
 
-def add_shard(store_dir: Path, entry: dict[str, Any]) -> None:
+def check_new_episodes(manifest: dict[str, Any], entry: dict[str, Any]) -> None:
+    """DuplicateEpisodes if the entry's shard holds an episode the manifest already lists (its name must be new too)."""
+    names = {s["name"] for s in manifest["shards"]}
+    assert entry["name"] not in names, ("shard already in the manifest", entry["name"])
+    listed = {e["id"] for s in manifest["shards"] for e in s["episodes"]}
+    twice = sorted(listed.intersection(e["id"] for e in entry["episodes"]))
+    if twice:
+        raise DuplicateEpisodes(f"{entry['name']} holds {len(twice)} episode(s) already listed, e.g. {twice[0]}")
+
+
+def add_shard(store_dir: Path | S3Path, entry: dict[str, Any]) -> None:
     """Append one finalised shard's entry; its name must be new, and DuplicateEpisodes if an episode is listed already.
 
     So a scene block run twice (Ray retries are at-least-once) never enters the store twice.
     """
+    if isinstance(store_dir, S3Path):
+        _add_shard_s3(store_dir, entry)
+        return
     with manifest_lock(store_dir):
         manifest = read_manifest(store_dir)
-        names = {s["name"] for s in manifest["shards"]}
-        assert entry["name"] not in names, ("shard already in the manifest", entry["name"])
-        listed = {e["id"] for s in manifest["shards"] for e in s["episodes"]}
-        twice = sorted(listed.intersection(e["id"] for e in entry["episodes"]))
-        if twice:
-            raise DuplicateEpisodes(f"{entry['name']} holds {len(twice)} episode(s) already listed, e.g. {twice[0]}")
+        check_new_episodes(manifest, entry)
         manifest["shards"].append(entry)
         _write_manifest(store_dir, manifest)
+
+
+def _add_shard_s3(store_dir: S3Path, entry: dict[str, Any]) -> None:
+    """Read-modify-write with If-Match on the ETag read; on 412 (another worker won) read again and retry."""
+    key = store_dir / MANIFEST_NAME
+    for attempt in range(CONFLICT_RETRIES):
+        found = key.read_with_etag()
+        if found is None:
+            raise StoreError(f"{key} disappeared while this run wrote the store; re-create the store")
+        manifest = _parse_manifest(store_dir, found[0].decode())
+        check_new_episodes(manifest, entry)  # re-checked on every retry: another worker may just have listed them
+        manifest["shards"].append(entry)
+        try:
+            key.put(json.dumps(manifest, indent=1).encode(), mode={"e_tag": found[1]})
+            return
+        except ConflictError:
+            time.sleep(random.uniform(0, min(0.5, 0.01 * 2**min(attempt, 6))))  # jittered backoff, then re-read
+    raise StoreError(f"{key}: {CONFLICT_RETRIES} conditional writes in a row lost to other writers; rerun to resume")
 
 
 def shard_files(path: Path) -> list[Path]:

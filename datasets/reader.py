@@ -8,6 +8,13 @@ Only shards in the manifest exist for a reader (a `.tmp` or a shard killed
 before its manifest entry is invisible). Shard handles open on first use and
 stay open (LRU), so training replay's many small `read_steps` calls cost a
 seek and a decode, not an open. Safe to call from several threads.
+
+`open_store("s3://bucket/run1")` reads a store on object storage the same
+way: the manifest, then ranged GETs (one per Zarr image file touched, or one
+over a tar's span). There a request costs milliseconds whatever its size, so
+`read_steps` reads the whole episode at once and serves the episode's later
+step ranges (replay's next chunks of that lane) from memory: an LRU of
+REMOTE_EPISODE_CACHE_BYTES.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from f1.datasets.manifest import read_manifest, shard_bytes
+from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.schema import MANIFEST_NAME, EpisodeMeta, StoreError, StoreSpec
 from f1.datasets.wds_shard import TarShardReader
 from f1.datasets.zarr_shard import ZarrShardReader
 
 MAX_OPEN_SHARDS = 64
+REMOTE_EPISODE_CACHE_BYTES = 256 << 20  # whole episodes read from object storage, kept for their next chunks
 
 
 @dataclass(frozen=True)
@@ -42,14 +51,15 @@ class EpisodeInfo:
 
 
 class StoreReader:
-    def __init__(self, store_dir: str | Path):
-        self.store_dir = Path(store_dir)
+    def __init__(self, store_dir: str | Path | S3Path):
+        self.store_dir = store_path(store_dir)
         self.manifest: dict[str, Any] = read_manifest(self.store_dir)
         self.spec = StoreSpec.from_dict(self.manifest["spec"])
         self.format: str = self.manifest["format"]
         # Sorted by name so every process lists the episodes alike, whatever order workers finished in.
         self.shards: list[dict[str, Any]] = sorted(self.manifest["shards"], key=lambda s: s["name"])
         self._entries = {s["name"]: s for s in self.shards}
+        self._listed = {e["id"]: e for s in self.shards for e in s["episodes"]}
         self.episodes: list[EpisodeInfo] = []
         for shard in self.shards:
             start = 0
@@ -63,6 +73,9 @@ class StoreReader:
             self._by_id.setdefault(info.episode_id, info)  # duplicates are verify's to report
         self._open: OrderedDict[str, ZarrShardReader | TarShardReader] = OrderedDict()
         self._lock = threading.Lock()
+        self._remote = isinstance(self.store_dir, S3Path)
+        self._episode_cache: OrderedDict[tuple[int, tuple[str, ...]], dict[str, np.ndarray]] = OrderedDict()
+        self._episode_cache_bytes = 0
 
     @property
     def num_steps(self) -> int:
@@ -87,9 +100,9 @@ class StoreReader:
         if entry is None:
             raise StoreError(f"shard {name!r} is not in {self.store_dir / MANIFEST_NAME}; list the store's shards there")
         path = self.store_dir / name
-        if not path.exists():
+        size = stored_bytes(path)
+        if size is None:
             raise StoreError(f"{path} is in the manifest but missing; restore it, or re-collect into a new store")
-        size = shard_bytes(path)
         if size != entry["bytes"]:
             raise StoreError(
                 f"{path} has {size} bytes, the manifest says {entry['bytes']}: truncated or changed; "
@@ -121,8 +134,31 @@ class StoreReader:
         """Steps [start, stop) of one episode: {key: (stop - start, ...)}, fresh arrays."""
         if not 0 <= start <= stop <= info.length:
             raise IndexError(f"steps [{start}, {stop}) outside episode {info.episode_id!r} of length {info.length}")
+        keys = self._keys(keys)
+        if self._remote:
+            whole = self._whole_episode(info, keys)
+            return {k: whole[k][start:stop].copy() for k in keys}
         reader = self.shard_reader(info.shard)
-        return reader.read(info.start + start, info.start + stop, self._keys(keys))
+        return reader.read(info.start + start, info.start + stop, keys)
+
+    def _whole_episode(self, info: EpisodeInfo, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """All steps of one episode for `keys`, from the LRU or one read (object storage only)."""
+        cache_key = (info.index, keys)
+        with self._lock:
+            arrays = self._episode_cache.get(cache_key)
+            if arrays is not None:
+                self._episode_cache.move_to_end(cache_key)
+                return arrays
+        arrays = self.shard_reader(info.shard).read(info.start, info.start + info.length, keys)
+        size = sum(a.nbytes for a in arrays.values())
+        with self._lock:
+            if cache_key not in self._episode_cache:
+                self._episode_cache[cache_key] = arrays
+                self._episode_cache_bytes += size
+            while self._episode_cache_bytes > REMOTE_EPISODE_CACHE_BYTES and len(self._episode_cache) > 1:
+                _, old = self._episode_cache.popitem(last=False)
+                self._episode_cache_bytes -= sum(a.nbytes for a in old.values())
+        return arrays
 
     def read_episode(self, episode: str | EpisodeInfo, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         info = self.episode(episode) if isinstance(episode, str) else episode
@@ -133,6 +169,9 @@ class StoreReader:
         reader = self.shard_reader(info.shard)
         if isinstance(reader, ZarrShardReader):
             return next(m for m in reader.metas() if m.episode_id == info.episode_id)
+        listed = self._listed.get(info.episode_id, {})
+        if "randomization" in listed:  # format version 2: the manifest holds the whole meta
+            return EpisodeMeta(info.episode_id, info.seed, info.scene_id, dict(listed["randomization"]), info.length)
         meta = reader.episode_meta(info.start)
         if meta is None:
             raise StoreError(f"{self.store_dir / info.shard}: episode {info.episode_id!r} has no episode.json; re-collect it")
@@ -151,6 +190,8 @@ class StoreReader:
         with self._lock:
             readers = list(self._open.values())
             self._open.clear()
+            self._episode_cache.clear()
+            self._episode_cache_bytes = 0
         for reader in readers:
             reader.close()
 
@@ -161,6 +202,17 @@ class StoreReader:
         self.close()
 
 
-def open_store(store_dir: str | Path) -> StoreReader:
+def stored_bytes(path: Path | S3Path) -> int | None:
+    """A shard's bytes (a Zarr shard's files together), None when it is missing."""
+    if isinstance(path, S3Path):
+        head = path.head()
+        if head is not None:
+            return int(head["size"])
+        sizes = [size for _, size in path.list()]
+        return sum(sizes) if sizes else None
+    return shard_bytes(path) if path.exists() else None
+
+
+def open_store(store_dir: str | Path | S3Path) -> StoreReader:
     """A reader over the store's manifest; StoreError (one line) when it is not a readable store."""
     return StoreReader(store_dir)

@@ -5,6 +5,7 @@ A store is a directory of shards plus one manifest:
 ```
 <store>/
 ├── manifest.json                  format version, StoreSpec, collection config, finalised shards
+│                                  (each with its episodes' metas: id, length, seed, scene_id, randomization)
 ├── manifest.lock                  flock target: writers read-modify-write manifest.json under it
 ├── normalizer.json                written by `f1 dataset stats`; training's action/state normalizer
 ├── shard-n0w0-000000.zarr/        Zarr v3 group, one per finalised shard (format "zarr")
@@ -21,7 +22,7 @@ A store is a directory of shards plus one manifest:
 │       └── (group attrs)          randomization: one dict per episode
 ├── shard-n0w1-000000.tar          WebDataset (format "webdataset"): one sample a step,
 │                                  key <episode_id>_<k:06d>, members head_rgb.png wrist_rgb.png
-│                                  state.npy action.npy flags.json (+ episode.json at k = 0)
+│                                  state.npy action.npy flags.json (version 1 also episode.json at k = 0)
 ├── shard-n0w1-000000.tar.idx.npy  member byte offsets of that tar, so a step range is one seek
 └── shard-n0w2-000003.zarr.tmp/    a shard being written (or left by a killed writer): never read
 ```
@@ -40,7 +41,10 @@ import numpy as np
 
 from f1.shared.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: WebDataset samples all have the same members (no episode.json at k = 0; every episode's meta,
+randomization included, is in its manifest entry), so Hugging Face `datasets` loads the tars. Version-1
+stores are still read (their tars' episode.json is used)."""
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "manifest.lock"
 TMP_SUFFIX = ".tmp"

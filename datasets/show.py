@@ -75,7 +75,7 @@ def write_contact_sheet(path: Path, frames: list[np.ndarray]) -> None:
     Image.fromarray(sheet).save(path)
 
 
-def main(store: Path, episode: str, out: Path | None = None) -> None:
+def main(store: str | Path, episode: str, out: Path | None = None) -> None:
     reader = open_store(store)
     info = resolve_episode(reader, str(episode))
     out = Path(out) if out is not None else Path(f"{info.episode_id}.mp4")

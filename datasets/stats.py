@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from f1.datasets.reader import StoreReader, open_store
+from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.schema import StoreError
 from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, save_normalizers
 
@@ -155,8 +157,12 @@ def main(store: Path, as_json: bool = False, sample_images: int = 256, write_nor
     stats = compute_stats(reader, sample_images=sample_images, progress=sys.stderr.isatty())
     stats["normalizer"] = None
     if write_normalizer:
-        path = Path(store) / NORMALIZER_FILE
-        save_normalizers(path, {k: Normalizer.from_stats(stats[k]) for k in ("action", "state")})
+        path = store_path(store) / NORMALIZER_FILE
+        normalizers = {k: Normalizer.from_stats(stats[k]) for k in ("action", "state")}
+        if isinstance(path, S3Path):  # one PUT replaces an object whole: no temp name needed
+            path.write_text(json.dumps({k: asdict(v) for k, v in normalizers.items()}, indent=2))
+        else:
+            save_normalizers(path, normalizers)
         stats["normalizer"] = str(path)
     if as_json:
         print(json.dumps(stats))

@@ -8,11 +8,18 @@ Checks, each problem naming shard, episode and step:
   the index sidecar equal to the tar's headers;
 - each episode's schema and markers (f1.datasets.schema.episode_problems);
 - no episode split across shards, no duplicate episode ids.
+
+A store on object storage is checked the same way, each shard downloaded
+into a temporary folder in turn; `unlisted_objects` names the objects no
+manifest entry lists (shards a killed writer left: readers never see them,
+and the next writer of that worker deletes them), which verify reports
+without failing.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +28,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
 from f1.datasets.manifest import read_manifest, shard_bytes, shard_checksum
-from f1.datasets.schema import EpisodeMeta, StoreError, StoreSpec, episode_problems
+from f1.datasets.s3 import S3Path, store_path
+from f1.datasets.schema import MANIFEST_NAME, EpisodeMeta, StoreError, StoreSpec, episode_problems, parse_shard_name
 from f1.datasets.wds_shard import index_path, iter_tar_episodes, scan_index
 from f1.datasets.zarr_shard import ZarrShardReader
 
@@ -39,7 +47,7 @@ def _zarr_episodes(path: Path, spec: StoreSpec, problems: list[str]):
     yield from reader.iter_episodes()
 
 
-def _tar_episodes(path: Path, spec: StoreSpec, problems: list[str]):
+def _tar_episodes(path: Path, spec: StoreSpec, problems: list[str], listed: dict[str, dict]):
     sidecar = index_path(path)
     if sidecar.exists():
         scanned, _ = scan_index(path, spec, [])  # its problems come out of iter_tar_episodes below
@@ -50,7 +58,35 @@ def _tar_episodes(path: Path, spec: StoreSpec, problems: list[str]):
         else:
             if stored.shape != scanned.shape or not np.array_equal(stored, scanned):
                 problems.append(f"index {sidecar.name} does not match the tar's headers; delete it, readers rebuild it")
-    yield from iter_tar_episodes(path, spec, problems)
+    yield from iter_tar_episodes(path, spec, problems, listed)
+
+
+def _verify_remote_shard(store: S3Path, entry: dict, spec: StoreSpec) -> list[str]:
+    """Download the shard (and a tar's index) into a temporary folder, then check it as a local one."""
+    name = entry["name"]
+    with tempfile.TemporaryDirectory(prefix="f1-verify-") as tmp:
+        local = Path(tmp)
+        keys = [name, name + ".idx.npy"] if entry["format"] == "webdataset" else [name]
+        for key in keys:
+            obj = store / key
+            if obj.is_file() or (entry["format"] == "zarr" and key == name and obj.is_dir()):
+                obj.download_to(local / key)
+        return _verify_shard(local, entry, spec)
+
+
+def unlisted_objects(store: Path | S3Path, manifest: dict) -> list[str]:
+    """Shard objects (or files) under the store that no manifest entry lists, by top-level name."""
+    listed = {s["name"] for s in manifest["shards"]}
+    if isinstance(store, S3Path):
+        names = sorted({rel.split("/", 1)[0] for rel, _ in store.list()})
+    else:
+        names = sorted(p.name for p in Path(store).iterdir())
+    out = []
+    for name in names:
+        parsed = parse_shard_name(name)
+        if parsed and name[: len(name) - len(parsed[3])] not in listed:
+            out.append(name)
+    return out
 
 
 def _verify_shard(store_dir: Path, entry: dict, spec: StoreSpec) -> list[str]:
@@ -67,9 +103,13 @@ def _verify_shard(store_dir: Path, entry: dict, spec: StoreSpec) -> list[str]:
         problems.append(f"{name}: checksum {checksum[:19]}... does not match the manifest's {entry['checksum'][:19]}...")
     found: list[EpisodeMeta] = []
     shard_problems: list[str] = []
-    episodes = _zarr_episodes if entry["format"] == "zarr" else _tar_episodes
+    listed_metas = {e["id"]: e for e in entry["episodes"]}
+    if entry["format"] == "zarr":
+        episodes = _zarr_episodes(path, spec, shard_problems)
+    else:
+        episodes = _tar_episodes(path, spec, shard_problems, listed_metas)
     try:
-        for meta, arrays in episodes(path, spec, shard_problems):
+        for meta, arrays in episodes:
             found.append(meta)
             shard_problems.extend(episode_problems(arrays, meta, spec))
     except Exception as exc:  # noqa: BLE001 - a shard too broken to read is one problem, not a crash
@@ -90,9 +130,9 @@ def _verify_shard(store_dir: Path, entry: dict, spec: StoreSpec) -> list[str]:
     return problems
 
 
-def verify_store(store: str | Path, progress: bool = False) -> list[str]:
+def verify_store(store: str | Path | S3Path, progress: bool = False) -> list[str]:
     """Every problem of the store, one line each; [] when it verifies. StoreError if it is not a store."""
-    store_dir = Path(store)
+    store_dir = store_path(store)
     manifest = read_manifest(store_dir)
     spec = StoreSpec.from_dict(manifest["spec"])
     shards = sorted(manifest["shards"], key=lambda s: s["name"])
@@ -113,21 +153,33 @@ def verify_store(store: str | Path, progress: bool = False) -> list[str]:
     with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
         task = bar.add_task("verify", total=sum(s["bytes"] for s in shards), done=0, shards=len(shards))
         for i, entry in enumerate(shards):
-            problems += _verify_shard(store_dir, entry, spec)
+            if isinstance(store_dir, S3Path):
+                problems += _verify_remote_shard(store_dir, entry, spec)
+            else:
+                problems += _verify_shard(store_dir, entry, spec)
             bar.update(task, advance=entry["bytes"], done=i + 1)
     return problems
 
 
-def main(store: Path) -> int:
-    """0 when the store verifies, 1 when anything is wrong (each problem printed on its own line)."""
+def main(store: str | Path) -> int:
+    """0 when the store verifies, 1 when anything is wrong (each problem printed on its own line).
+
+    Objects no manifest entry lists are reported too, without failing: no reader sees them."""
+    store = store_path(store)
     problems = verify_store(store, progress=sys.stderr.isatty())
     console = Console(highlight=False)
+    manifest = read_manifest(store)
+    for name in unlisted_objects(store, manifest):
+        console.print(
+            f"[yellow]unlisted[/yellow] {escape(str(store / name))}: no entry of {MANIFEST_NAME} lists it (left by a "
+            "killed writer; readers ignore it, the next collect of that worker deletes it)",
+            soft_wrap=True,
+        )
     if problems:
         for p in problems:
             console.print(f"[red]problem[/red] {escape(p)}", soft_wrap=True)
         console.print(f"{store}: {len(problems)} problem(s)")
         return 1
-    manifest = read_manifest(Path(store))
     episodes = sum(len(s["episodes"]) for s in manifest["shards"])
     steps = sum(s["steps"] for s in manifest["shards"])
     console.print(f"[green]ok[/green] {store}: {len(manifest['shards'])} shards, {episodes} episodes, {steps} steps")

@@ -2,14 +2,17 @@
 
 Members of a step, in this order: `<cam>_rgb.<png|npy>` per camera,
 `state.npy`, `action.npy`, `flags.json` ({"is_first", "is_last",
-"is_terminal"}: one readable member rather than three), and at k = 0 also
-`episode.json` (the EpisodeMeta). `webdataset.WebDataset` and `tar` read it
-without f1.
+"is_terminal"}: one readable member rather than three). Every sample has the
+same members, as Hugging Face `datasets`' webdataset builder requires; the
+episode's meta is in the manifest entry (format version 2). Version-1 tars
+also carry `episode.json` (the EpisodeMeta) at k = 0, which readers still
+use. `webdataset.WebDataset`, `datasets.load_dataset("webdataset", ...)` and
+`tar` read it without f1.
 
 The sidecar `<shard>.tar.idx.npy` holds int64 (S, M, 2): for step s and
 member m (MEMBER_ORDER, episode.json last, size -1 where absent) the data
-offset and size in the tar, so a step range is one `pread` instead of a scan.
-Without the sidecar the reader rebuilds it from the tar headers.
+offset and size in the tar, so a step range is one `pread` (one ranged GET on object storage) instead
+of a scan. Without the sidecar the reader rebuilds it from the tar headers.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 import re
 import tarfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -69,8 +72,6 @@ class TarShardWriter:
             payloads = [encode_image(codec, arrays[cam][k]) for cam in self.spec.image_keys]
             payloads += [encode_npy(arrays["state"][k]), encode_npy(arrays["action"][k])]
             payloads.append(json.dumps({f: bool(arrays[f][k]) for f in FLAG_KEYS}).encode())
-            if k == 0:
-                payloads.append(json.dumps(meta.to_dict()).encode())
             for m, data in enumerate(payloads):
                 row[m] = self._add(f"{key}.{self._members[m]}", data)
             self._index.append(row)
@@ -130,21 +131,33 @@ def scan_index(path: Path, spec: StoreSpec, problems: list[str] | None) -> tuple
 
 
 class TarShardReader:
-    """Random access to one finalised tar through its index: a step range is one pread."""
+    """Random access to one finalised tar through its index: a step range is one pread (or ranged GET)."""
 
-    def __init__(self, path: Path, spec: StoreSpec, index: np.ndarray):
+    def __init__(self, path: Any, spec: StoreSpec, index: np.ndarray, pread: Callable[[int, int], bytes] | None = None):
+        """`pread(size, offset)` reads the tar's bytes (an object's ranged GET); None opens the local file."""
         self.path, self.spec, self.index = path, spec, index
         self._dtypes = spec.step_dtypes()
         self._members = member_names(spec)
         self._column = {name: m for m, name in enumerate(self._members)}
-        self._fd = os.open(path, os.O_RDONLY)  # pread: no shared file position between threads
+        self._fd = -1
+        if pread is None:
+            self._fd = os.open(path, os.O_RDONLY)  # pread: no shared file position between threads
+            pread = lambda size, offset: os.pread(self._fd, size, offset)  # noqa: E731
+        self._pread = pread
 
     @classmethod
     def open(cls, path: Path, spec: StoreSpec, num_steps: int) -> "TarShardReader":
         """Through the sidecar index (rebuilt from the tar headers when it is missing)."""
-        sidecar = index_path(path)
+        from f1.datasets.s3 import S3Path
+
+        sidecar = index_path(path) if not isinstance(path, S3Path) else path.parent / (path.name + TAR_INDEX_SUFFIX)
         try:
-            index = np.load(sidecar) if sidecar.exists() else scan_index(path, spec, None)[0]
+            if isinstance(path, S3Path):
+                if not sidecar.is_file():
+                    raise StoreError(f"{sidecar} is missing; convert the store again (an s3 store needs the index)")
+                index = np.load(io.BytesIO(sidecar.read_bytes()))
+            else:
+                index = np.load(sidecar) if sidecar.exists() else scan_index(path, spec, None)[0]
         except (ValueError, OSError) as exc:
             raise StoreError(f"{sidecar} is unreadable ({exc}); delete it and f1 rebuilds it from the tar") from None
         if index.shape != (num_steps, len(member_names(spec)), 2):
@@ -152,6 +165,8 @@ class TarShardReader:
                 f"{sidecar}: index shape {index.shape} does not match the manifest's {num_steps} steps; "
                 "delete it and f1 rebuilds it from the tar"
             )
+        if isinstance(path, S3Path):
+            return cls(path, spec, index, pread=lambda size, offset: path.read_range(offset, size))
         return cls(path, spec, index)
 
     def _member(self, buf: bytes | memoryview, base: int, s: int, name: str) -> memoryview:
@@ -175,7 +190,7 @@ class TarShardReader:
         lo = int(rows[:, :, 0][present].min())
         hi = int((rows[:, :, 0] + rows[:, :, 1])[present].max())
         span = any(key in self.spec.image_keys for key in keys)
-        buf = os.pread(self._fd, hi - lo, lo) if span else None
+        buf = self._pread(hi - lo, lo) if span else None
         if span and len(buf) != hi - lo:
             raise StoreError(f"{self.path} is truncated (read {len(buf)} of {hi - lo} bytes at {lo}); re-collect it")
         flags = {}
@@ -185,7 +200,7 @@ class TarShardReader:
                     data = self._member(buf, lo, s, names[key])
                 else:
                     off, size = self.index[s, self._column[names[key]]]
-                    data = memoryview(os.pread(self._fd, int(size), int(off)))
+                    data = memoryview(self._pread(int(size), int(off)))
                 if key in FLAG_KEYS:
                     if s not in flags:
                         flags[s] = json.loads(bytes(data))
@@ -202,11 +217,11 @@ class TarShardReader:
         return f"{key}.npy"
 
     def episode_meta(self, step: int) -> EpisodeMeta | None:
-        """The episode.json stored with step `step` (an episode's k = 0), or None."""
+        """The episode.json stored with step `step` (an episode's k = 0 in a version-1 tar), or None."""
         off, size = self.index[step, self._column[EPISODE_MEMBER]]
         if size < 0:
             return None
-        return EpisodeMeta.from_dict(json.loads(os.pread(self._fd, int(size), int(off))))
+        return EpisodeMeta.from_dict(json.loads(self._pread(int(size), int(off))))
 
     def close(self) -> None:
         if getattr(self, "_fd", -1) >= 0:
@@ -218,9 +233,12 @@ class TarShardReader:
 
 
 def iter_tar_episodes(
-    path: Path, spec: StoreSpec, problems: list[str] | None = None
+    path: Path, spec: StoreSpec, problems: list[str] | None = None, listed: dict[str, dict] | None = None
 ) -> Iterator[tuple[EpisodeMeta, dict[str, np.ndarray]]]:
     """Read a tar front to back, without its index, checking key order: what verify and convert use.
+
+    An episode without episode.json (format version 2) takes its meta from `listed`, its manifest
+    entry by id ({id: {"id", "length", "seed", "scene_id", "randomization"}}).
 
     Episodes come out as they end. Order problems (a step missing or out of
     order, an episode resumed later in the shard) raise a StoreError, or are
@@ -255,8 +273,11 @@ def iter_tar_episodes(
                 expected = k + 1
                 s += 1
             meta = reader.episode_meta(first)
-            if meta is None:
-                problem(f"episode {episode_id!r}: no {EPISODE_MEMBER} at its first sample {keys[first]!r}")
+            if meta is None and listed is not None and episode_id in listed:
+                e = listed[episode_id]
+                meta = EpisodeMeta(episode_id, e["seed"], e["scene_id"], dict(e.get("randomization", {})), s - first)
+            elif meta is None:
+                problem(f"episode {episode_id!r}: no {EPISODE_MEMBER} at its first sample {keys[first]!r} nor a manifest entry")
                 meta = EpisodeMeta(episode_id, -1, -1, {}, s - first)
             elif meta.episode_id != episode_id:
                 problem(f"episode {episode_id!r}: {EPISODE_MEMBER} names {meta.episode_id!r}")

@@ -15,6 +15,15 @@ space is free again and the finished shards stay as they are. A shard holding
 an episode the manifest already lists (the same scene block run twice, as a
 retried Ray task may) is deleted instead of listed: `dropped_episodes` names its
 episodes, and the store never holds one twice.
+
+A store on object storage (`s3://bucket/prefix`, an S3Path) has no rename:
+the shard is built the same way in a local staging folder, then uploaded
+under its final key (each file of a Zarr shard, the tar and its index;
+multipart when large), and only then listed in the manifest by a
+conditional write. A writer killed mid-upload leaves objects no manifest
+entry lists; readers never see them, `f1 dataset verify` reports them, and
+the next writer of the same worker deletes them and continues after their
+seq, so it never lists a half-written shard.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,8 +39,17 @@ from typing import Any
 import numpy as np
 
 from f1.datasets.codecs import AUTO, resolve_codec
-from f1.datasets.manifest import add_shard, check_format, open_or_create_manifest, read_manifest, shard_bytes, shard_checksum
-from f1.datasets.manifest import DuplicateEpisodes
+from f1.datasets.manifest import (
+    DuplicateEpisodes,
+    add_shard,
+    check_format,
+    open_or_create_manifest,
+    read_manifest,
+    shard_bytes,
+    shard_checksum,
+    shard_files,
+)
+from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.schema import (
     FORMATS,
     MANIFEST_NAME,
@@ -56,7 +75,7 @@ class EpisodeWriter:
 
     def __init__(
         self,
-        store_dir: Path,
+        store_dir: Path | S3Path,
         fmt: str,
         spec: StoreSpec,
         worker: str,
@@ -64,10 +83,14 @@ class EpisodeWriter:
         episodes_per_shard: int,
         background: bool,
     ):
-        self.store_dir, self.fmt, self.spec, self.worker = store_dir, fmt, spec, worker
+        self.fmt, self.spec, self.worker = fmt, spec, worker
         self.episodes_per_shard = episodes_per_shard
+        # On object storage, shards are built in a local staging folder (self.store_dir) and uploaded whole.
+        self.remote: S3Path | None = store_dir if isinstance(store_dir, S3Path) else None
+        self.store_dir = Path(tempfile.mkdtemp(prefix=f"f1-staging-{worker}-")) if self.remote else store_dir
         manifest = open_or_create_manifest(store_dir, fmt, spec, collection_config)
-        self.next_seq = self._clean_leftovers({s["name"] for s in manifest["shards"]})
+        in_manifest = {s["name"] for s in manifest["shards"]}
+        self.next_seq = self._clean_remote_leftovers(in_manifest) if self.remote else self._clean_leftovers(in_manifest)
         self.shards_written: list[str] = []
         self.dropped_episodes: list[str] = []
         """Episodes of shards dropped because the manifest already listed some of their episodes."""
@@ -101,6 +124,23 @@ class EpisodeWriter:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         return highest + 1
 
+    def _clean_remote_leftovers(self, in_manifest: set[str]) -> int:
+        """The same on object storage: delete this worker's objects no manifest entry lists; return the next seq."""
+        highest = -1
+        for name in in_manifest:
+            parsed = parse_shard_name(name)
+            if parsed and parsed[0] == self.worker:
+                highest = max(highest, parsed[1])
+        for rel, _ in list(self.remote.list()):
+            top = rel.split("/", 1)[0]
+            parsed = parse_shard_name(top)
+            if not parsed or parsed[0] != self.worker:
+                continue
+            highest = max(highest, parsed[1])
+            if top[: len(top) - len(parsed[3])] not in in_manifest:
+                (self.remote / rel).unlink(missing_ok=True)  # uploaded by a writer killed before listing it
+        return highest + 1
+
     # -- the caller's side ---------------------------------------------------------------
 
     def add_episode(self, arrays: dict[str, np.ndarray], meta: EpisodeMeta) -> None:
@@ -126,6 +166,8 @@ class EpisodeWriter:
             self._thread.join()
         elif self._error is None:
             self._guarded(self._safely, self._finish)
+        if self.remote is not None:
+            shutil.rmtree(self.store_dir, ignore_errors=True)  # the staging folder
         if self._error is not None:
             raise self._error
 
@@ -196,7 +238,10 @@ class EpisodeWriter:
             "name": final.name,
             "format": self.fmt,
             "episodes": [
-                {"id": m.episode_id, "length": m.length, "seed": m.seed, "scene_id": m.scene_id} for m in self._metas
+                # randomization: since format version 2 the manifest holds every episode's whole meta
+                # (WebDataset samples no longer carry episode.json, so that all have the same members).
+                {"id": m.episode_id, "length": m.length, "seed": m.seed, "scene_id": m.scene_id, "randomization": m.randomization}
+                for m in self._metas
             ],
             "steps": sum(m.length for m in self._metas),
             "bytes": shard_bytes(tmp),
@@ -205,6 +250,9 @@ class EpisodeWriter:
         for sidecar in sidecars:  # shard-...tar.tmp.idx.npy -> shard-...tar.idx.npy, before the shard itself
             os.replace(sidecar, sidecar.with_name(sidecar.name.replace(tmp.name, final.name)))
         os.rename(tmp, final)
+        if self.remote is not None:
+            self._upload_and_list(final, [final.with_name(s.name.replace(tmp.name, final.name)) for s in sidecars], entry)
+            return
         try:
             add_shard(self.store_dir, entry)
         except BaseException as exc:
@@ -221,8 +269,35 @@ class EpisodeWriter:
         self._shard, self._tmp, self._metas = None, None, []
 
 
+    def _upload_and_list(self, final: Path, sidecars: list[Path], entry: dict[str, Any]) -> None:
+        """Upload the staged shard under its final keys (sidecars first), then list it; staged files go."""
+        if final.is_dir():  # a Zarr shard: each of its files under <shard>/<relative path>
+            files = [(p, f"{final.name}/{p.relative_to(final).as_posix()}") for p in shard_files(final)]
+        else:
+            files = [(final, final.name)]
+        uploaded: list[str] = []
+        try:
+            for local, key in [(s, s.name) for s in sidecars] + files:
+                (self.remote / key).upload(local)
+                uploaded.append(key)
+            add_shard(self.remote, entry)
+        except BaseException:
+            for key in uploaded:  # best effort; what stays is unlisted, and the next writer deletes it
+                try:
+                    (self.remote / key).unlink(missing_ok=True)
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
+        finally:
+            shutil.rmtree(final, ignore_errors=True) if final.is_dir() else final.unlink(missing_ok=True)
+            for sidecar in sidecars:
+                sidecar.unlink(missing_ok=True)
+            self._shard, self._tmp, self._metas = None, None, []
+        self.shards_written.append(final.name)
+
+
 def open_writer(
-    store_dir: str | Path,
+    store_dir: str | Path | S3Path,
     fmt: str,
     spec: StoreSpec,
     worker: str,
@@ -236,7 +311,7 @@ def open_writer(
     `image_codec` (or, when None, `spec.image_codec`) 'auto' takes the store's codec when the
     store exists, else the format's default (f1.datasets.codecs).
     """
-    store_dir = Path(store_dir)
+    store_dir = store_path(store_dir)
     if fmt not in FORMATS:
         raise StoreError(f"unknown store format {fmt!r}; use one of {list(FORMATS)}")
     if not WORKER_RE.match(worker):
@@ -247,10 +322,10 @@ def open_writer(
     return EpisodeWriter(store_dir, fmt, spec, worker, collection_config, episodes_per_shard, background)
 
 
-def resolved_spec(store_dir: str | Path, fmt: str, spec: StoreSpec, image_codec: str | None = None) -> StoreSpec:
+def resolved_spec(store_dir: str | Path | S3Path, fmt: str, spec: StoreSpec, image_codec: str | None = None) -> StoreSpec:
     """`spec` with a concrete codec: `image_codec` (or, when None, spec's) 'auto' takes an existing
     store's codec, else the format's default. StoreError if the existing store holds another format."""
-    store_dir = Path(store_dir)
+    store_dir = store_path(store_dir)
     codec = image_codec if image_codec is not None else spec.image_codec
     if (store_dir / MANIFEST_NAME).exists():
         existing = read_manifest(store_dir)

@@ -20,6 +20,9 @@ filters, an index without crc32c, ...), and the caller keeps zarr's slicing.
 
 Writes: ShardedZstdFrameWriter writes whole files of this layout, the same bytes zarr writes.
 
+On object storage (`remote`, the array's S3Path) the same reads are ranged
+GETs: a file's index is its last bytes, a step range one GET per file.
+
 Thread-safe (reads): no shared file handle (each read opens, preads, closes), index
 arrays are immutable once cached, and numcodecs' zstd calls keep no state.
 """
@@ -46,7 +49,7 @@ class _ZstdFrameLayout:
     """Where and how a zarr.Array in the supported layout stores its frames; `of(array)` is None for any other."""
 
     def __init__(self, array: Any, frames_per_file: int, level: int, checksum: bool):
-        self.array_dir = Path(array.store.root) / array.path
+        self.array_dir = Path(array.store.root) / array.path if hasattr(array.store, "root") else None
         self.shape = tuple(array.shape)
         self.frames_per_file = frames_per_file
         self.fill_value = int(array.metadata.fill_value)
@@ -59,15 +62,17 @@ class _ZstdFrameLayout:
         return self._meta.encode_chunk_key((i, 0, 0, 0))
 
     @classmethod
-    def of(cls, array: Any) -> "_ZstdFrameLayout | None":
+    def of(cls, array: Any, remote: bool = False) -> "_ZstdFrameLayout | None":
+        """`remote`: the array lives on object storage (zarr's ObjectStore), read by ranged GETs."""
         from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
         from zarr.codecs.sharding import ShardingCodecIndexLocation
         from zarr.core.chunk_grids import RegularChunkGrid
-        from zarr.storage import LocalStore
+        from zarr.storage import LocalStore, ObjectStore
 
         meta = array.metadata
         shape = tuple(array.shape)
-        if meta.zarr_format != 3 or not isinstance(array.store, LocalStore) or meta.storage_transformers:
+        store_type = ObjectStore if remote else LocalStore
+        if meta.zarr_format != 3 or not isinstance(array.store, store_type) or meta.storage_transformers:
             return None
         if array.dtype != np.uint8 or len(shape) != 4 or shape[3] != 3:
             return None
@@ -93,9 +98,16 @@ class ShardedZstdFrames:
     """Frames [start, stop) of one (N, H, W, 3) uint8 array: `read(start, stop)` -> (stop - start, H, W, 3)."""
 
     def __init__(
-        self, array_dir: Path, shape: tuple[int, ...], frames_per_file: int, fill_value: int, file_key: Callable[[int], str]
+        self,
+        array_dir: Path,
+        shape: tuple[int, ...],
+        frames_per_file: int,
+        fill_value: int,
+        file_key: Callable[[int], str],
+        remote: Any = None,
     ):
         self.array_dir = array_dir
+        self.remote = remote  # the array's S3Path on object storage, else None
         self.shape = shape
         self.frames_per_file = frames_per_file
         self.fill_value = fill_value
@@ -105,12 +117,14 @@ class ShardedZstdFrames:
         self._indexes: dict[int, np.ndarray] = {}
 
     @classmethod
-    def open(cls, array: Any) -> "ShardedZstdFrames | None":
-        """The fast reader of a zarr.Array when its metadata is exactly the supported layout, else None."""
-        layout = _ZstdFrameLayout.of(array)
+    def open(cls, array: Any, remote: Any = None) -> "ShardedZstdFrames | None":
+        """The fast reader of a zarr.Array when its metadata is exactly the supported layout, else None.
+
+        `remote`: the array's S3Path when it lives on object storage."""
+        layout = _ZstdFrameLayout.of(array, remote=remote is not None)
         if layout is None:
             return None
-        return cls(layout.array_dir, layout.shape, layout.frames_per_file, layout.fill_value, layout.file_key)
+        return cls(layout.array_dir, layout.shape, layout.frames_per_file, layout.fill_value, layout.file_key, remote)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames [start, stop), clipped to the array like a numpy/zarr slice: (n, H, W, 3) uint8, a fresh array."""
@@ -126,7 +140,9 @@ class ShardedZstdFrames:
             pos = end
         return out
 
-    def _path(self, file_no: int) -> str:
+    def _path(self, file_no: int) -> Any:
+        if self.remote is not None:
+            return self.remote / self._file_key(file_no)
         return os.path.join(self.array_dir, self._file_key(file_no))
 
     def _index(self, file_no: int) -> np.ndarray:
@@ -140,14 +156,15 @@ class ShardedZstdFrames:
         """(S, 2) uint64 (offset, nbytes) of file_no, checked; all EMPTY when the file does not exist."""
         path = self._path(file_no)
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self._index_bytes:
-                    raise StoreError(
-                        f"{path} has {size} bytes, fewer than its {self._index_bytes}-byte shard index: truncated; "
-                        "re-collect the shard"
-                    )
-                raw = os.pread(f.fileno(), self._index_bytes, size - self._index_bytes)
+            if self.remote is not None:
+                size = path.size()
+                self._check_index_fits(path, size)
+                raw = path.read_range(size - self._index_bytes, self._index_bytes)
+            else:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    self._check_index_fits(path, size)
+                    raw = os.pread(f.fileno(), self._index_bytes, size - self._index_bytes)
         except FileNotFoundError:
             return np.full((self.frames_per_file, 2), EMPTY, np.uint64)  # zarr reads a missing file as fill
         body, stored = raw[:-CRC_BYTES], raw[-CRC_BYTES:]
@@ -172,6 +189,13 @@ class ShardedZstdFrames:
             )
         return index
 
+    def _check_index_fits(self, path: Any, size: int) -> None:
+        if size < self._index_bytes:
+            raise StoreError(
+                f"{path} has {size} bytes, fewer than its {self._index_bytes}-byte shard index: truncated; "
+                "re-collect the shard"
+            )
+
     def _read_file(self, file_no: int, first: int, stop: int, dest: np.ndarray) -> None:
         """Frames [first, stop) of file file_no into dest (stop - first, H*W*3): one pread, one zstd call each."""
         # Python lists, not numpy ops: a range spans a few frames, where per-call numpy overhead would dominate.
@@ -184,11 +208,14 @@ class ShardedZstdFrames:
         lo = min(offset for _, offset, _ in written)
         hi = max(offset + nbytes for _, offset, nbytes in written)
         path = self._path(file_no)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            span = os.pread(fd, hi - lo, lo)
-        finally:
-            os.close(fd)
+        if self.remote is not None:
+            span = path.read_range(lo, hi - lo)
+        else:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                span = os.pread(fd, hi - lo, lo)
+            finally:
+                os.close(fd)
         if len(span) != hi - lo:
             raise StoreError(f"{path}: read {len(span)} of bytes [{lo}, {hi}): truncated; re-collect the shard")
         view = memoryview(span)

@@ -120,11 +120,22 @@ class ZarrShardReader:
     """
 
     def __init__(self, path: Path, spec: StoreSpec, fast_images: bool = True):
+        """`path` is a local directory, or an S3Path (zarr reads the metadata and vectors through its
+        ObjectStore; the fast image path reads by ranged GETs)."""
         import zarr
 
+        from f1.datasets.s3 import S3Path, bucket_store
+
         self.path, self.spec = path, spec
+        remote = isinstance(path, S3Path)
         try:
-            self._root = zarr.open_group(str(path), mode="r", zarr_format=3)
+            if remote:
+                from zarr.storage import ObjectStore
+
+                store = ObjectStore(bucket_store(path.bucket), read_only=True)
+                self._root = zarr.open_group(store=store, path=path.key, mode="r", zarr_format=3)
+            else:
+                self._root = zarr.open_group(str(path), mode="r", zarr_format=3)
             self._images = {k: self._root[f"data/{k}"] for k in spec.image_keys}
             ends = self._root["meta/episode_ends"][:]
         except (KeyError, FileNotFoundError, ValueError) as exc:
@@ -132,7 +143,11 @@ class ZarrShardReader:
         self.episode_ends = np.asarray(ends, dtype=np.int64)
         self.num_steps = int(self.episode_ends[-1]) if len(self.episode_ends) else 0
         self._small: dict[str, np.ndarray] = {}
-        fast = {k: ShardedZstdFrames.open(a) for k, a in self._images.items()} if fast_images else {}
+        fast = (
+            {k: ShardedZstdFrames.open(a, remote=path / "data" / k if remote else None) for k, a in self._images.items()}
+            if fast_images
+            else {}
+        )
         self._fast = {k: f for k, f in fast.items() if f is not None}
         self.fast_image_keys = frozenset(self._fast)
 

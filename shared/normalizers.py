@@ -67,5 +67,9 @@ def save_normalizers(path: str | Path, normalizers: dict[str, Normalizer]) -> No
 
 
 def load_normalizers(path: str | Path) -> dict[str, Normalizer]:
-    data = json.loads(Path(path).read_text())
-    return {k: Normalizer(**v) for k, v in data.items()}
+    return normalizers_from_json(Path(path).read_text())
+
+
+def normalizers_from_json(text: str) -> dict[str, Normalizer]:
+    """The inverse of save_normalizers' JSON (read from a file or an object)."""
+    return {k: Normalizer(**v) for k, v in json.loads(text).items()}

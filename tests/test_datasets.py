@@ -17,6 +17,7 @@ import pytest
 
 from f1.datasets import EpisodeMeta, SchemaError, StoreError, StoreSpec, open_store, open_writer, verify_store
 from f1.datasets.convert import main as convert
+from f1.datasets.manifest import shard_checksum
 from f1.datasets.schema import MANIFEST_NAME
 from f1.datasets.stats import compute_stats
 from f1.datasets.stats import main as stats_main
@@ -314,10 +315,11 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     store = write_store(tmp_path / "s", "webdataset")
     shard = store / "shard-n0w0-000000.tar"
     listing = subprocess.run(["tar", "tf", str(shard)], capture_output=True, text=True, check=True).stdout.split()
-    assert listing[:7] == [
-        f"s0-e0000000_000000.{m}"
-        for m in ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "flags.json", "episode.json")
-    ] + ["s0-e0000000_000001.head_rgb.png"]
+    members = ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "flags.json")
+    # Format version 2: every sample has the same members (no episode.json at k = 0), as HF datasets requires.
+    assert listing == [f"{key}.{m}" for key in [f"s0-e0000000_{k:06d}" for k in range(4)] + [
+        f"s0-e0000001_{k:06d}" for k in range(6)
+    ] for m in members]
     samples = list(wds.WebDataset(str(shard), shardshuffle=False).decode("rgb8"))
     assert [s["__key__"] for s in samples] == [f"s0-e0000000_{k:06d}" for k in range(4)] + [
         f"s0-e0000001_{k:06d}" for k in range(6)
@@ -327,7 +329,43 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     assert np.array_equal(s["wrist_rgb.png"], arrays["wrist_rgb"][2])
     assert np.array_equal(s["state.npy"], arrays["state"][2])
     assert s["flags.json"] == {"is_first": False, "is_last": False, "is_terminal": False}
-    assert samples[4]["episode.json"]["randomization"] == {"light": 0.25, "objects": [1, 2]}
+    entry = json.loads((store / MANIFEST_NAME).read_text())["shards"][0]
+    assert entry["episodes"][1]["randomization"] == {"light": 0.25, "objects": [1, 2]}  # the meta moved here
+
+
+def test_version_1_webdataset_store_still_reads(tmp_path):
+    """A version-1 store (episode.json at each episode's k = 0, no randomization in the manifest) reads and verifies."""
+    store = write_store(tmp_path / "s", "webdataset")
+    manifest = json.loads((store / MANIFEST_NAME).read_text())
+    entry = manifest["shards"][0]
+    metas = {e["id"]: e for e in entry["episodes"]}
+    shard = store / entry["name"]
+    old = tmp_path / "v1.tar"
+    with tarfile.open(shard) as src, tarfile.open(old, "w", format=tarfile.GNU_FORMAT) as dst:
+        for info in src:
+            dst.addfile(info, src.extractfile(info))
+            key, _, member = info.name.partition(".")
+            episode_id, k = key.rsplit("_", 1)
+            if member == "flags.json" and int(k) == 0:
+                e = metas[episode_id]
+                meta = {"episode_id": episode_id, "seed": e["seed"], "scene_id": e["scene_id"],
+                        "randomization": e["randomization"], "length": e["length"]}  # fmt: skip
+                data = json.dumps(meta).encode()
+                extra = tarfile.TarInfo(f"{key}.episode.json")
+                extra.size = len(data)
+                dst.addfile(extra, io.BytesIO(data))
+    old.replace(shard)
+    (store / (entry["name"] + ".idx.npy")).unlink()  # the reader rebuilds the index from the tar headers
+    for e in entry["episodes"]:
+        del e["randomization"]
+    entry["bytes"], entry["checksum"] = shard.stat().st_size, shard_checksum(shard)
+    manifest["format_version"] = 1
+    (store / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+    reader = open_store(store)
+    assert reader.episode_meta(reader.episodes[1]).randomization == {"light": 0.25, "objects": [1, 2]}
+    assert np.array_equal(reader.read_episode(reader.episodes[1])["wrist_rgb"], EPISODES[1][0]["wrist_rgb"])
+    assert verify_store(store) == []
 
 
 # -- stats --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from f1.shared.cli_options import (
 
 app = typer.Typer(no_args_is_help=True)
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Episode store directory (from `f1 collect`).")]
+DataOpt = Annotated[str, typer.Option("--data", help="Episode store: a directory or s3://bucket/prefix (from `f1 collect`).")]
 
 
 @app.command()
@@ -93,7 +93,9 @@ def student(
         Optional[int], typer.Option("--total-iterations", "--total_iterations", min=1, help="PPO iterations.")
     ] = None,
     envs: Annotated[Optional[int], typer.Option("--envs", min=1, help="Live envs stepped together.")] = None,
-    record: Annotated[Optional[Path], typer.Option("--record", help="Also write the rollouts to this store.")] = None,
+    record: Annotated[
+        Optional[str], typer.Option("--record", help="Also write the rollouts to this store (a directory or s3://bucket/prefix).")
+    ] = None,
     output_dir: OutputDirOpt = None,
     auto_resume: AutoResumeOpt = False,
     resume: ResumeOpt = None,
@@ -133,7 +135,9 @@ def adversarial(
         Optional[int], typer.Option("--total-iterations", "--total_iterations", min=1, help="Alternations.")
     ] = None,
     steps_per_episode: StepsPerEpisodeOpt = None,
-    record: Annotated[Optional[Path], typer.Option("--record", help="Also write the rollouts to this store.")] = None,
+    record: Annotated[
+        Optional[str], typer.Option("--record", help="Also write the rollouts to this store (a directory or s3://bucket/prefix).")
+    ] = None,
     output_dir: OutputDirOpt = None,
     auto_resume: AutoResumeOpt = False,
     resume: ResumeOpt = None,
@@ -160,7 +164,9 @@ def adversarial(
 
 def evaluate(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Teacher, student or adversarial checkpoint.")],
-    data: Annotated[Optional[Path], typer.Option("--data", help="Store with held-out episodes.")] = None,
+    data: Annotated[
+        Optional[str], typer.Option("--data", help="Store with held-out episodes (a directory or s3://bucket/prefix).")
+    ] = None,
     episodes: Annotated[
         int, typer.Option("--episodes", "--num-episodes", "--num_episodes", min=1, help="Episodes to evaluate.")
     ] = 4,

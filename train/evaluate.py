@@ -30,6 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from f1.datasets.s3 import store_path
 from f1.shared.config import F1Config, config_from_dict
 from f1.shared.errors import UserError
 from f1.train.online.coverage import VOXEL_SIZE_M, coverage_curve
@@ -51,7 +52,7 @@ def main(
     has_explorer = phase in EXPLORER_PHASES
     if data is None and not has_explorer:
         raise UserError(f"nothing to evaluate: {phase} checkpoint {checkpoint} has no explorer; pass --data STORE (held-out episodes)")
-    store = _check_store(Path(data)) if data is not None else None
+    store = _check_store(store_path(data)) if data is not None else None
 
     import torch
 

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from f1.datasets.manifest import read_manifest
+from f1.datasets.s3 import store_path
 from f1.datasets.schema import StoreSpec
 from f1.shared.config import F1Config, set_explicitly
 
@@ -22,7 +23,7 @@ log = logging.getLogger("f1.teacher")
 
 def adopt_store_settings(cfg: F1Config, data: Path) -> None:
     """Set, in place, the config keys the user left alone to what the store at `data` holds."""
-    spec = StoreSpec.from_dict(read_manifest(Path(data))["spec"])  # a StoreError names a missing or broken store
+    spec = StoreSpec.from_dict(read_manifest(store_path(data))["spec"])  # a StoreError names a missing or broken store
     store_values = {
         "environment.image_size": list(spec.image_hw),
         "environment.control_freq": spec.control_freq,

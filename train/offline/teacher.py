@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from f1.datasets.s3 import store_path
 from f1.shared.config import F1Config
 from f1.shared.gpu import pin_from_local_rank
 from f1.train.checkpoint import (
@@ -97,12 +98,13 @@ def main(
     output_dir = Path(cfg.teacher.output_dir)
 
     # ---- inputs: every check before a rank starts or a file is written
-    adopt_store_settings(cfg, Path(data))
-    store = check_store(Path(data), cfg)
+    data = store_path(data)  # a directory or s3://bucket/prefix
+    adopt_store_settings(cfg, data)
+    store = check_store(data, cfg)
     resume_path = resolve_resume(output_dir, resume, auto_resume)
     check_fresh_output_dir(output_dir, resuming=resume_path is not None)
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
-    choose_tokenizer(cfg, Path(data), checkpoint)  # may train one first: after every cheap check
+    choose_tokenizer(cfg, data, checkpoint)  # may train one first: after every cheap check
     tokenizer_dir, tokenizer = check_tokenizer(cfg)
     if checkpoint is not None:
         check_resume_compatible(checkpoint.path, checkpoint.training_state, planned_world_size(gpus), t.batch_size)

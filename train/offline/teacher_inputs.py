@@ -14,12 +14,11 @@ from typing import Optional
 
 import numpy as np
 
-from f1.datasets.manifest import shard_bytes
-from f1.datasets.reader import StoreReader, open_store
+from f1.datasets.reader import StoreReader, open_store, stored_bytes
 from f1.datasets.schema import MANIFEST_NAME, StoreError
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
-from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, load_normalizers
+from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, normalizers_from_json
 from f1.train.checkpoint import CHECKPOINT_PATTERN, Checkpoint, is_complete
 from f1.train.models.tokenizer import CONFIG_FILE, WEIGHTS_FILE, FSQTokenizer
 
@@ -33,10 +32,10 @@ def check_store(data: Path, cfg: F1Config) -> StoreReader:
     if not store.episodes:
         raise StoreError(f"{where} has no finalised episodes; collect some with `f1 collect --out {data}`")
     for entry in store.shards:
-        path = store.store_dir / entry["name"]
-        if not path.exists():
+        size = stored_bytes(store.store_dir / entry["name"])
+        if size is None:
             raise StoreError(f"{where}: shard {entry['name']} is in {MANIFEST_NAME} but missing; run `f1 dataset verify {data}`")
-        if shard_bytes(path) != entry["bytes"]:
+        if size != entry["bytes"]:
             raise StoreError(
                 f"{where}: shard {entry['name']} does not have the size {MANIFEST_NAME} lists (truncated or changed); "
                 f"run `f1 dataset verify {data}`"
@@ -126,7 +125,7 @@ def store_normalizers(store: StoreReader) -> dict[str, Normalizer]:
     path = store.store_dir / NORMALIZER_FILE
     if path.is_file():
         try:
-            return load_normalizers(path)
+            return normalizers_from_json(path.read_text())
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{path} is unreadable ({type(exc).__name__}); rewrite it with `f1 dataset stats {store.store_dir}`") from None
     log.info("%s has no %s: fitting the normalizer from its state and action vectors", store.store_dir, NORMALIZER_FILE)

@@ -81,7 +81,7 @@ def main(
     if checkpoint is not None:
         check_online_resume(checkpoint, PHASE, planned_world_size(gpus), s.envs, refs)
     if record is not None:
-        check_record_store(Path(record), cfg)
+        check_record_store(record, cfg)
 
     relaunch_if_needed(gpus)  # exits here when this process only starts the ranks
     pin_from_local_rank()
@@ -163,7 +163,7 @@ def main(
         ref = collect_rollout(venv, slots, random_policy, stepper, reward_fn, num_steps=t.steps_per_episode, device=device)
         random_ref = {"tokens": ref.tokens, "frames": ref.frames, "applied": ref.applied, "states": ref.states}
         set_seed(t.seed + rank)  # ranks draw different action noise
-    recorder = RolloutRecorder(Path(record), cfg, PHASE, rank) if record is not None else None
+    recorder = RolloutRecorder(record, cfg, PHASE, rank) if record is not None else None
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
     model_config = model_file_config(
         arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()), student_path=str(student_path.resolve()),

@@ -31,10 +31,11 @@ def check_record_store(store_dir: Path, cfg: F1Config) -> None:
     from f1.collect.store_spec import collection_spec
     from f1.datasets import MANIFEST_NAME
     from f1.datasets.manifest import read_manifest
+    from f1.datasets.s3 import store_path
     from f1.datasets.schema import StoreError, StoreSpec
 
-    store_dir = Path(store_dir)
-    if not (store_dir / MANIFEST_NAME).exists():
+    store_dir = store_path(store_dir)  # a directory or s3://bucket/prefix
+    if not (store_dir / MANIFEST_NAME).is_file():
         if store_dir.exists() and any(store_dir.iterdir()):
             raise StoreError(f"--record {store_dir} exists and is not an f1 store (no {MANIFEST_NAME}); choose an empty or new directory")
         return
@@ -55,10 +56,11 @@ class RolloutRecorder:
     def __init__(self, store_dir: Path, cfg: F1Config, phase: str, rank: int):
         from f1.collect.store_spec import open_config_writer
         from f1.datasets import MANIFEST_NAME, open_store
+        from f1.datasets.s3 import store_path
 
-        store_dir = Path(store_dir)
+        store_dir = store_path(store_dir)
         self.known: set[str] = set()
-        exists = (store_dir / MANIFEST_NAME).exists()
+        exists = (store_dir / MANIFEST_NAME).is_file()
         if exists:
             self.known = {info.episode_id for info in open_store(store_dir).episodes}
         # An existing store keeps its codec; a new one takes collect.image_codec.

@@ -77,7 +77,7 @@ def main(
     if checkpoint is not None:
         check_online_resume(checkpoint, PHASE, planned_world_size(gpus), s.envs, {"teacher_path": str(teacher_path)})
     if record is not None:
-        check_record_store(Path(record), cfg)
+        check_record_store(record, cfg)
 
     relaunch_if_needed(gpus)  # exits here when this process only starts the ranks
     pin_from_local_rank()
@@ -147,7 +147,7 @@ def main(
     reward = StudentReward(world_model.codes, s.memory_divergence_weight, s.wm_uncertainty_weight)
     reward_fn = lambda before, after, logits, next_tokens: reward(before, after, logits)  # noqa: E731
     policy = ExplorerPolicy(explorer)
-    recorder = RolloutRecorder(Path(record), cfg, PHASE, rank) if record is not None else None
+    recorder = RolloutRecorder(record, cfg, PHASE, rank) if record is not None else None
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
     model_config = model_file_config(arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()))
     id_prefix = run_tag(PHASE, output_dir)

@@ -230,6 +230,8 @@ class TokenizerTrainConfig:
     """Weight of the L1 loss on image differences (edges) beside the pixel L1."""
     ssim_weight: float = field(default=0.2, metadata=_range(ge=0))
     """Weight of the 1 - SSIM loss (local structure, 7x7 windows)."""
+    spectrum_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of the L1 between Fourier amplitudes (penalises blur and ringing alike)."""
     colour_jitter: bool = True
     """Train on frames with their colour channels permuted and scaled, so unseen scenes' colours survive."""
 

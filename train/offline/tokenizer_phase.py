@@ -203,6 +203,7 @@ def main(cfg: F1Config, data: Path) -> dict:
             "tok/recon_loss": out["recon_loss"].item(),
             "tok/l1_loss": out["l1_loss"].item(),
             "tok/gradient_loss": out["gradient_loss"].item(),
+            "tok/spectrum_loss": out["spectrum_loss"].item(),
             "tok/ssim": out["ssim"].item(),
             "tok/psnr": psnr(out["recon_loss"].item()),
             "tok/perplexity": out["perplexity"].item(),

@@ -135,8 +135,9 @@ class TabletopScene:
         self._build_room(params)
         self.robot = PandaRobot(self.scene, robot_meshes, params.robot_tint, params.robot_roughness, robot_assets_dir)
         self.objects = [_build_object(self.scene, spec, i) for i, spec in enumerate(params.objects)]
-        self._object_names = {entity.name for entity in self.objects}
-        self._robot_names = {link.entity.name for link in self.robot.articulation.links}
+        # The physics bodies, compared by identity (SAPIEN hands back the same Python objects for them).
+        self._object_bodies = {e.find_component_by_type(sapien.physx.PhysxRigidDynamicComponent) for e in self.objects}
+        self._robot_bodies = set(self.robot.articulation.links)
         self.on_table = np.zeros(len(self.objects), bool)  # which objects place() put on the table
         height, width = image_size
         self.cameras: dict[str, sapien.render.RenderCameraComponent] = {}
@@ -192,9 +193,9 @@ class TabletopScene:
 
     def robot_touches_objects(self) -> bool:
         """Whether, after the last physics step, any robot link touches any clutter object."""
-        robot, objects = self._robot_names, self._object_names
+        robot, objects = self._robot_bodies, self._object_bodies
         for contact in self.scene.get_contacts():
-            a, b = (body.entity.name for body in contact.bodies)
+            a, b = contact.bodies
             if (a in robot and b in objects) or (b in robot and a in objects):
                 if any(p.separation <= TOUCH_SEPARATION_M or np.any(p.impulse) for p in contact.points):
                     return True

@@ -37,7 +37,12 @@ exactly placed bodies at rest, and the CPU physics carries nothing over that
 changes it (tests/test_env.py checks), so an episode's frames depend only on
 (scene seed, episode seed).
 `info` carries scene_id, scene_seed, episode_seed, randomization (JSON-able
-dict of the scene's and the episode's parameters), ee_pos and elapsed_steps.
+dict of the scene's and the episode's parameters), ee_pos and elapsed_steps,
+and for exploration metrics (the store's format-2 keys, f1.datasets.schema.OBJECT_KEYS):
+object_pose (slots, 7) float32 and object_valid (slots,) bool, the clutter's poses
+in `environment.domain_randomization.max_objects` slots, and object_contact, whether
+a robot link touched a clutter object during the step's physics (False after reset).
+These are privileged simulator state: no policy or world model sees them.
 """
 
 from __future__ import annotations
@@ -112,6 +117,8 @@ class F1RLEnv(gym.Env):
         self._pending: Optional[tuple[np.ndarray, dict[str, Any]]] = None  # state and info of a started step
         self._frames: dict[str, np.ndarray] = {}
         self._targets = np.zeros(ARM_JOINTS + 2, np.float32)
+        self.object_slots = cfg.environment.domain_randomization.max_objects
+        self._touched = False  # a robot link touched a clutter object during the last step's physics
 
     @property
     def scene(self) -> Optional[TabletopScene]:
@@ -153,6 +160,7 @@ class F1RLEnv(gym.Env):
         scene.place(episode)
         self._targets[:] = scene.robot.qpos()  # place() put the drive targets at the start pose
         self._elapsed = 0
+        self._touched = False
         self._info = {
             "scene_id": options.get("scene_id", scene.params.scene_seed),
             "scene_seed": scene.params.scene_seed,
@@ -190,7 +198,7 @@ class F1RLEnv(gym.Env):
         targets[ARM_JOINTS:] = gripper_command_to_finger(float(applied[ARM_JOINTS]))
         np.clip(targets, robot.lower, robot.upper, out=targets)
         robot.set_targets(targets)
-        scene.step_physics(self.substeps)
+        self._touched = scene.step_physics(self.substeps)
         scene.take_pictures()
         self._history.record_action(applied)
         self._elapsed += 1
@@ -225,11 +233,15 @@ class F1RLEnv(gym.Env):
         state[STATE_LAYOUT["gripper_width"]] = qpos[ARM_JOINTS] + qpos[ARM_JOINTS + 1]
         state[STATE_LAYOUT["tcp_pos"]] = tcp.p
         state[STATE_LAYOUT["tcp_quat_wxyz"]] = tcp.q
+        object_pose, object_valid = self._scene.object_poses(self.object_slots)
         info = {
             **self._info,
             "randomization": json.loads(self._randomization_json),
             "ee_pos": state[STATE_LAYOUT["tcp_pos"]].copy(),
             "elapsed_steps": self._elapsed,
+            "object_pose": object_pose,
+            "object_valid": object_valid,
+            "object_contact": self._touched,
         }
         return state, info
 

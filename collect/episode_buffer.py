@@ -2,6 +2,9 @@
 
 Step k holds the observation before action k and action k itself; the last
 step (k = N-1 = T) holds the final observation and a zero (padding) action.
+With `object_slots` > 0 it also keeps, from each step's env info, the format-2
+object keys (f1.datasets.schema.OBJECT_KEYS): the clutter's poses, which slots
+are real, and whether the robot touched the clutter.
 """
 
 from __future__ import annotations
@@ -13,35 +16,40 @@ import numpy as np
 from f1.collect.plan import EpisodeTask
 
 OBS_KEYS = ("head_rgb", "wrist_rgb", "state")
+INFO_KEYS = ("object_pose", "object_valid", "object_contact")  # = f1.datasets.schema.OBJECT_KEYS, from the env's info
 
 
 class EpisodeBuffer:
-    def __init__(self, num_actions: int, action_dim: int):
+    def __init__(self, num_actions: int, action_dim: int, object_slots: int = 0):
         self.num_steps = num_actions + 1  # N = T + 1
         self.action_dim = action_dim
+        self.object_slots = object_slots
         self._arrays: dict[str, np.ndarray] = {}
         self._k = 0
         self._terminated = False
 
-    def _store(self, obs: dict[str, np.ndarray]) -> None:
-        for key in OBS_KEYS:
-            value = obs[key]
+    def _store(self, obs: dict[str, np.ndarray], info: dict[str, Any] | None) -> None:
+        values = {key: obs[key] for key in OBS_KEYS}
+        if self.object_slots:
+            assert info is not None, "a buffer with object slots needs each step's env info"
+            values.update({key: np.asarray(info[key]) for key in INFO_KEYS})
+        for key, value in values.items():
             if key not in self._arrays:
                 self._arrays[key] = np.empty((self.num_steps, *value.shape), value.dtype)
-                self._arrays["action"] = np.zeros((self.num_steps, self.action_dim), np.float32)
+                self._arrays.setdefault("action", np.zeros((self.num_steps, self.action_dim), np.float32))
             self._arrays[key][self._k] = value
 
-    def add(self, obs: dict[str, np.ndarray], action: np.ndarray) -> None:
-        """Record step k: the observation seen, then the action taken after it."""
+    def add(self, obs: dict[str, np.ndarray], action: np.ndarray, info: dict[str, Any] | None = None) -> None:
+        """Record step k: the observation seen (and the info that came with it), then the action taken after it."""
         assert self._k < self.num_steps - 1, (self._k, self.num_steps)
-        self._store(obs)
+        self._store(obs, info)
         self._arrays["action"][self._k] = action
         self._k += 1
 
-    def finish(self, final_obs: dict[str, np.ndarray], terminated: bool) -> None:
+    def finish(self, final_obs: dict[str, np.ndarray], terminated: bool, info: dict[str, Any] | None = None) -> None:
         """Record the last step: the observation after the last action; its action stays zero padding."""
         assert self._k == self.num_steps - 1, ("episode needs exactly T actions", self._k, self.num_steps - 1)
-        self._store(final_obs)
+        self._store(final_obs, info)
         self._k += 1
         self._terminated = terminated
 

@@ -7,6 +7,11 @@ and the objects where an episode starts. Cameras:
 - `wrist`: mounted on panda_hand, looking along the gripper towards the finger tips.
 Only the cameras asked for are created (a wrist-only env renders one view).
 Geometry lives in f1.collect.layout; render settings in f1.collect.rendering.
+
+For exploration metrics the scene also reports the clutter's poses
+(`object_poses`) and whether a robot link touches a clutter object
+(`robot_touches_objects`, from SAPIEN's contacts: a contact point between a
+link and an object closer than TOUCH_SEPARATION_M, or pushing with an impulse).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ UPRIGHT = sapien.Pose(q=[np.sqrt(0.5), 0.0, np.sqrt(0.5), 0.0])
 DROP_GAP = 1e-3  # objects start this far above the table, never in it
 # An object that found no free spot waits on the floor under the table, out of every camera's view.
 PARKING = (layout.WALL_X + 0.3, 0.0, layout.FLOOR_Z)
+# PhysX reports contact points up to the shapes' contact offsets apart (positive separation, no force):
+# a link and an object touch when a point is this close, or when it carries an impulse.
+TOUCH_SEPARATION_M = 1e-3
 
 
 def look_at(eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 0.0, 1.0)) -> sapien.Pose:
@@ -127,6 +135,10 @@ class TabletopScene:
         self._build_room(params)
         self.robot = PandaRobot(self.scene, robot_meshes, params.robot_tint, params.robot_roughness, robot_assets_dir)
         self.objects = [_build_object(self.scene, spec, i) for i, spec in enumerate(params.objects)]
+        # The physics bodies, compared by identity (SAPIEN hands back the same Python objects for them).
+        self._object_bodies = {e.find_component_by_type(sapien.physx.PhysxRigidDynamicComponent) for e in self.objects}
+        self._robot_bodies = set(self.robot.articulation.links)
+        self.on_table = np.zeros(len(self.objects), bool)  # which objects place() put on the table
         height, width = image_size
         self.cameras: dict[str, sapien.render.RenderCameraComponent] = {}
         if "head" in cameras:
@@ -159,6 +171,7 @@ class TabletopScene:
         self.robot.reset(np.asarray(episode.arm_qpos, dtype=np.float32), episode.gripper)
         for i, (entity, spec, pose) in enumerate(zip(self.objects, self.params.objects, episode.object_poses)):
             hz = spec.half_size[2]
+            self.on_table[i] = bool(pose)
             if pose:
                 x, y, yaw = pose
                 position = [x, y, hz + DROP_GAP]
@@ -170,9 +183,37 @@ class TabletopScene:
             body.set_linear_velocity([0.0, 0.0, 0.0])
             body.set_angular_velocity([0.0, 0.0, 0.0])
 
-    def step_physics(self, substeps: int) -> None:
+    def step_physics(self, substeps: int) -> bool:
+        """Run `substeps` physics steps; returns whether a robot link touched a clutter object in any of them."""
+        touched = False
         for _ in range(substeps):
             self.scene.step()
+            touched = touched or self.robot_touches_objects()
+        return touched
+
+    def robot_touches_objects(self) -> bool:
+        """Whether, after the last physics step, any robot link touches any clutter object."""
+        robot, objects = self._robot_bodies, self._object_bodies
+        for contact in self.scene.get_contacts():
+            a, b = contact.bodies
+            if (a in robot and b in objects) or (b in robot and a in objects):
+                if any(p.separation <= TOUCH_SEPARATION_M or np.any(p.impulse) for p in contact.points):
+                    return True
+        return False
+
+    def object_poses(self, slots: int) -> tuple[np.ndarray, np.ndarray]:
+        """-> (poses (slots, 7) float32: position xyz + quaternion wxyz, world frame; valid (slots,) bool).
+
+        Slot i holds object i when place() put it on the table; other slots (padding, parked objects) are zeros.
+        """
+        poses = np.zeros((slots, 7), np.float32)
+        valid = np.zeros(slots, bool)
+        for i, entity in enumerate(self.objects[:slots]):
+            if self.on_table[i]:
+                pose = entity.pose
+                poses[i, :3], poses[i, 3:] = pose.p, pose.q
+                valid[i] = True
+        return poses, valid
 
     def take_pictures(self) -> None:
         """Start rendering every camera; `read` waits for the result (so physics can overlap rendering)."""

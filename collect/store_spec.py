@@ -21,6 +21,7 @@ def collection_spec(cfg: F1Config, cameras: tuple[str, ...] = ("head", "wrist"))
         control_mode=cfg.environment.control_mode,
         control_freq=cfg.environment.control_freq,
         image_codec=cfg.collect.image_codec,
+        object_slots=cfg.environment.domain_randomization.max_objects,
     )
 
 

@@ -108,20 +108,21 @@ def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None, v
                 report.setup_s += time.perf_counter() - t0
             else:
                 report.env_s += time.perf_counter() - t0
-            buffers = [EpisodeBuffer(steps_per_episode, cfg.training.action_dim) for _ in tasks]
+            slots = cfg.environment.domain_randomization.max_objects
+            buffers = [EpisodeBuffer(steps_per_episode, cfg.training.action_dim, slots) for _ in tasks]
             for j, task in enumerate(tasks):
                 policies[active[j]].reset(task.seed)
             for _ in range(steps_per_episode):
                 t0 = time.perf_counter()
                 actions = [policies[i].act() for i in active]
                 report.policy_s += time.perf_counter() - t0
-                for buf, ob, action in zip(buffers, obs, actions):
-                    buf.add(ob, action)
+                for buf, ob, action, info in zip(buffers, obs, actions, infos):
+                    buf.add(ob, action, info)
                 t0 = time.perf_counter()
                 obs, _, terminated, _, infos = venv.step(actions, env_indices=active)
                 report.env_s += time.perf_counter() - t0
             for buf, task, ob, term, info in zip(buffers, tasks, obs, terminated, infos):
-                buf.finish(ob, terminated=bool(term))
+                buf.finish(ob, terminated=bool(term), info=info)
                 t0 = time.perf_counter()
                 writer.add_episode(buf.arrays(), buf.meta(task, info))
                 report.write_s += time.perf_counter() - t0

@@ -14,7 +14,8 @@ A store is a directory of shards plus one manifest:
 │   │   ├── wrist_rgb              uint8 (S, H, W, 3)
 │   │   ├── state                  float32 (S, state_dim)
 │   │   ├── action                 float32 (S, action_dim)
-│   │   └── is_first, is_last, is_terminal   bool (S,)
+│   │   ├── is_first, is_last, is_terminal   bool (S,)
+│   │   └── object_pose, object_valid, object_contact   (format 2, when spec.object_slots > 0; see OBJECT_KEYS)
 │   └── meta/
 │       ├── episode_ends           int64 (E,) cumulative, diffusion_policy style
 │       ├── episode_ids            str (E,)
@@ -22,13 +23,20 @@ A store is a directory of shards plus one manifest:
 │       └── (group attrs)          randomization: one dict per episode
 ├── shard-n0w1-000000.tar          WebDataset (format "webdataset"): one sample a step,
 │                                  key <episode_id>_<k:06d>, members head_rgb.png wrist_rgb.png
-│                                  state.npy action.npy flags.json (version 1 also episode.json at k = 0)
+│                                  state.npy action.npy [object_pose.npy] flags.json (version 1 also
+│                                  episode.json at k = 0); flags.json also holds object_valid and
+│                                  object_contact when the store has object slots
 ├── shard-n0w1-000000.tar.idx.npy  member byte offsets of that tar, so a step range is one seek
 └── shard-n0w2-000003.zarr.tmp/    a shard being written (or left by a killed writer): never read
 ```
 
 S is the shard's total step count, E its episode count; every episode lies
 inside one shard, its steps contiguous and in order.
+
+Format versions: 1 had no object keys; 2 adds, per step, the clutter objects'
+poses in `spec.object_slots` fixed slots, which slots hold a real object, and
+whether the robot touches any of them (OBJECT_KEYS). A version-1 store's spec
+has no `object_slots` (it reads as 0: no object keys), so it still reads.
 """
 
 from __future__ import annotations
@@ -42,9 +50,10 @@ import numpy as np
 from f1.shared.errors import UserError
 
 FORMAT_VERSION = 2
-"""2: WebDataset samples all have the same members (no episode.json at k = 0; every episode's meta,
-randomization included, is in its manifest entry), so Hugging Face `datasets` loads the tars. Version-1
-stores are still read (their tars' episode.json is used)."""
+"""2: per-step object poses, which slots are real and robot-object contact (when the store has object
+slots, `StoreSpec.object_slots`); WebDataset samples all have the same members (no episode.json at
+k = 0; every episode's meta, randomization included, is in its manifest entry), so Hugging Face
+`datasets` loads the tars. Version-1 stores are still read (their tars' episode.json is used)."""
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "manifest.lock"
 TMP_SUFFIX = ".tmp"
@@ -61,6 +70,14 @@ EPISODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 IMAGE_SUFFIX = "_rgb"
 FLAG_KEYS = ("is_first", "is_last", "is_terminal")
 VECTOR_KEYS = ("state", "action")
+# Format 2, present when spec.object_slots > 0 (the collector sets it to environment.domain_randomization.max_objects):
+#   object_pose    float32 (slots, 7)  each clutter object's pose in the world frame: position xyz (m), quaternion wxyz;
+#                                      zeros in a slot that holds no object on the table
+#   object_valid   bool (slots,)       the slot holds an object on the table this episode (not padding, not parked)
+#   object_contact bool ()             a robot link touched a clutter object during the physics steps that led to
+#                                      this step's observation (False at step 0, before any action)
+OBJECT_KEYS = ("object_pose", "object_valid", "object_contact")
+OBJECT_POSE_DIM = 7
 
 
 Episode = dict  # dict[str, np.ndarray]: one array per key of StoreSpec.keys, leading time axis N
@@ -100,6 +117,8 @@ class StoreSpec:
     control_freq: int = 20
     image_codec: str = "auto"
     """Lossless image codec (f1.datasets.codecs); 'auto' resolves to the format's default when a store is created."""
+    object_slots: int = 0
+    """Clutter object slots per step (format 2, OBJECT_KEYS); 0: the store keeps no object keys (every version-1 store)."""
 
     def __post_init__(self) -> None:
         # Lists from JSON become tuples, so specs compare equal however they were built.
@@ -113,14 +132,20 @@ class StoreSpec:
             raise SchemaError(f"real_state_dims={self.real_state_dims} not in [0, state_dim={self.state_dim}]")
         if not 0 <= self.real_action_dims <= self.action_dim:
             raise SchemaError(f"real_action_dims={self.real_action_dims} not in [0, action_dim={self.action_dim}]")
+        if self.object_slots < 0:
+            raise SchemaError(f"object_slots={self.object_slots} must be >= 0")
 
     @property
     def image_keys(self) -> tuple[str, ...]:
         return tuple(f"{cam}{IMAGE_SUFFIX}" for cam in self.cameras)
 
     @property
+    def object_keys(self) -> tuple[str, ...]:
+        return OBJECT_KEYS if self.object_slots else ()
+
+    @property
     def keys(self) -> tuple[str, ...]:
-        return (*self.image_keys, *VECTOR_KEYS, *FLAG_KEYS)
+        return (*self.image_keys, *VECTOR_KEYS, *FLAG_KEYS, *self.object_keys)
 
     def step_dtypes(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """Per key: (dtype, shape of one step)."""
@@ -129,6 +154,10 @@ class StoreSpec:
         out["state"] = (np.dtype(np.float32), (self.state_dim,))
         out["action"] = (np.dtype(np.float32), (self.action_dim,))
         out.update({k: (np.dtype(np.bool_), ()) for k in FLAG_KEYS})
+        if self.object_slots:
+            out["object_pose"] = (np.dtype(np.float32), (self.object_slots, OBJECT_POSE_DIM))
+            out["object_valid"] = (np.dtype(np.bool_), (self.object_slots,))
+            out["object_contact"] = (np.dtype(np.bool_), ())
         return out
 
     def raw_bytes_per_step(self) -> int:
@@ -204,6 +233,20 @@ def episode_problems(arrays: dict[str, np.ndarray], meta: EpisodeMeta, spec: Sto
         bad = ~np.isfinite(arrays[key])
         if bad.any():
             problems.append(f"{ep}: {key} is not finite at step {np.argwhere(bad)[0][0]}")
+    if spec.object_slots:
+        pose, valid = arrays["object_pose"], arrays["object_valid"]
+        bad = ~np.isfinite(pose)
+        if bad.any():
+            problems.append(f"{ep}: object_pose is not finite at step {np.argwhere(bad)[0][0]}")
+        empty = np.any(pose != 0, axis=-1) & ~valid  # (N, slots)
+        if empty.any():
+            step, slot = np.argwhere(empty)[0]
+            problems.append(f"{ep}: object_pose slot {slot} is nonzero at step {step} where object_valid is False")
+        norm = np.linalg.norm(pose[..., 3:], axis=-1)  # (N, slots) quaternion norms
+        off = valid & (np.abs(norm - 1) > 1e-3)
+        if off.any():
+            step, slot = np.argwhere(off)[0]
+            problems.append(f"{ep}: object_pose slot {slot} at step {step} has a quaternion of norm {norm[step, slot]:.4f}, not 1")
     return problems
 
 

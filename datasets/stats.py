@@ -5,7 +5,10 @@ image statistics come from a seeded sample of frames, so the command stays
 fast on thousands of episodes. The action of an episode's last step is
 padding (DESIGN.md section 2) and is left out of the action statistics.
 The state/action mean and std are what training normalises with: they are
-written to <store>/normalizer.json.
+written to <store>/normalizer.json. A store with the format-2 object keys also
+gets its exploration figures (f1.datasets.exploration): the fraction of steps
+in contact with the clutter, objects moved per episode, end-effector coverage
+per episode and over the whole store; `exploration` is None for other stores.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from f1.datasets.exploration import MOVED_M, TCP_POS_STATE_DIMS, VOXEL_SIZE_M, exploration_summary
 from f1.datasets.reader import StoreReader, open_store
 from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.schema import StoreError
@@ -82,13 +86,21 @@ def compute_stats(reader: StoreReader, sample_images: int = 256, seed: int = 0, 
     if not reader.episodes:
         raise StoreError(f"{reader.store_dir} has no finalised episodes yet; collect some first")
     states, actions = [], []
+    objects = bool(spec.object_slots)
+    ee, contact, pose, valid = [], [], [], []
+    keys = ("state", "action", "is_last") + (("object_pose", "object_valid", "object_contact") if objects else ())
     columns = (TextColumn("stats"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
         task = bar.add_task("stats", total=len(reader.episodes))
         for info in reader.episodes:
-            v = reader.read_episode(info, keys=("state", "action", "is_last"))
+            v = reader.read_episode(info, keys=keys)
             states.append(v["state"][:, : spec.real_state_dims])  # (N, real_state_dims)
             actions.append(v["action"][~v["is_last"], : spec.real_action_dims])  # (N - 1, real_action_dims)
+            if objects:
+                ee.append(v["state"][:, TCP_POS_STATE_DIMS])  # (N, 3)
+                contact.append(v["object_contact"])
+                pose.append(v["object_pose"])
+                valid.append(v["object_valid"])
             bar.advance(task)
     lengths = np.array([e.length for e in reader.episodes])
     steps = int(lengths.sum())
@@ -116,6 +128,9 @@ def compute_stats(reader: StoreReader, sample_images: int = 256, seed: int = 0, 
         "state": {"real_dims": spec.real_state_dims, **_per_dim(np.concatenate(states))},
         "action": {"real_dims": spec.real_action_dims, **_per_dim(np.concatenate(actions))},
         "images": _image_stats(reader, sample_images, seed),
+        "exploration": (
+            {"voxel_size_m": VOXEL_SIZE_M, "moved_m": MOVED_M, **exploration_summary(ee, contact, pose, valid)} if objects else None
+        ),
     }
 
 
@@ -150,6 +165,15 @@ def _print_tables(stats: dict[str, Any], console: Console) -> None:
         if key != "frames_sampled":
             table.add_row(key, " ".join(f"{v:.3f}" for v in s["mean"]), " ".join(f"{v:.3f}" for v in s["std"]))
     console.print(table)
+    e = stats["exploration"]
+    if e is not None:
+        table = Table(title="exploration (f1.datasets.exploration)", show_header=False)
+        table.add_row("object_contact_fraction", f"{e['object_contact_fraction']:.4f} of acted steps")
+        table.add_row("episodes with contact", f"{e['episodes_with_contact']:.3f}")
+        table.add_row("objects_moved", f"{e['objects_moved']:.3f} per episode (> {e['moved_m'] * 100:.0f} cm), of {e['objects_on_table']:.2f} on the table")
+        table.add_row("ee voxels", f"{e['ee_voxels']:.1f} per episode ({e['voxel_size_m'] * 100:.0f} cm)")
+        table.add_row("union_voxels", f"{e['union_voxels']:.0f} over all episodes")
+        console.print(table)
 
 
 def main(store: Path, as_json: bool = False, sample_images: int = 256, write_normalizer: bool = True) -> None:

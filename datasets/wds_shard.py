@@ -1,13 +1,15 @@
 """One WebDataset shard: a plain tar, one sample a step, key `<episode_id>_<k:06d>`, steps in order.
 
 Members of a step, in this order: `<cam>_rgb.<png|npy>` per camera,
-`state.npy`, `action.npy`, `flags.json` ({"is_first", "is_last",
-"is_terminal"}: one readable member rather than three). Every sample has the
-same members, as Hugging Face `datasets`' webdataset builder requires; the
-episode's meta is in the manifest entry (format version 2). Version-1 tars
-also carry `episode.json` (the EpisodeMeta) at k = 0, which readers still
-use. `webdataset.WebDataset`, `datasets.load_dataset("webdataset", ...)` and
-`tar` read it without f1.
+`state.npy`, `action.npy`, with object slots `object_pose.npy`, then
+`flags.json` ({"is_first", "is_last", "is_terminal"}, and with object slots
+"object_valid" (a list, one bool per slot) and "object_contact": one readable
+member rather than several). Every sample has the same members, as Hugging
+Face `datasets`' webdataset builder requires; the episode's meta is in the
+manifest entry (format version 2). Version-1 tars also carry `episode.json`
+(the EpisodeMeta) at k = 0, which readers still use.
+`webdataset.WebDataset`, `datasets.load_dataset("webdataset", ...)` and `tar`
+read it without f1.
 
 The sidecar `<shard>.tar.idx.npy` holds int64 (S, M, 2): for step s and
 member m (MEMBER_ORDER, episode.json last, size -1 where absent) the data
@@ -30,6 +32,8 @@ import numpy as np
 from f1.datasets.codecs import decode_image, decode_npy, encode_image, encode_npy, image_extension
 from f1.datasets.schema import FLAG_KEYS, TAR_INDEX_SUFFIX, EpisodeMeta, StoreError, StoreSpec
 
+OBJECT_FLAG_KEYS = ("object_valid", "object_contact")  # format 2: kept in flags.json beside the markers
+
 EPISODE_MEMBER = "episode.json"
 FLAGS_MEMBER = "flags.json"
 STEP_KEY_RE = re.compile(r"^(.+)_(\d{6,})$")
@@ -39,7 +43,13 @@ _BLOCK = tarfile.BLOCKSIZE
 def member_names(spec: StoreSpec) -> list[str]:
     """Member suffixes in tar order; the index's column m is member_names(spec)[m]."""
     ext = image_extension(spec.image_codec)
-    return [*(f"{k}.{ext}" for k in spec.image_keys), "state.npy", "action.npy", FLAGS_MEMBER, EPISODE_MEMBER]
+    objects = ["object_pose.npy"] if spec.object_slots else []
+    return [*(f"{k}.{ext}" for k in spec.image_keys), "state.npy", "action.npy", *objects, FLAGS_MEMBER, EPISODE_MEMBER]
+
+
+def flag_keys(spec: StoreSpec) -> tuple[str, ...]:
+    """The keys flags.json holds for this spec."""
+    return FLAG_KEYS + (OBJECT_FLAG_KEYS if spec.object_slots else ())
 
 
 def step_key(episode_id: str, k: int) -> str:
@@ -71,7 +81,11 @@ class TarShardWriter:
             row = np.full((len(self._members), 2), -1, dtype=np.int64)
             payloads = [encode_image(codec, arrays[cam][k]) for cam in self.spec.image_keys]
             payloads += [encode_npy(arrays["state"][k]), encode_npy(arrays["action"][k])]
-            payloads.append(json.dumps({f: bool(arrays[f][k]) for f in FLAG_KEYS}).encode())
+            flags = {f: bool(arrays[f][k]) for f in FLAG_KEYS}
+            if self.spec.object_slots:
+                payloads.append(encode_npy(arrays["object_pose"][k]))
+                flags.update(object_valid=[bool(v) for v in arrays["object_valid"][k]], object_contact=bool(arrays["object_contact"][k]))
+            payloads.append(json.dumps(flags).encode())
             for m, data in enumerate(payloads):
                 row[m] = self._add(f"{key}.{self._members[m]}", data)
             self._index.append(row)
@@ -139,6 +153,7 @@ class TarShardReader:
         self._dtypes = spec.step_dtypes()
         self._members = member_names(spec)
         self._column = {name: m for m, name in enumerate(self._members)}
+        self._flag_keys = flag_keys(spec)
         self._fd = -1
         if pread is None:
             self._fd = os.open(path, os.O_RDONLY)  # pread: no shared file position between threads
@@ -201,7 +216,7 @@ class TarShardReader:
                 else:
                     off, size = self.index[s, self._column[names[key]]]
                     data = memoryview(self._pread(int(size), int(off)))
-                if key in FLAG_KEYS:
+                if key in self._flag_keys:
                     if s not in flags:
                         flags[s] = json.loads(bytes(data))
                     out[key][i] = flags[s][key]
@@ -210,7 +225,7 @@ class TarShardReader:
         return out
 
     def _member_name(self, key: str) -> str:
-        if key in FLAG_KEYS:
+        if key in self._flag_keys:
             return FLAGS_MEMBER
         if key in self.spec.image_keys:
             return f"{key}.{image_extension(self.spec.image_codec)}"

@@ -246,6 +246,10 @@ class StudentConfig:
     """Weight of the memory-divergence reward term."""
     wm_uncertainty_weight: float = field(default=1.0, metadata=_range(ge=0))
     """Weight of the world-model-uncertainty reward term."""
+    prediction_error_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of the world model's prediction error on the frame reached (the adversarial phase's reward; 0: off)."""
+    surprise_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of surprise = prediction error - uncertainty (f1.train.online.rewards; 0: off)."""
     total_iterations: int = field(default=20, metadata=_range(ge=1))
     """PPO iterations (one rollout + update each)."""
     envs: int = field(default=1, metadata=_range(ge=1))

@@ -28,7 +28,11 @@ from f1.shared.normalizers import NORMALIZER_FILE, load_normalizers
 # but pytest resets warning filters per test.
 pytestmark = pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3 specification")
 
-SPEC = StoreSpec(image_hw=(32, 32), state_dim=12, action_dim=10, real_state_dims=9, real_action_dims=8, control_freq=10)
+# Format 2 with 3 object slots, so every round trip, convert and verify below carries the object keys too.
+SPEC = StoreSpec(
+    image_hw=(32, 32), state_dim=12, action_dim=10, real_state_dims=11, real_action_dims=8, control_freq=10, object_slots=3
+)
+SPEC_V1 = StoreSpec.from_dict({**SPEC.to_dict(), "object_slots": 0})  # what a format-1 store holds
 LENGTHS = [4, 6, 3, 5, 7]  # N = T + 1 per episode
 
 
@@ -51,6 +55,16 @@ def make_episode(i: int, n: int, spec: StoreSpec = SPEC) -> tuple[dict[str, np.n
     action[:-1, : spec.real_action_dims] = rng.uniform(-1, 1, size=(n - 1, spec.real_action_dims))
     k = np.arange(n)
     arrays.update(state=state, action=action, is_first=k == 0, is_last=k == n - 1, is_terminal=(k == n - 1) & (i % 2 == 1))
+    if spec.object_slots:
+        valid = np.zeros((n, spec.object_slots), bool)
+        valid[:, : 1 + i % spec.object_slots] = True  # episode i has 1 + i % slots objects on the table
+        quat = rng.normal(size=(n, spec.object_slots, 4))
+        pose = np.concatenate([rng.normal(size=(n, spec.object_slots, 3)), quat / np.linalg.norm(quat, axis=-1, keepdims=True)], -1)
+        arrays.update(
+            object_pose=np.where(valid[..., None], pose, 0).astype(np.float32),
+            object_valid=valid,
+            object_contact=(k > 0) & (k % 2 == i % 2),
+        )
     meta = EpisodeMeta(f"s0-e{i:07d}", seed=1000 + i, scene_id=i // 2, randomization={"light": 0.25 * i, "objects": [i, 2]}, length=n)
     return arrays, meta
 
@@ -58,8 +72,10 @@ def make_episode(i: int, n: int, spec: StoreSpec = SPEC) -> tuple[dict[str, np.n
 EPISODES = [make_episode(i, n) for i, n in enumerate(LENGTHS)]
 
 
-def write_store(path: Path, fmt: str, episodes=EPISODES, per_shard: int = 2, background: bool = False, worker: str = "n0w0", **kw):
-    with open_writer(path, fmt, SPEC, worker, {"collect": {"seed": 0}}, per_shard, background=background, **kw) as w:
+def write_store(
+    path: Path, fmt: str, episodes=EPISODES, per_shard: int = 2, background: bool = False, worker: str = "n0w0", spec=SPEC, **kw
+):
+    with open_writer(path, fmt, spec, worker, {"collect": {"seed": 0}}, per_shard, background=background, **kw) as w:
         for arrays, meta in episodes:
             w.add_episode(arrays, meta)
     return path
@@ -146,6 +162,60 @@ def test_convert_round_trip_is_bit_exact(tmp_path, first, second):
     assert back.spec == open_store(src).spec
     with pytest.raises(StoreError, match="not empty"):
         convert(src, tmp_path / "mid", second)
+
+
+def _make_format_1(store: Path) -> None:
+    """Turn a store written with SPEC_V1 into what f1 wrote before format 2: no object_slots in any spec, version 1."""
+    from f1.datasets.manifest import shard_bytes, shard_checksum
+
+    manifest = json.loads((store / MANIFEST_NAME).read_text())
+    manifest["spec"].pop("object_slots")
+    manifest["format_version"] = 1
+    for entry in manifest["shards"]:
+        group = store / entry["name"] / "zarr.json"
+        if group.exists():  # a Zarr shard keeps its own copy of the spec and version in its attributes
+            meta = json.loads(group.read_text())
+            meta["attributes"]["spec"].pop("object_slots")
+            meta["attributes"]["f1_format_version"] = 1
+            group.write_text(json.dumps(meta))
+            entry["bytes"], entry["checksum"] = shard_bytes(store / entry["name"]), shard_checksum(store / entry["name"])
+    (store / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("fmt,other", [("zarr", "webdataset"), ("webdataset", "zarr")])
+def test_a_format_1_store_without_object_keys_still_reads_verifies_and_converts(tmp_path, fmt, other):
+    episodes = [make_episode(i, n, SPEC_V1) for i, n in enumerate(LENGTHS[:3])]
+    assert not {"object_pose", "object_valid", "object_contact"} & set(episodes[0][0])
+    store = write_store(tmp_path / "v1", fmt, episodes=episodes, spec=SPEC_V1)
+    _make_format_1(store)
+    assert "object_slots" not in json.loads((store / MANIFEST_NAME).read_text())["spec"]
+    reader = open_store(store)
+    assert reader.manifest["format_version"] == 1 and reader.spec.object_slots == 0 and reader.spec.keys == SPEC_V1.keys
+    assert_same_store(reader, episodes)
+    assert verify_store(store) == []
+    assert compute_stats(reader, sample_images=2)["exploration"] is None  # nothing to count without the poses
+    convert(store, tmp_path / "converted", other)
+    assert_same_store(open_store(tmp_path / "converted"), episodes)
+    # Appending to it with the same (format-1) settings works; a format-2 writer is refused by name.
+    write_store(store, fmt, episodes=[make_episode(7, 4, SPEC_V1)], spec=SPEC_V1, worker="n0w1")
+    assert len(open_store(store).episodes) == 4 and open_store(store).manifest["format_version"] == 1
+    with pytest.raises(StoreError, match="object_slots"):
+        open_writer(store, fmt, SPEC, "n0w2", {}, 2)
+
+
+def test_writer_rejects_bad_object_keys(tmp_path):
+    arrays, meta = make_episode(2, 5)
+    with open_writer(tmp_path / "s", "zarr", SPEC, "n0w0", {}, 2) as writer:
+        ghost = {**arrays, "object_pose": arrays["object_pose"].copy()}
+        ghost["object_pose"][3, 2, 0] = 0.1  # episode 2 has slots 0..2 valid: make slot 2 invalid instead
+        with pytest.raises(SchemaError, match="object_pose slot 1 is nonzero at step 0 where object_valid is False"):
+            writer.add_episode({**ghost, "object_valid": np.tile([True, False, True], (5, 1))}, meta)
+        skewed = {**arrays, "object_pose": arrays["object_pose"].copy()}
+        skewed["object_pose"][1, 0, 3:] *= 2
+        with pytest.raises(SchemaError, match="slot 0 at step 1 has a quaternion of norm 2.0000"):
+            writer.add_episode(skewed, meta)
+        with pytest.raises(SchemaError, match="keys missing .'object_contact'."):
+            writer.add_episode({k: v for k, v in arrays.items() if k != "object_contact"}, meta)
 
 
 # -- verify finds planted faults ---------------------------------------------------------------
@@ -315,7 +385,7 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     store = write_store(tmp_path / "s", "webdataset")
     shard = store / "shard-n0w0-000000.tar"
     listing = subprocess.run(["tar", "tf", str(shard)], capture_output=True, text=True, check=True).stdout.split()
-    members = ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "flags.json")
+    members = ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "object_pose.npy", "flags.json")
     # Format version 2: every sample has the same members (no episode.json at k = 0), as HF datasets requires.
     assert listing == [f"{key}.{m}" for key in [f"s0-e0000000_{k:06d}" for k in range(4)] + [
         f"s0-e0000001_{k:06d}" for k in range(6)
@@ -328,7 +398,10 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     s = samples[4 + 2]
     assert np.array_equal(s["wrist_rgb.png"], arrays["wrist_rgb"][2])
     assert np.array_equal(s["state.npy"], arrays["state"][2])
-    assert s["flags.json"] == {"is_first": False, "is_last": False, "is_terminal": False}
+    assert np.array_equal(s["object_pose.npy"], arrays["object_pose"][2])
+    assert s["flags.json"] == {
+        "is_first": False, "is_last": False, "is_terminal": False, "object_valid": [True, True, False], "object_contact": False,
+    }  # fmt: skip
     entry = json.loads((store / MANIFEST_NAME).read_text())["shards"][0]
     assert entry["episodes"][1]["randomization"] == {"light": 0.25, "objects": [1, 2]}  # the meta moved here
 
@@ -377,30 +450,41 @@ def test_stats_numbers_on_a_known_store(tmp_path, capsys):
         arrays, meta = make_episode(i, n)
         for c, key in enumerate(SPEC.image_keys):
             arrays[key][:] = (51 * (c + 1), 102, 0)  # channel means known exactly, std 0
+        arrays["object_pose"][:] = arrays["object_pose"][:1]  # objects at rest ...
+        arrays["state"][:, 8:11] = [0.51 + 0.05 * i, 0.01, 0.01]  # the end effector still, in one 5 cm voxel per episode
         episodes.append((arrays, meta))
+    # ... except in episode 1: slot 0 pushed 3 cm at its last step, slot 1 nudged 1 cm (not "moved").
+    episodes[1][0]["object_pose"][-1, 0, 0] += 0.03
+    episodes[1][0]["object_pose"][2:, 1, 1] += 0.01
+    episodes[2][0]["state"][3:, 8] += 0.1  # episode 2 visits a second voxel
     store = write_store(tmp_path / "s", "zarr", episodes=episodes, per_shard=2)
     stats = compute_stats(open_store(store), sample_images=4, seed=0)
     assert (stats["episodes"], stats["steps"], stats["shards"]) == (3, 13, 2)
     assert stats["episode_length"]["histogram"] == [{"lo": 3, "hi": 3, "count": 1}, {"lo": 5, "hi": 5, "count": 2}]
-    states = np.concatenate([a["state"][:, :9] for a, _ in episodes]).astype(np.float64)
+    states = np.concatenate([a["state"][:, :11] for a, _ in episodes]).astype(np.float64)
     actions = np.concatenate([a["action"][:-1, :8] for a, _ in episodes]).astype(np.float64)  # last action is padding
     np.testing.assert_allclose(stats["state"]["mean"], states.mean(0), rtol=1e-9)
     np.testing.assert_allclose(stats["state"]["std"], states.std(0), rtol=1e-9)
     np.testing.assert_allclose(stats["action"]["min"], actions.min(0))
     np.testing.assert_allclose(stats["action"]["q99"], np.quantile(actions, 0.99, axis=0))
-    assert len(stats["action"]["mean"]) == 8 and len(stats["state"]["mean"]) == 9
+    assert len(stats["action"]["mean"]) == 8 and len(stats["state"]["mean"]) == 11
     assert stats["images"]["frames_sampled"] == 4
     np.testing.assert_allclose(stats["images"]["head_rgb"]["mean"], [0.2, 0.4, 0.0], atol=1e-12)
     np.testing.assert_allclose(stats["images"]["wrist_rgb"]["mean"], [0.4, 0.4, 0.0], atol=1e-12)
     np.testing.assert_allclose(stats["images"]["wrist_rgb"]["std"], 0.0, atol=1e-6)
     assert stats["bytes"] == sum(s["bytes"] for s in open_store(store).shards)
     assert stats["compression_ratio"] == pytest.approx(13 * SPEC.raw_bytes_per_step() / stats["bytes"])
+    # Contacts (make_episode): episode i touches at acted steps k with k % 2 == i % 2: 1 of 2, 2 of 4, 2 of 4.
+    e = stats["exploration"]
+    assert e["object_contact_fraction"] == pytest.approx(5 / 10) and e["episodes_with_contact"] == 1.0
+    assert e["objects_moved"] == pytest.approx(1 / 3) and e["objects_on_table"] == pytest.approx((1 + 2 + 3) / 3)
+    assert e["ee_voxels"] == pytest.approx(4 / 3) and e["union_voxels"] == 4  # voxels x = 10, 11, 12 (+ 14 in episode 2)
 
     stats_main(store, as_json=True, sample_images=4)
     printed = json.loads(capsys.readouterr().out)
     assert printed["steps"] == 13 and printed["normalizer"] == str(store / NORMALIZER_FILE)
     normalizers = load_normalizers(store / NORMALIZER_FILE)
-    assert normalizers["action"].real_dims == 8 and normalizers["state"].real_dims == 9
+    assert normalizers["action"].real_dims == 8 and normalizers["state"].real_dims == 11
     np.testing.assert_allclose(normalizers["action"].mean, actions.mean(0), rtol=1e-9)
 
 

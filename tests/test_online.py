@@ -136,6 +136,16 @@ def test_reward_terms_match_their_definitions():
 
     terms = StudentReward(codes, 2.0, 0.5)(before, after, torch.zeros(3, 5, 8))
     assert torch.allclose(terms["reward/total"], 2.0 * terms["reward/memory_divergence"] + 0.5 * terms["reward/wm_uncertainty"])
+    # With the next frame: prediction error and surprise (error - uncertainty) are logged, and paid when weighted.
+    next_tokens = torch.full((3, 5), 6)
+    seed_reward = StudentReward(codes, 2.0, 0.5)(before, after, logits, next_tokens)
+    assert torch.allclose(seed_reward["reward/total"], 2.0 * seed_reward["reward/memory_divergence"] + 0.5 * seed_reward["reward/wm_uncertainty"])
+    assert torch.allclose(seed_reward["reward/surprise"], prediction_error(codes, logits, next_tokens) - wm_uncertainty(codes, logits))
+    terms = StudentReward(codes, 0.0, 0.0, 0.5, 3.0)(before, after, logits, next_tokens)
+    assert torch.allclose(terms["reward/total"], 0.5 * terms["reward/prediction_error"] + 3.0 * terms["reward/surprise"])
+    # Confidently wrong is surprising; a uniform guess is not (it expected to be wrong).
+    assert torch.all(StudentReward(codes, 0, 0)(before[:, :2], after[:, :2], peaked, torch.full((2, 5), 5))["reward/surprise"] > 10)
+    assert torch.allclose(StudentReward(codes, 0, 0)(before[:, :2], after[:, :2], uniform, targets)["reward/surprise"], torch.zeros(2), atol=1e-5)
 
 
 def test_gae_matches_a_direct_sum_and_stops_at_terminal_steps():
@@ -253,8 +263,11 @@ def test_student_rewards_are_finite_and_nonzero(student_run):
     for r in records:
         for key in ("reward/memory_divergence", "reward/wm_uncertainty", "reward/total", "policy/episode_return"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
-        for key in ("policy/entropy", "policy/approx_kl", "policy/clip_fraction", "explore/ee_voxels"):
+        for key in ("policy/entropy", "policy/approx_kl", "policy/clip_fraction", "explore/ee_voxels", "reward/surprise"):
             assert math.isfinite(r[key]), (key, r[key])
+        assert r["reward/prediction_error"] > 0  # logged though not paid (weight 0 by default)
+        assert 0 <= r["explore/object_contact_fraction"] <= 1 and r["explore/objects_moved"] >= 0
+        assert r["explore/ee_voxels"] <= r["explore/union_voxels"] and r["explore/objects_on_table"] >= 1
         assert r["reward/total"] == pytest.approx(r["reward/memory_divergence"] + r["reward/wm_uncertainty"], rel=1e-5)
 
 
@@ -287,6 +300,7 @@ def test_student_checkpoint_layout_and_record_store(student_run, work):
     info = store.episodes[0]
     validate_episode(store.read_episode(info), store.episode_meta(info), store.spec)
     assert info.length == T + 1
+    assert store.spec.object_slots > 0 and store.read_episode(info, keys=["object_valid"])["object_valid"].any()
 
 
 @pytest.mark.slow
@@ -378,7 +392,12 @@ def test_evaluate_writes_its_report(student_run, work):
     assert {"explorer (sampled)", "random", "ou"} <= set(policies)
     for result in policies.values():
         assert len(result["voxels_per_episode"]) == 2 and 1 <= result["mean_voxels"] <= T + 1
-    assert "Explorer (sampled) / random coverage" in (out / "report.md").read_text()
+        assert result["mean_voxels"] <= result["union_voxels"] <= 2 * (T + 1)
+        assert 0.0 <= result["object_contact_fraction"] <= 1.0 and result["objects_moved"] >= 0
+        assert result["object_contact_fraction"] == pytest.approx(sum(result["contact_steps_per_episode"]) / (2 * T))
+        assert result["objects_on_table"] >= 1  # min_objects is 2: something to touch
+    text = (out / "report.md").read_text()
+    assert "Explorer (sampled) / random coverage" in text and "Object contact fraction" in text
 
 
 def test_evaluate_needs_data_for_a_teacher(work, teacher_path):

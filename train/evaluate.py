@@ -13,7 +13,11 @@
    its own seed and scene, run by the explorer (actions sampled, as in training,
    and its mean action), by the random policy and by the OU policy of `f1 collect`,
    every policy on the same seeds. State coverage = distinct 5 cm voxels the end
-   effector visits in an episode (f1.train.online.coverage); also each policy's reward terms.
+   effector visits in an episode (f1.train.online.coverage); union_voxels = distinct
+   voxels over all its episodes; object_contact_fraction = the fraction of steps in
+   which the robot touched a clutter object (SAPIEN's contacts); objects_moved = the
+   mean number of objects displaced by more than 2 cm in an episode
+   (f1.datasets.exploration has the definitions); also each policy's reward terms.
    The env is built as the checkpoint's run had it (its config's environment section);
    --steps-per-episode sets the episode length.
 
@@ -33,7 +37,8 @@ import numpy as np
 from f1.datasets.s3 import store_path
 from f1.shared.config import F1Config, config_from_dict
 from f1.shared.errors import UserError
-from f1.train.online.coverage import VOXEL_SIZE_M, coverage_curve
+from f1.datasets.exploration import MOVED_M
+from f1.train.online.coverage import VOXEL_SIZE_M, coverage_curve, exploration_summary
 from f1.train.online.models import EXPLORER_PHASES, checkpoint_phase, read_model_file
 
 EVAL_STREAM = 4  # episode seeds of evaluation rollouts
@@ -208,8 +213,11 @@ def evaluate_exploration(cfg: F1Config, bundle: Any, explorer: Any, episodes: in
 
     t = cfg.training
     stepper = WorldModelStepper(bundle.world_model, bundle.tokenizer, bundle.normalizers, t.n_obs_img_steps, t.obs_img_stride)
-    reward = StudentReward(bundle.world_model.codes, cfg.student.memory_divergence_weight, cfg.student.wm_uncertainty_weight)
-    reward_fn = lambda before, after, logits, next_tokens: reward(before, after, logits)  # noqa: E731
+    reward = StudentReward(
+        bundle.world_model.codes, cfg.student.memory_divergence_weight, cfg.student.wm_uncertainty_weight,
+        cfg.student.prediction_error_weight, cfg.student.surprise_weight,
+    )  # fmt: skip
+    reward_fn = reward
     policies = {
         "explorer (sampled)": ExplorerPolicy(explorer),
         "explorer (mean)": ExplorerPolicy(explorer, deterministic=True),
@@ -217,6 +225,8 @@ def evaluate_exploration(cfg: F1Config, bundle: Any, explorer: Any, episodes: in
     }
     venv = make_online_env(cfg, 1, record=False, render_device=render_device_for(device))
     curves: dict[str, list[np.ndarray]] = {name: [] for name in policies}
+    contact_curves: dict[str, list[np.ndarray]] = {name: [] for name in policies}
+    runs: dict[str, dict[str, list[np.ndarray]]] = {name: {"ee": [], "contact": [], "pose": [], "valid": []} for name in policies}
     terms: dict[str, list[dict[str, float]]] = {name: [] for name in policies}
     try:
         for episode in range(episodes):
@@ -225,45 +235,68 @@ def evaluate_exploration(cfg: F1Config, bundle: Any, explorer: Any, episodes: in
             for name, policy in policies.items():
                 buf = collect_rollout(venv, [slot], policy, stepper, reward_fn, num_steps=t.steps_per_episode, device=device)
                 curves[name].append(coverage_curve(buf.ee_pos[:, 0]))
+                contact_curves[name].append(np.cumsum(buf.object_contact[:, 0]))
+                for key, value in (("ee", buf.ee_pos), ("contact", buf.object_contact), ("pose", buf.object_pose), ("valid", buf.object_valid)):
+                    runs[name][key].append(value[:, 0])
                 terms[name].append({
                     **{key: float(value.mean()) for key, value in buf.terms.items()},
                     "wm/prediction_ce": float(buf.prediction_ce.mean()),
                 })  # fmt: skip
     finally:
         venv.close()
-    result: dict[str, Any] = {"voxel_size_m": VOXEL_SIZE_M, "steps_per_episode": t.steps_per_episode, "policies": {}}
+    result: dict[str, Any] = {
+        "voxel_size_m": VOXEL_SIZE_M, "moved_m": MOVED_M, "steps_per_episode": t.steps_per_episode, "policies": {},
+    }  # fmt: skip
     for name in policies:
         final = np.array([c[-1] for c in curves[name]], float)
+        r = runs[name]
+        explore = exploration_summary(r["ee"], r["contact"], r["pose"], r["valid"])
         result["policies"][name] = {
             "voxels_per_episode": final.tolist(),
             "mean_voxels": float(final.mean()),
             "std_voxels": float(final.std()),
+            "union_voxels": explore["union_voxels"],
+            "object_contact_fraction": explore["object_contact_fraction"],
+            "contact_steps_per_episode": [int(c[-1]) for c in contact_curves[name]],
+            "episodes_with_contact": explore["episodes_with_contact"],
+            "objects_moved": explore["objects_moved"],
+            "objects_on_table": explore["objects_on_table"],
             **{key: float(np.mean([row[key] for row in terms[name]])) for key in terms[name][0]},
         }
-    explorer_mean = result["policies"]["explorer (sampled)"]["mean_voxels"]
-    result["explorer_vs_random"] = explorer_mean / max(result["policies"]["random"]["mean_voxels"], 1e-9)
-    write_coverage_png(output_dir / "coverage.png", curves)
+    sampled, random = result["policies"]["explorer (sampled)"], result["policies"]["random"]
+    result["explorer_vs_random"] = sampled["mean_voxels"] / max(random["mean_voxels"], 1e-9)
+    # None when random never touched the clutter (a ratio over zero says nothing).
+    result["contact_vs_random"] = (
+        sampled["object_contact_fraction"] / random["object_contact_fraction"] if random["object_contact_fraction"] > 0 else None
+    )
+    write_coverage_png(output_dir / "coverage.png", curves, contact_curves)
     return result
 
 
-def write_coverage_png(path: Path, curves: dict[str, list[np.ndarray]]) -> Path:
-    """Distinct voxels visited vs step: each policy's mean over episodes, shaded between its min and max."""
+def write_coverage_png(path: Path, curves: dict[str, list[np.ndarray]], contact_curves: dict[str, list[np.ndarray]]) -> Path:
+    """Left: distinct voxels visited vs step; right: steps in contact with the clutter so far vs step.
+
+    Each policy's mean over episodes, shaded between its min and max.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for name, runs in curves.items():
-        stacked = np.stack(runs).astype(float)  # (episodes, T+1)
-        steps = np.arange(stacked.shape[1])
-        ax.plot(steps, stacked.mean(0), label=name)
-        ax.fill_between(steps, stacked.min(0), stacked.max(0), alpha=0.15)
-    ax.set_xlabel("step")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for axis, series in ((ax, curves), (bx, contact_curves)):
+        for name, runs in series.items():
+            stacked = np.stack(runs).astype(float)  # (episodes, T+1)
+            steps = np.arange(stacked.shape[1])
+            axis.plot(steps, stacked.mean(0), label=name)
+            axis.fill_between(steps, stacked.min(0), stacked.max(0), alpha=0.15)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
     ax.set_ylabel(f"distinct {VOXEL_SIZE_M * 100:.0f} cm voxels visited")
     ax.set_title("end-effector state coverage (same seeds and scenes)")
     ax.legend()
-    ax.grid(alpha=0.3)
+    bx.set_ylabel("steps in contact with the clutter, so far")
+    bx.set_title("contact with the clutter (SAPIEN contacts)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -340,14 +373,29 @@ def render_report(report: dict[str, Any]) -> str:
             f"State coverage: distinct {e['voxel_size_m'] * 100:.0f} cm voxels the end effector visits in an episode of "
             f"{e['steps_per_episode']} steps (start included); every policy ran the same seeds and scenes.",
             "",
-            "| policy | mean voxels | std | per episode | reward/total | wm uncertainty | memory divergence | wm cross-entropy (nats) |",
-            "|---|---:|---:|---|---:|---:|---:|---:|",
+            "| policy | mean voxels | std | per episode | union voxels | object contact fraction | contact steps per episode "
+            "| objects moved | reward/total | wm uncertainty | memory divergence | wm cross-entropy (nats) |",
+            "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
         ]
         for name, r in e["policies"].items():
             lines.append(
                 f"| {name} | {r['mean_voxels']:.1f} | {r['std_voxels']:.1f} | {', '.join(str(int(v)) for v in r['voxels_per_episode'])} "
-                f"| {_fmt(r.get('reward/total'))} | {_fmt(r.get('reward/wm_uncertainty'))} "
+                f"| {r['union_voxels']:.0f} | {r['object_contact_fraction']:.3f} | {', '.join(str(v) for v in r['contact_steps_per_episode'])} "
+                f"| {r['objects_moved']:.2f} | {_fmt(r.get('reward/total'))} | {_fmt(r.get('reward/wm_uncertainty'))} "
                 f"| {_fmt(r.get('reward/memory_divergence'))} | {_fmt(r.get('wm/prediction_ce'))} |"
             )
-        lines += ["", f"Explorer (sampled) / random coverage: **{e['explorer_vs_random']:.2f}x**", "", "![coverage](coverage.png)", ""]
+        ratio = e["contact_vs_random"]
+        lines += [
+            "",
+            f"Object contact fraction: of the steps after an action, those in whose physics a robot link touched a clutter "
+            f"object; objects moved: per episode, objects displaced more than {e['moved_m'] * 100:.0f} cm from their start "
+            f"(of {e['policies']['random']['objects_on_table']:.1f} on the table on average); union voxels: distinct voxels "
+            "over all of a policy's episodes.",
+            "",
+            f"Explorer (sampled) / random coverage: **{e['explorer_vs_random']:.2f}x**; object contact fraction: "
+            + (f"**{ratio:.2f}x**" if ratio is not None else "random never touched the clutter"),
+            "",
+            "![coverage](coverage.png)",
+            "",
+        ]
     return "\n".join(lines)

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from f1.shared.config import F1Config
 from f1.train.checkpoint import Checkpoint, CheckpointError
-from f1.train.online.coverage import distinct_voxels
+from f1.train.online.coverage import exploration_summary
 from f1.train.online.ppo import compute_gae, explained_variance, ppo_update
 from f1.train.online.rollout import RolloutBuffer
 
@@ -129,12 +128,20 @@ def explorer_update(buf: RolloutBuffer, scorer: Any, optimizer: Any, explorer: A
 
 
 def rollout_metrics(buf: RolloutBuffer) -> dict[str, float]:
-    """Per-step means of each reward term, the mean episode return, exploration and the world model's loss on it."""
+    """Per-step means of each reward term, the mean episode return, exploration and the world model's loss on it.
+
+    explore/...: f1.datasets.exploration's figures over this rollout's M episodes (ee_voxels, union_voxels,
+    object_contact_fraction, episodes_with_contact, objects_moved, objects_on_table).
+    """
     metrics = {name: float(term.mean()) for name, term in buf.terms.items()}
-    voxels = [distinct_voxels(buf.ee_pos[:, e]) for e in range(buf.num_envs)]
+    envs = range(buf.num_envs)
+    explore = exploration_summary(
+        [buf.ee_pos[:, e] for e in envs], [buf.object_contact[:, e] for e in envs],
+        [buf.object_pose[:, e] for e in envs], [buf.object_valid[:, e] for e in envs],
+    )  # fmt: skip
+    metrics.update({f"explore/{name}": value for name, value in explore.items()})
     metrics.update({
         "policy/episode_return": float(buf.rewards.sum(0).mean()),
-        "explore/ee_voxels": float(np.mean(voxels)),
         "wm/prediction_ce": float(buf.prediction_ce.mean()),
         "perf/env_s": buf.seconds.get("env", 0.0),
         "perf/policy_s": buf.seconds.get("policy", 0.0),

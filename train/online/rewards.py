@@ -15,12 +15,19 @@ below is a per-env tensor (B,) for action a_t, computed from that one step:
   The entropy of the predicted next-frame code distribution, in nats,
   divided by log K (the entropy of a uniform guess), so u_t lies in [0, 1].
   It is known before the next frame arrives: the model's own doubt.
-- prediction error (adversarial phase)  e_t = mean over the n tokens of
+- prediction error (adversarial phase; in the student when weighted)  e_t = mean over the n tokens of
   -log p(actual next-frame token) / log K
   The world model's cross-entropy on the frame the action led to, divided by
   log K: 1 is as bad as a uniform guess; it is unbounded above.
+- surprise  s_t = e_t - u_t
+  How much worse the world model predicted the frame than it expected to (its
+  cross-entropy minus its entropy, both / log K): near 0 where it knows what it
+  does not know (a fast camera sweep), positive where it was confidently wrong
+  (what its training data never showed, e.g. an object that moves); may be negative.
 
-Student reward  r_t = student.memory_divergence_weight x d_t + student.wm_uncertainty_weight x u_t.
+Student reward  r_t = student.memory_divergence_weight x d_t + student.wm_uncertainty_weight x u_t
+                      + student.prediction_error_weight x e_t + student.surprise_weight x s_t
+(the last two weights default to 0: the seed's reward). Every term is logged, weighted or not.
 Adversarial reward  r_t = adversarial.prediction_error_weight x e_t.
 """
 
@@ -57,18 +64,33 @@ def prediction_error(codes: FactorizedCodes, logits: Tensor, next_tokens: Tensor
 
 @dataclass
 class StudentReward:
-    """r = memory_divergence_weight x d + wm_uncertainty_weight x u (see the module docstring)."""
+    """r = memory_divergence_weight x d + wm_uncertainty_weight x u + prediction_error_weight x e + surprise_weight x s."""
 
     codes: FactorizedCodes
     memory_divergence_weight: float
     wm_uncertainty_weight: float
+    prediction_error_weight: float = 0.0
+    surprise_weight: float = 0.0
 
-    def __call__(self, memory_before: Tensor, memory_after: Tensor, logits: Tensor) -> dict[str, Tensor]:
-        """Each term (B,) under its metric name; `reward/total` is what PPO maximises."""
+    def __call__(
+        self, memory_before: Tensor, memory_after: Tensor, logits: Tensor, next_tokens: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Each term (B,) under its metric name; `reward/total` is what PPO maximises.
+
+        next_tokens (B, n), the frame the action led to: needed for e and s (when None, only d and u, and
+        their weights must be 0).
+        """
         divergence = memory_divergence(memory_before, memory_after)
         uncertainty = wm_uncertainty(self.codes, logits)
+        terms = {"reward/memory_divergence": divergence, "reward/wm_uncertainty": uncertainty}
         total = self.memory_divergence_weight * divergence + self.wm_uncertainty_weight * uncertainty
-        return {"reward/memory_divergence": divergence, "reward/wm_uncertainty": uncertainty, "reward/total": total}
+        if next_tokens is not None:
+            error = prediction_error(self.codes, logits, next_tokens)
+            terms.update({"reward/prediction_error": error, "reward/surprise": error - uncertainty})
+            total = total + self.prediction_error_weight * error + self.surprise_weight * (error - uncertainty)
+        else:
+            assert self.prediction_error_weight == 0 and self.surprise_weight == 0, "e and s need the next frame's tokens"
+        return {**terms, "reward/total": total}
 
 
 @dataclass

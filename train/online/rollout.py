@@ -149,6 +149,9 @@ class RolloutBuffer:
     terms: dict[str, Tensor]  # name -> (T, M), every reward term
     next_value: Tensor  # (M,) value of the final observation (the episodes are truncated there)
     ee_pos: np.ndarray  # (T+1, M, 3) end-effector positions, metres
+    object_pose: np.ndarray  # (T+1, M, slots, 7) clutter poses (position, quaternion wxyz), zeros where not valid
+    object_valid: np.ndarray  # (T+1, M, slots) bool: the slot holds an object on the table
+    object_contact: np.ndarray  # (T+1, M) bool: the robot touched the clutter in the physics leading to step k
     slots: list[EpisodeSlot]
     wrist_frames: Optional[np.ndarray] = None  # (T+1, H, W, 3) env 0's frames, when kept for a video
     episodes: list[tuple[dict[str, np.ndarray], Any]] = field(default_factory=list)  # (arrays, EpisodeMeta) to record
@@ -272,6 +275,7 @@ def collect_rollout(
         return torch.zeros(*shape, dtype=dtype, device=device)
 
     memory0 = wm.initial_memory(m, device)  # (L_m,M,Hm)
+    object_slots = len(infos[0]["object_valid"])
     buf = RolloutBuffer(
         tokens=zeros(num_steps + 1, m, n, dtype=torch.long),
         frames=zeros(num_steps + 1, m, 3, tokenizer.image_size, tokenizer.image_size),
@@ -288,9 +292,12 @@ def collect_rollout(
         terms={},
         next_value=zeros(m),
         ee_pos=np.zeros((num_steps + 1, m, 3), np.float32),
+        object_pose=np.zeros((num_steps + 1, m, object_slots, 7), np.float32),
+        object_valid=np.zeros((num_steps + 1, m, object_slots), bool),
+        object_contact=np.zeros((num_steps + 1, m), bool),
         slots=list(slots),
     )
-    episode_buffers = [EpisodeBuffer(num_steps, action_dim) for _ in slots] if record else []
+    episode_buffers = [EpisodeBuffer(num_steps, action_dim, object_slots) for _ in slots] if record else []
     video = [obs[0]["wrist_rgb"]] if keep_video else None
 
     def observe(k: int, obs: list[dict], infos: list[dict]) -> None:
@@ -301,8 +308,12 @@ def collect_rollout(
         timers["world_model"] += time.perf_counter() - start
         buf.states[k] = torch.from_numpy(np.stack([o["state"] for o in obs])).to(device)
         buf.ee_pos[k] = np.stack([info["ee_pos"] for info in infos])
+        buf.object_pose[k] = np.stack([info["object_pose"] for info in infos])
+        buf.object_valid[k] = np.stack([info["object_valid"] for info in infos])
+        buf.object_contact[k] = [info["object_contact"] for info in infos]
 
     observe(0, obs, infos)
+    step_infos = infos  # the infos that came with `obs`
     for t in range(num_steps):
         start = time.perf_counter()
         memory = buf.memory[t].transpose(0, 1).contiguous()  # (L_m,M,Hm)
@@ -316,8 +327,8 @@ def collect_rollout(
         next_obs, _, terminated, _, infos = venv.step(applied_np)
         timers["env"] += time.perf_counter() - start
         buf.terminated[t] = torch.from_numpy(np.asarray(terminated, bool)).to(device)
-        for ep, ob, act in zip(episode_buffers, obs, applied_np):
-            ep.add(ob, act)
+        for ep, ob, act, info in zip(episode_buffers, obs, applied_np, step_infos):
+            ep.add(ob, act, info)
         observe(t + 1, next_obs, infos)
 
         start = time.perf_counter()
@@ -333,13 +344,13 @@ def collect_rollout(
         timers["world_model"] += time.perf_counter() - start
         if video is not None:
             video.append(next_obs[0]["wrist_rgb"])
-        obs = next_obs
+        obs, step_infos = next_obs, infos
 
     start = time.perf_counter()
     buf.next_value = policy.value(buf.tokens[num_steps], buf.memory[num_steps].transpose(0, 1).contiguous())
     timers["policy"] += time.perf_counter() - start
     for ep, ob, term, info, slot in zip(episode_buffers, obs, buf.terminated[-1].tolist(), infos, slots):
-        ep.finish(ob, terminated=bool(term))
+        ep.finish(ob, terminated=bool(term), info=info)
         meta = EpisodeMeta(slot.episode_id, slot.seed, slot.scene_id, info.get("randomization", {}), num_steps + 1)
         buf.episodes.append((ep.arrays(), meta))
     buf.wrist_frames = np.stack(video) if video is not None else None

@@ -11,7 +11,9 @@ iteration:
               current frame's tokens and the world model's memory; the world model steps
               alongside, carrying the memory (zeros at each episode's start)
     reward    student.memory_divergence_weight x memory divergence
-              + student.wm_uncertainty_weight x world-model uncertainty   (f1.train.online.rewards)
+              + student.wm_uncertainty_weight x world-model uncertainty
+              (+ student.prediction_error_weight x prediction error + student.surprise_weight x surprise,
+              both 0 by default)                                          (f1.train.online.rewards)
     update    GAE, then PPO epochs over shuffled minibatches (f1.train.online.ppo)
 
 Logging (`reward/...`, `policy/...`, `explore/...`, `perf/...`), videos and
@@ -144,8 +146,10 @@ def main(
     history, stride = arch_cfg.training.n_obs_img_steps, arch_cfg.training.obs_img_stride
     venv = make_online_env(cfg, s.envs, record is not None, render_device_for(device))
     stepper = WorldModelStepper(world_model, tokenizer, teacher.normalizers, history, stride)
-    reward = StudentReward(world_model.codes, s.memory_divergence_weight, s.wm_uncertainty_weight)
-    reward_fn = lambda before, after, logits, next_tokens: reward(before, after, logits)  # noqa: E731
+    reward = StudentReward(
+        world_model.codes, s.memory_divergence_weight, s.wm_uncertainty_weight, s.prediction_error_weight, s.surprise_weight
+    )
+    reward_fn = reward
     policy = ExplorerPolicy(explorer)
     recorder = RolloutRecorder(record, cfg, PHASE, rank) if record is not None else None
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None

@@ -281,12 +281,15 @@ class EpisodeWriter:
                 (self.remote / key).upload(local)
                 uploaded.append(key)
             add_shard(self.remote, entry)
-        except BaseException:
+        except BaseException as exc:
             for key in uploaded:  # best effort; what stays is unlisted, and the next writer deletes it
                 try:
                     (self.remote / key).unlink(missing_ok=True)
                 except Exception:  # noqa: BLE001
                     pass
+            if isinstance(exc, DuplicateEpisodes):  # a second run of the same episodes: dropped, not an error
+                self.dropped_episodes += [m.episode_id for m in self._metas]
+                return
             raise
         finally:
             shutil.rmtree(final, ignore_errors=True) if final.is_dir() else final.unlink(missing_ok=True)

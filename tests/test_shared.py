@@ -109,4 +109,6 @@ def test_nothing_generic_lands_at_the_top_of_site_packages():
     for root in site.getsitepackages():
         for name in ("datasets", "shared", "train", "collect"):
             path = Path(root) / name
-            assert not (path / "__init__.py").exists() or "huggingface" in str(path), path
+            # a `datasets` there may be Hugging Face's (a test dependency), never ours
+            theirs = name == "datasets" and (path / "arrow_dataset.py").exists()
+            assert not (path / "__init__.py").exists() or theirs, path

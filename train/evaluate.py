@@ -170,7 +170,7 @@ def write_rollout_png(path: Path, rollout: dict[str, Any]) -> Path:
     truth = to_uint8_np(rollout["truth"])
     predicted = to_uint8_np(np.stack([rollout["truth"][0], *rollout["predicted"]]))
     n = min(len(truth), len(predicted))
-    rows = [("truth", truth[:n]), ("open loop (fed its own codes), from the true frame k=0", predicted[:n])]
+    rows = [("truth", truth[:n]), ("open loop (fed its own codes and frames), from the true frame k=0", predicted[:n])]
     return write_rows_png(path, rows, [f"k={k}" for k in range(n)])
 
 

@@ -48,7 +48,7 @@ from f1.shared.normalizers import Normalizer
 from f1.train.image_metrics import psnr_per_frame, ssim_per_frame
 from f1.train.models.tokenizer import FSQTokenizer
 from f1.train.models.world_model import WorldModel
-from f1.train.offline.teacher_batch import FrameTokens, chunk_inputs, episode_chunk, tokenize_frames
+from f1.train.offline.teacher_batch import FrameTokens, chunk_inputs, episode_chunk, own_frames, tokenize_frames
 from f1.train.offline.token_cache import preprocess_frames
 
 OPEN_LOOP_HORIZON = 16
@@ -123,10 +123,6 @@ class PredictionEvaluator:
         head = tokenize_frames(self.tokenizer, torch.from_numpy(arrays["head_rgb"]).to(self.device), DECODE_BATCH) if self.use_head else None
         return EpisodeTensors(frames, to_frames(frames), tokens, self._decode(tokens), head)
 
-    def _propose(self, frames: Tensor, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        """The motion proposal, a batch at a time: frames (B,3,S,S), normalized state (B,S), action (B,A) -> (warped, codes)."""
-        return self.model.propose(self.tokenizer, frames, state, action)
-
     def _teacher_forced(
         self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False
     ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
@@ -141,7 +137,7 @@ class PredictionEvaluator:
         tokens = FrameTokens(wrist_hist, head, ep.tokens[1:].unsqueeze(0), ep.frames[:-1].unsqueeze(0), ep.frames[1:].unsqueeze(0))
         inputs, _, _ = chunk_inputs(chunk, tokens, self.normalizers, self.device)
         # the proposals of all steps at once: the motion sees only step t's own frame, state and action
-        warped, proposal = self._propose(inputs["frame"][0], inputs["state"][0], inputs["action_hist"][0, :, -1])
+        warped, proposal = (x[0] for x in self.model.propose_from(self.tokenizer, inputs))  # (L,3,S,S), (L,n)
         memory = self.model.initial_memory(1, self.device)
         logits, used = [], []
         for k in range(inputs["is_first"].shape[1]):
@@ -181,14 +177,14 @@ class PredictionEvaluator:
             pad = slots < 0
             slots = slots.clamp(min=0)
             lane = torch.arange(lanes, device=self.device)[:, None]
-            warped, proposal = self._propose(frame, state[t_safe], action[t_safe])
+            warped, proposal = self.model.propose(self.tokenizer, frame, state[t_safe], action[t_safe])
             logits, memory = self.model.step(
                 buffer[lane, slots], head[t_safe] if head is not None else None, action[slots], state[t_safe], pad, memory,
                 torch.zeros(lanes, dtype=torch.bool, device=self.device), proposal=proposal,
             )  # fmt: skip
             codes = self.model.codes.argmax(logits)  # (B,n)
             buffer[torch.arange(lanes, device=self.device), t_safe + 1] = codes
-            frame = (warped + self.tokenizer.decode(codes) - self.tokenizer.decode(proposal)).clamp(0, 1)  # (B,3,S,S)
+            frame = own_frames(self.tokenizer, warped, codes, proposal)  # (B,3,S,S)
             per_k.append((alive, logits[alive], to_frames(frame[alive])))
         return per_k
 

@@ -291,6 +291,17 @@ class WorldModel(nn.Module):
         warped = self.motion(frames, state, action)
         return warped, tokenizer.encode_frames(warped.detach())
 
+    def propose_from(self, tokenizer: FSQTokenizer, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """`propose` for a step dict of any leading shape (...): its "frame" (...,3,S,S), "state" (...,S) and action t,
+        the last slot of "action_hist" (...,h,A) -> (warped frames (...,3,S,S), their codes (...,n))."""
+        frame = inputs["frame"]
+        lead = frame.shape[:-3]
+        warped, codes = self.propose(
+            tokenizer, frame.reshape(-1, *frame.shape[-3:]), inputs["state"].reshape(-1, self.state_dim),
+            inputs["action_hist"][..., -1, :].reshape(-1, self.action_dim),
+        )  # fmt: skip
+        return warped.view(*lead, *warped.shape[1:]), codes.view(*lead, -1)
+
     def _predict(
         self,
         wrist_hist: Tensor,

@@ -48,15 +48,10 @@ class ChunkModel(nn.Module):
         if "frame" not in inputs:
             return (*self.world_model.forward_chunk(inputs, memory), None, [])
         assert self.tokenizer is not None, "ChunkModel needs the tokenizer to encode motion proposals"
-        frame = inputs["frame"]  # (B,L,3,S,S)
-        b, length = frame.shape[:2]
-        warped, proposal = self.world_model.propose(
-            self.tokenizer, frame.flatten(0, 1), inputs["state"].flatten(0, 1), inputs["action_hist"][:, :, -1].flatten(0, 1)
-        )  # (B*L,3,S,S), (B*L,n)
+        warped, proposal = self.world_model.propose_from(self.tokenizer, inputs)  # (B,L,3,S,S), (B,L,n)
         chunk = {key: value for key, value in inputs.items() if key != "frame"}
-        chunk["proposal"] = proposal.view(b, length, -1)  # (B,L,n)
+        chunk["proposal"] = proposal
         logits, memory, trace = self.world_model.forward_chunk(chunk, memory)
-        warped = warped.view_as(frame)
         further = self.ahead(chunk, logits, warped, chunk["proposal"], trace) if self.pred_steps > 1 else []
         return logits, memory, trace, warped, further
 
@@ -98,10 +93,11 @@ class ChunkModel(nn.Module):
 def own_frames(tokenizer: FSQTokenizer, warped: Tensor, codes: Tensor, proposal: Tensor) -> Tensor:
     """The model's frames: the proposal plus the codes' correction, decoded (f1.train.prediction_eval).
 
-    warped (B,L,3,S,S), codes and proposal (B,L,n) -> (B,L,3,S,S) in [0,1], without gradient.
+    warped (...,3,S,S), codes and proposal (...,n) -> (...,3,S,S) in [0,1], without gradient.
     """
     with torch.no_grad():
-        change = tokenizer.decode(codes.flatten(0, 1)) - tokenizer.decode(proposal.flatten(0, 1))  # (B*L,3,S,S)
+        n = codes.shape[-1]
+        change = tokenizer.decode(codes.reshape(-1, n)) - tokenizer.decode(proposal.reshape(-1, n))  # (F,3,S,S)
         return (warped + change.view_as(warped)).clamp(0, 1)
 
 

@@ -219,7 +219,7 @@ class WorldModelStepper:
         inputs = rollout_inputs(buf.tokens, buf.frames, buf.applied, buf.states, steps, self.history, self.stride, self.normalizers)
         inputs = {k: v[:, 0] for k, v in inputs.items()}  # the one step: (M,1,...) -> (M,...)
         memory = buf.memory[t].transpose(0, 1).contiguous()  # (M,L_m,Hm) -> (L_m,M,Hm)
-        _, proposal = self.world_model.propose(self.tokenizer, inputs["frame"], inputs["state"], inputs["action_hist"][:, -1])
+        _, proposal = self.world_model.propose_from(self.tokenizer, inputs)  # (M,n)
         return self.world_model.step(
             inputs["wrist_hist"], None, inputs["action_hist"], inputs["state"], inputs["pad_mask"], memory,
             inputs["is_first"], step_index=t, proposal=proposal,

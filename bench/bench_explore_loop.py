@@ -24,26 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from results import load_average, machine, report
+from results import REPO, fresh_work_dir, load_average, machine, report, run_f1
 
-REPO = Path(__file__).resolve().parents[1]
-F1 = [str(REPO / ".venv" / "bin" / "f1")]
 SIZE = ["--set", "environment.image_size=[64,64]"]
 K = 8
 
 
-def run(args: list, stage: str, timings: dict) -> None:
-    start = time.perf_counter()
-    print(f"[bench_explore_loop] {stage}: f1 {' '.join(map(str, args))}", flush=True)
-    subprocess.run(F1 + [str(a) for a in args], check=True, cwd="/")
-    timings[stage] = time.perf_counter() - start
 
 
 def record_explorer(student: Path, work: Path, name: str, iterations: int, envs: int, timings: dict) -> Path:
@@ -55,7 +45,7 @@ def record_explorer(student: Path, work: Path, name: str, iterations: int, envs:
     run_dir = work / f"student_{name}"
     shutil.copytree(student, run_dir / student.name)
     step = state["step"]
-    run(["train", "student", "--teacher_path", teacher, "--output-dir", run_dir, "--resume", run_dir / student.name,
+    run_f1("bench_explore_loop", ["train", "student", "--teacher_path", teacher, "--output-dir", run_dir, "--resume", run_dir / student.name,
          "--total-iterations", step + iterations, "--steps-per-episode", 40, "--envs", envs, "--record", work / name, *SIZE],
         f"record {name}", timings)  # fmt: skip
     return work / name
@@ -63,8 +53,6 @@ def record_explorer(student: Path, work: Path, name: str, iterations: int, envs:
 
 def evaluate(teacher_dir: Path, heldout: list[Path]) -> dict:
     """Pooled and contact-split one-step / k = K figures of the teacher's last checkpoint on the held-out stores."""
-    import torch
-
     from f1.datasets import open_store
     from f1.train.online.models import freeze, load_world_model
     from f1.train.prediction_eval import OPEN_LOOP_START_EVERY, PredictionEvaluator
@@ -116,13 +104,11 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=400)
     parser.add_argument("--no-append", action="store_true", help="print the tables without appending them to RESULTS.md")
     args = parser.parse_args()
-    work = args.work.resolve()
-    if work.exists() and any(work.iterdir()):
-        sys.exit(f"error: --work {work} is not empty; pass an empty or new directory")
+    work = fresh_work_dir(args.work)
     timings: dict[str, float] = {}
     collect = ["collect", "--gpus", 0, "--workers", 1, "--envs", args.envs, "--steps-per-episode", 40, *SIZE]
-    run([*collect, "--episodes", args.episodes, "--seed", 10, "--out", work / "random_train"], "collect random (train)", timings)
-    run([*collect, "--episodes", args.heldout_episodes, "--seed", 11, "--out", work / "random_heldout"], "collect random (held-out)", timings)
+    run_f1("bench_explore_loop", [*collect, "--episodes", args.episodes, "--seed", 10, "--out", work / "random_train"], "collect random (train)", timings)
+    run_f1("bench_explore_loop", [*collect, "--episodes", args.heldout_episodes, "--seed", 11, "--out", work / "random_heldout"], "collect random (held-out)", timings)
     student = args.student.resolve()
     record_explorer(student, work, "explorer_train", -(-args.episodes // args.envs), args.envs, timings)
     record_explorer(student, work, "explorer_heldout", -(-args.heldout_episodes // args.envs), args.envs, timings)
@@ -134,7 +120,7 @@ def main() -> None:
     for name in ("random", "explorer"):
         store = work / f"{name}_train"
         data[name] = compute_stats(open_store(store), sample_images=1)
-        run(["train", "teacher", "--data", store, "--tokenizer", args.tokenizer.resolve(), "--output-dir", work / f"wm_{name}",
+        run_f1("bench_explore_loop", ["train", "teacher", "--data", store, "--tokenizer", args.tokenizer.resolve(), "--output-dir", work / f"wm_{name}",
              "--max-steps", args.teacher_steps, "--set", "teacher.use_head_camera=false", *SIZE], f"teacher on {name} data", timings)  # fmt: skip
     heldout = [work / "random_heldout", work / "explorer_heldout"]
     held = {name: compute_stats(open_store(path), sample_images=1)["exploration"] for name, path in zip(("random", "explorer"), heldout)}

@@ -15,24 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from results import load_average, machine, report
-
-REPO = Path(__file__).resolve().parents[1]
-F1 = [str(REPO / ".venv" / "bin" / "f1")]
+from results import REPO, fresh_work_dir, load_average, machine, report, run_f1
 
 
-def run(args: list, stage: str, timings: dict) -> None:
-    start = time.perf_counter()
-    print(f"[bench_world_model] {stage}: f1 {' '.join(map(str, args))}", flush=True)
-    subprocess.run(F1 + [str(a) for a in args], check=True, cwd="/")
-    timings[stage] = time.perf_counter() - start
+
 
 
 def tokenizer_figures(tokenizer_dir: Path, store_dir: Path) -> dict:
@@ -62,18 +52,16 @@ def main() -> None:
     parser.add_argument("--steps-per-episode", type=int, default=40)
     parser.add_argument("--no-append", action="store_true", help="print the tables without appending them to RESULTS.md")
     args = parser.parse_args()
-    work = args.work.resolve()
-    if work.exists() and any(work.iterdir()):
-        sys.exit(f"error: --work {work} is not empty; pass an empty or new directory")
+    work = fresh_work_dir(args.work)
     store, heldout, tok, teacher, evaluation = (work / name for name in ("store", "heldout", "tokenizer", "teacher", "evaluate"))
     timings: dict[str, float] = {}
     steps = ["--steps-per-episode", args.steps_per_episode, "--gpus", 0]
-    run(["collect", *steps, "--episodes", args.train_episodes, "--seed", 0, "--out", store], "collect (train)", timings)
-    run(["collect", *steps, "--episodes", args.heldout_episodes, "--seed", 1, "--out", heldout], "collect (held-out)", timings)
-    run(["train", "tokenizer", "--data", store, "--output-dir", tok], "tokenizer", timings)
-    run(["train", "teacher", "--data", store, "--tokenizer", tok, "--output-dir", teacher], "teacher", timings)
+    run_f1("bench_world_model", ["collect", *steps, "--episodes", args.train_episodes, "--seed", 0, "--out", store], "collect (train)", timings)
+    run_f1("bench_world_model", ["collect", *steps, "--episodes", args.heldout_episodes, "--seed", 1, "--out", heldout], "collect (held-out)", timings)
+    run_f1("bench_world_model", ["train", "tokenizer", "--data", store, "--output-dir", tok], "tokenizer", timings)
+    run_f1("bench_world_model", ["train", "teacher", "--data", store, "--tokenizer", tok, "--output-dir", teacher], "teacher", timings)
     checkpoint = max(teacher.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    run(["evaluate", "--checkpoint", checkpoint, "--data", heldout, "--episodes", args.heldout_episodes, "--output-dir", evaluation],
+    run_f1("bench_world_model", ["evaluate", "--checkpoint", checkpoint, "--data", heldout, "--episodes", args.heldout_episodes, "--output-dir", evaluation],
         "evaluate", timings)  # fmt: skip
 
     tok_metrics = json.loads((tok / "metrics.json").read_text())

@@ -9,10 +9,15 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+REPO = Path(__file__).resolve().parents[1]
+F1 = [str(REPO / ".venv" / "bin" / "f1")]
 MEASUREMENT = ("measurement", "figure", "ratio")  # the columns of most benches
 
 
@@ -43,3 +48,19 @@ def report(name: str, setup: str, rows: Sequence[Sequence[str]], columns: Sequen
             f.write(text)
         print(f"appended to {RESULTS}")
     return text
+
+
+def run_f1(bench: str, args: list, stage: str, timings: dict) -> None:
+    """Run `f1 *args` from / (no repo-relative paths), print it under `bench`, and time it into timings[stage]."""
+    start = time.perf_counter()
+    print(f"[{bench}] {stage}: f1 {' '.join(map(str, args))}", flush=True)
+    subprocess.run(F1 + [str(a) for a in args], check=True, cwd="/")
+    timings[stage] = time.perf_counter() - start
+
+
+def fresh_work_dir(work: Path) -> Path:
+    """The resolved --work directory; a non-empty one stops the bench (its stages would resume, not start over)."""
+    work = work.resolve()
+    if work.exists() and any(work.iterdir()):
+        sys.exit(f"error: --work {work} is not empty; pass an empty or new directory")
+    return work

@@ -59,7 +59,6 @@ def main() -> None:
     normalizers = {"action": Normalizer([0.0] * 8, [0.5] * 8, 8), "state": Normalizer([0.0] * 15, [0.3] * 15, 15)}
     stepper = WorldModelStepper(world_model, tokenizer, normalizers, t.n_obs_img_steps, t.obs_img_stride)
     reward = StudentReward(world_model.codes, s.memory_divergence_weight, s.wm_uncertainty_weight)
-    reward_fn = lambda before, after, logits, next_tokens: reward(before, after, logits)  # noqa: E731
     device = torch.device("cpu")
 
     start = time.perf_counter()
@@ -83,7 +82,7 @@ def main() -> None:
     def rollout(threads: int) -> float:
         torch.set_num_threads(threads)
         begin = time.perf_counter()
-        last["buf"] = collect_rollout(venv, slots, ExplorerPolicy(explorer), stepper, reward_fn, num_steps=steps, device=device)
+        last["buf"] = collect_rollout(venv, slots, ExplorerPolicy(explorer), stepper, reward, num_steps=steps, device=device)
         return time.perf_counter() - begin
 
     def update(threads: int) -> float:

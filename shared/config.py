@@ -242,13 +242,17 @@ class StudentConfig:
     """Where checkpoints, logs and videos go."""
     teacher_path: Optional[str] = None
     """Teacher checkpoint directory."""
-    memory_divergence_weight: float = field(default=1.0, metadata=_range(ge=0))
-    """Weight of the memory-divergence reward term."""
-    wm_uncertainty_weight: float = field(default=1.0, metadata=_range(ge=0))
-    """Weight of the world-model-uncertainty reward term."""
+    memory_divergence_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of the memory-divergence reward term (the seed's 1.0; f1's default pays for clutter motion instead)."""
+    wm_uncertainty_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of the world-model-uncertainty reward term (the seed's 1.0)."""
     prediction_error_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the world model's prediction error on the frame reached (the adversarial phase's reward; 0: off)."""
     surprise_weight: float = field(default=0.0, metadata=_range(ge=0))
+    unexplained_change_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of the frame change the world model's motion stage does not explain (f1.train.online.rewards; 0: off)."""
+    clutter_motion_weight: float = field(default=1.0, metadata=_range(ge=0))
+    """Weight of the clutter objects the action moved, from the simulator's poses (f1.train.online.rewards; 0: off)."""
     """Weight of surprise = prediction error - uncertainty (f1.train.online.rewards; 0: off)."""
     total_iterations: int = field(default=20, metadata=_range(ge=1))
     """PPO iterations (one rollout + update each)."""

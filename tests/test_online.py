@@ -23,7 +23,7 @@ from f1.shared.normalizers import Normalizer
 from f1.train.checkpoint import CheckpointError, save_checkpoint
 from f1.train.online.coverage import coverage_curve, distinct_voxels
 from f1.train.online.ppo import compute_gae, ppo_loss
-from f1.train.online.rewards import StudentReward, memory_divergence, prediction_error, wm_uncertainty
+from f1.train.online.rewards import StepSignals, StudentReward, memory_divergence, prediction_error, wm_uncertainty
 from f1.train.run_outputs import read_metrics
 
 SIZE = 32  # env camera and tokenizer side: 4x4 tokens a frame
@@ -134,18 +134,43 @@ def test_reward_terms_match_their_definitions():
     assert torch.all(prediction_error(codes, peaked, targets) < 1e-6)
     assert torch.allclose(prediction_error(codes, logits, torch.full((3, 5), 6)), -joint[..., 6].mean(-1) / math.log(k), atol=1e-5)
 
-    terms = StudentReward(codes, 2.0, 0.5)(before, after, torch.zeros(3, 5, 8))
-    assert torch.allclose(terms["reward/total"], 2.0 * terms["reward/memory_divergence"] + 0.5 * terms["reward/wm_uncertainty"])
-    # With the next frame: prediction error and surprise (error - uncertainty) are logged, and paid when weighted.
+    def signals(before, after, logits, next_tokens, warped=None, next_frame=None, objects=None, next_objects=None, valid=None):
+        b = logits.shape[0]
+        frame, still = torch.zeros(b, 3, 4, 4), torch.zeros(b, 2, 3)
+        return StepSignals(
+            before, after, logits, next_tokens, frame if warped is None else warped, frame if next_frame is None else next_frame,
+            still if objects is None else objects, still if next_objects is None else next_objects,
+            torch.ones(b, 2, dtype=torch.bool) if valid is None else valid,
+        )  # fmt: skip
+
     next_tokens = torch.full((3, 5), 6)
-    seed_reward = StudentReward(codes, 2.0, 0.5)(before, after, logits, next_tokens)
+    seed_reward = StudentReward(codes, 2.0, 0.5)(signals(before, after, logits, next_tokens))
     assert torch.allclose(seed_reward["reward/total"], 2.0 * seed_reward["reward/memory_divergence"] + 0.5 * seed_reward["reward/wm_uncertainty"])
+    # Every term is logged, weighted or not; surprise is error - uncertainty.
     assert torch.allclose(seed_reward["reward/surprise"], prediction_error(codes, logits, next_tokens) - wm_uncertainty(codes, logits))
-    terms = StudentReward(codes, 0.0, 0.0, 0.5, 3.0)(before, after, logits, next_tokens)
+    terms = StudentReward(codes, 0.0, 0.0, 0.5, 3.0)(signals(before, after, logits, next_tokens))
     assert torch.allclose(terms["reward/total"], 0.5 * terms["reward/prediction_error"] + 3.0 * terms["reward/surprise"])
     # Confidently wrong is surprising; a uniform guess is not (it expected to be wrong).
-    assert torch.all(StudentReward(codes, 0, 0)(before[:, :2], after[:, :2], peaked, torch.full((2, 5), 5))["reward/surprise"] > 10)
-    assert torch.allclose(StudentReward(codes, 0, 0)(before[:, :2], after[:, :2], uniform, targets)["reward/surprise"], torch.zeros(2), atol=1e-5)
+    assert torch.all(StudentReward(codes, 0, 0)(signals(before[:, :2], after[:, :2], peaked, torch.full((2, 5), 5)))["reward/surprise"] > 10)
+    assert torch.allclose(StudentReward(codes, 0, 0)(signals(before[:, :2], after[:, :2], uniform, targets))["reward/surprise"], torch.zeros(2), atol=1e-5)
+    # Unexplained change: 0 where the frame arrived as the motion warped it; the mean |difference| otherwise.
+    warped = torch.rand(3, 3, 4, 4)
+    moved = warped.clone()
+    moved[1, :, :2] = 1 - moved[1, :, :2]  # env 1: half its rows changed beyond the motion's guess
+    terms = StudentReward(codes, 0, 0, unexplained_change_weight=2.0)(signals(before, after, logits, next_tokens, warped, moved))
+    expected = (moved - warped).abs().flatten(1).mean(1)
+    assert terms["reward/unexplained_change"][0] == 0 and terms["reward/unexplained_change"][1] > 0.1
+    assert torch.allclose(terms["reward/unexplained_change"], expected) and torch.allclose(terms["reward/total"], 2.0 * expected)
+    # Clutter motion: objects moved this step, each up to once (at 2 cm); empty slots and still objects pay nothing.
+    objects = torch.zeros(3, 2, 3)
+    moved = objects.clone()
+    moved[0, 0, 0] = 0.01  # env 0: one object 1 cm -> half an object
+    moved[1, :, 1] = 0.5  # env 1: both objects far -> 2
+    moved[2, 1, 2] = 0.5  # env 2: a far move, but of an empty slot -> 0
+    valid = torch.tensor([[True, True], [True, True], [True, False]])
+    terms = StudentReward(codes, 0, 0, clutter_motion_weight=3.0)(signals(before, after, logits, next_tokens, objects=objects, next_objects=moved, valid=valid))
+    assert torch.allclose(terms["reward/clutter_motion"], torch.tensor([0.5, 2.0, 0.0]))
+    assert torch.allclose(terms["reward/total"], 3.0 * terms["reward/clutter_motion"])
 
 
 def test_gae_matches_a_direct_sum_and_stops_at_terminal_steps():
@@ -261,14 +286,15 @@ def test_student_rewards_are_finite_and_nonzero(student_run):
     records = read_metrics(student_run["output_dir"])
     assert [r["step"] for r in records] == [1, 2, 3]
     for r in records:
-        for key in ("reward/memory_divergence", "reward/wm_uncertainty", "reward/total", "policy/episode_return"):
+        # the seed's terms and the world model's error are logged though not paid (weight 0 by default)
+        for key in ("reward/memory_divergence", "reward/wm_uncertainty", "reward/prediction_error", "reward/unexplained_change"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
-        for key in ("policy/entropy", "policy/approx_kl", "policy/clip_fraction", "explore/ee_voxels", "reward/surprise"):
+        for key in ("policy/entropy", "policy/approx_kl", "policy/clip_fraction", "explore/ee_voxels", "reward/surprise", "policy/episode_return"):
             assert math.isfinite(r[key]), (key, r[key])
-        assert r["reward/prediction_error"] > 0  # logged though not paid (weight 0 by default)
+        assert r["reward/clutter_motion"] >= 0
         assert 0 <= r["explore/object_contact_fraction"] <= 1 and r["explore/objects_moved"] >= 0
         assert r["explore/ee_voxels"] <= r["explore/union_voxels"] and r["explore/objects_on_table"] >= 1
-        assert r["reward/total"] == pytest.approx(r["reward/memory_divergence"] + r["reward/wm_uncertainty"], rel=1e-5)
+        assert r["reward/total"] == pytest.approx(r["reward/clutter_motion"], rel=1e-5, abs=1e-9)  # the default reward
 
 
 @pytest.mark.slow

@@ -205,19 +205,13 @@ def write_horizon_png(path: Path, open_loop: list[dict[str, Any]]) -> Path:
 
 
 def evaluate_exploration(cfg: F1Config, bundle: Any, explorer: Any, episodes: int, device: Any, output_dir: Path) -> dict[str, Any]:
-    import torch
-
     from f1.train.online.common import render_device_for
     from f1.train.online.rewards import StudentReward
     from f1.train.online.rollout import ExplorerPolicy, ScriptedPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
 
     t = cfg.training
     stepper = WorldModelStepper(bundle.world_model, bundle.tokenizer, bundle.normalizers, t.n_obs_img_steps, t.obs_img_stride)
-    reward = StudentReward(
-        bundle.world_model.codes, cfg.student.memory_divergence_weight, cfg.student.wm_uncertainty_weight,
-        cfg.student.prediction_error_weight, cfg.student.surprise_weight,
-    )  # fmt: skip
-    reward_fn = reward
+    reward = StudentReward.from_config(bundle.world_model.codes, cfg.student)
     policies = {
         "explorer (sampled)": ExplorerPolicy(explorer),
         "explorer (mean)": ExplorerPolicy(explorer, deterministic=True),
@@ -233,7 +227,7 @@ def evaluate_exploration(cfg: F1Config, bundle: Any, explorer: Any, episodes: in
             # scene_reset_interval 1: every episode its own scene; every policy the same seed and scene
             (slot,) = plan_round(t.seed, EVAL_STREAM, episode, 0, 1, 1, "evaluate")
             for name, policy in policies.items():
-                buf = collect_rollout(venv, [slot], policy, stepper, reward_fn, num_steps=t.steps_per_episode, device=device)
+                buf = collect_rollout(venv, [slot], policy, stepper, reward, num_steps=t.steps_per_episode, device=device)
                 curves[name].append(coverage_curve(buf.ee_pos[:, 0]))
                 contact_curves[name].append(np.cumsum(buf.object_contact[:, 0]))
                 for key, value in (("ee", buf.ee_pos), ("contact", buf.object_contact), ("pose", buf.object_pose), ("valid", buf.object_valid)):
@@ -374,14 +368,15 @@ def render_report(report: dict[str, Any]) -> str:
             f"{e['steps_per_episode']} steps (start included); every policy ran the same seeds and scenes.",
             "",
             "| policy | mean voxels | std | per episode | union voxels | object contact fraction | contact steps per episode "
-            "| objects moved | reward/total | wm uncertainty | memory divergence | wm cross-entropy (nats) |",
-            "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
+            "| objects moved | reward/total | clutter motion | wm uncertainty | memory divergence | wm cross-entropy (nats) |",
+            "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in e["policies"].items():
             lines.append(
                 f"| {name} | {r['mean_voxels']:.1f} | {r['std_voxels']:.1f} | {', '.join(str(int(v)) for v in r['voxels_per_episode'])} "
                 f"| {r['union_voxels']:.0f} | {r['object_contact_fraction']:.3f} | {', '.join(str(v) for v in r['contact_steps_per_episode'])} "
-                f"| {r['objects_moved']:.2f} | {_fmt(r.get('reward/total'))} | {_fmt(r.get('reward/wm_uncertainty'))} "
+                f"| {r['objects_moved']:.2f} | {_fmt(r.get('reward/total'))} | {_fmt(r.get('reward/clutter_motion'))} "
+                f"| {_fmt(r.get('reward/wm_uncertainty'))} "
                 f"| {_fmt(r.get('reward/memory_divergence'))} | {_fmt(r.get('wm/prediction_ce'))} |"
             )
         ratio = e["contact_vs_random"]

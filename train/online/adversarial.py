@@ -150,7 +150,6 @@ def main(
     venv = make_online_env(cfg, s.envs, record is not None, render_device_for(device))
     stepper = WorldModelStepper(world_model, tokenizer, teacher.normalizers, history, stride)
     reward = AdversarialReward(world_model.codes, a.prediction_error_weight)
-    reward_fn = lambda before, after, logits, next_tokens: reward(logits, next_tokens)  # noqa: E731
     id_prefix = run_tag(PHASE, output_dir)
     if checkpoint is not None:
         random_ref = {k: v.to(device) for k, v in checkpoint.rank_state(rank)["random_rollout"].items()}
@@ -160,7 +159,7 @@ def main(
         world_model.eval()
         slots = plan_round(t.seed, RANDOM_STREAM, 0, rank * s.envs, s.envs, cfg.environment.scene_reset_interval, f"{id_prefix}-random")
         random_policy = ScriptedPolicy("random", t.action_dim, s.envs, device)
-        ref = collect_rollout(venv, slots, random_policy, stepper, reward_fn, num_steps=t.steps_per_episode, device=device)
+        ref = collect_rollout(venv, slots, random_policy, stepper, reward, num_steps=t.steps_per_episode, device=device)
         random_ref = {"tokens": ref.tokens, "frames": ref.frames, "applied": ref.applied, "states": ref.states}
         set_seed(t.seed + rank)  # ranks draw different action noise
     recorder = RolloutRecorder(record, cfg, PHASE, rank) if record is not None else None
@@ -222,7 +221,7 @@ def main(
             world_model.eval()
             explorer.eval()
             buf = collect_rollout(
-                venv, slots, policy, stepper, reward_fn, num_steps=t.steps_per_episode, device=device,
+                venv, slots, policy, stepper, reward, num_steps=t.steps_per_episode, device=device,
                 record=recorder is not None, keep_video=sample_now,
             )  # fmt: skip
             rollout_s = time.perf_counter() - start

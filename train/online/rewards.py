@@ -19,6 +19,19 @@ below is a per-env tensor (B,) for action a_t, computed from that one step:
   -log p(actual next-frame token) / log K
   The world model's cross-entropy on the frame the action led to, divided by
   log K: 1 is as bad as a uniform guess; it is unbounded above.
+- unexplained change  c_t = mean over pixels and channels |x_{t+1} - W_t(x_t)|
+  The part of the frame change that the world model's motion stage (f1.train.models.motion),
+  its guess of how the camera's own motion moves the view, does not explain: clutter the
+  robot pushes, an object coming close (its parallax), the gripper's shadow on an object.
+  Frames in [0, 1] at the tokenizer's size, so c_t lies in [0, 1]; 0 where the view only
+  slid as the arm's motion says. Measured on random-policy episodes it is the term that
+  best singles out the steps with contact (bench/RESULTS.md, "explorer: which signal").
+- clutter motion (privileged: the simulator's object poses, not the world model)
+  o_t = sum over the clutter objects on the table at t and t+1 of min(||p_{t+1} - p_t||, 2 cm) / 2 cm
+  How many objects action a_t moved, each counted up to once (at the 2 cm that
+  `objects_moved` counts as moved); 0 where the robot touched nothing. The one term that
+  pays for interaction itself: the world-model terms above, measured, pay as much for
+  odd views as for the clutter (bench/RESULTS.md, "explorer: which signal").
 - surprise  s_t = e_t - u_t
   How much worse the world model predicted the frame than it expected to (its
   cross-entropy minus its entropy, both / log K): near 0 where it knows what it
@@ -27,7 +40,8 @@ below is a per-env tensor (B,) for action a_t, computed from that one step:
 
 Student reward  r_t = student.memory_divergence_weight x d_t + student.wm_uncertainty_weight x u_t
                       + student.prediction_error_weight x e_t + student.surprise_weight x s_t
-(the last two weights default to 0: the seed's reward). Every term is logged, weighted or not.
+                      + student.unexplained_change_weight x c_t + student.clutter_motion_weight x o_t
+Every term is logged, weighted or not.
 Adversarial reward  r_t = adversarial.prediction_error_weight x e_t.
 """
 
@@ -35,10 +49,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
+from f1.datasets.exploration import MOVED_M
 from f1.train.models.world_model import FactorizedCodes
+
+
+@dataclass
+class StepSignals:
+    """What a reward term may read of one step t, M envs (filled by f1.train.online.rollout.collect_rollout)."""
+
+    memory_before: Tensor  # (L_m,M,Hm) m_t
+    memory_after: Tensor  # (L_m,M,Hm) m_{t+1}
+    logits: Tensor  # (M,n,sum(levels)) the world model's next-frame code logits
+    next_tokens: Tensor  # (M,n) tokens of the frame a_t led to
+    warped: Tensor  # (M,3,S,S) frame t warped by the motion stage: the world model's ego-motion guess of frame t+1
+    next_frame: Tensor  # (M,3,S,S) frame t+1 at the tokenizer's size, in [0, 1]
+    object_pos: Tensor  # (M,slots,3) clutter positions (m) at step t (the simulator's, zeros in empty slots)
+    next_object_pos: Tensor  # (M,slots,3) at step t+1
+    object_valid: Tensor  # (M,slots) bool: the slot holds an object on the table at t and at t+1
 
 
 def memory_divergence(memory_before: Tensor, memory_after: Tensor) -> Tensor:
@@ -62,34 +93,65 @@ def prediction_error(codes: FactorizedCodes, logits: Tensor, next_tokens: Tensor
     return codes.nll(logits, next_tokens).mean(1) / codes.log_k  # (B,n) nats -> (B,)
 
 
+def unexplained_change(warped: Tensor, next_frame: Tensor) -> Tensor:
+    """(B,3,S,S) x 2 in [0,1] -> (B,): mean |next frame - motion-warped frame|, the change the arm's own motion does not explain."""
+    assert warped.shape == next_frame.shape and warped.ndim == 4, (warped.shape, next_frame.shape)
+    return (next_frame - warped).abs().flatten(1).mean(1)
+
+
+def clutter_motion(object_pos: Tensor, next_object_pos: Tensor, object_valid: Tensor, moved_m: float = MOVED_M) -> Tensor:
+    """(B,slots,3) x 2 positions, (B,slots) valid -> (B,): objects moved this step, each up to once (at `moved_m`)."""
+    assert object_pos.shape == next_object_pos.shape and object_pos.shape[:2] == object_valid.shape, (
+        object_pos.shape, next_object_pos.shape, object_valid.shape,
+    )  # fmt: skip
+    moved = (next_object_pos - object_pos).norm(dim=-1).clamp(max=moved_m) / moved_m  # (B,slots) in [0,1]
+    return (moved * object_valid).sum(-1)
+
+
 @dataclass
 class StudentReward:
-    """r = memory_divergence_weight x d + wm_uncertainty_weight x u + prediction_error_weight x e + surprise_weight x s."""
+    """r = memory_divergence_weight x d + wm_uncertainty_weight x u + prediction_error_weight x e
+    + surprise_weight x s + unexplained_change_weight x c + clutter_motion_weight x o."""
 
     codes: FactorizedCodes
     memory_divergence_weight: float
     wm_uncertainty_weight: float
     prediction_error_weight: float = 0.0
     surprise_weight: float = 0.0
+    unexplained_change_weight: float = 0.0
+    clutter_motion_weight: float = 0.0
 
-    def __call__(
-        self, memory_before: Tensor, memory_after: Tensor, logits: Tensor, next_tokens: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """Each term (B,) under its metric name; `reward/total` is what PPO maximises.
+    @classmethod
+    def from_config(cls, codes: FactorizedCodes, student: Any) -> "StudentReward":
+        """The weights of a StudentConfig (`student.*_weight`)."""
+        return cls(
+            codes, student.memory_divergence_weight, student.wm_uncertainty_weight, student.prediction_error_weight,
+            student.surprise_weight, student.unexplained_change_weight, student.clutter_motion_weight,
+        )  # fmt: skip
 
-        next_tokens (B, n), the frame the action led to: needed for e and s (when None, only d and u, and
-        their weights must be 0).
-        """
-        divergence = memory_divergence(memory_before, memory_after)
-        uncertainty = wm_uncertainty(self.codes, logits)
-        terms = {"reward/memory_divergence": divergence, "reward/wm_uncertainty": uncertainty}
-        total = self.memory_divergence_weight * divergence + self.wm_uncertainty_weight * uncertainty
-        if next_tokens is not None:
-            error = prediction_error(self.codes, logits, next_tokens)
-            terms.update({"reward/prediction_error": error, "reward/surprise": error - uncertainty})
-            total = total + self.prediction_error_weight * error + self.surprise_weight * (error - uncertainty)
-        else:
-            assert self.prediction_error_weight == 0 and self.surprise_weight == 0, "e and s need the next frame's tokens"
+    def __call__(self, step: StepSignals) -> dict[str, Tensor]:
+        """Each term (B,) under its metric name; `reward/total` is what PPO maximises."""
+        divergence = memory_divergence(step.memory_before, step.memory_after)
+        uncertainty = wm_uncertainty(self.codes, step.logits)
+        error = prediction_error(self.codes, step.logits, step.next_tokens)
+        change = unexplained_change(step.warped, step.next_frame)
+        motion = clutter_motion(step.object_pos, step.next_object_pos, step.object_valid)
+        terms = {
+            "reward/memory_divergence": divergence,
+            "reward/wm_uncertainty": uncertainty,
+            "reward/prediction_error": error,
+            "reward/surprise": error - uncertainty,
+            "reward/unexplained_change": change,
+            "reward/clutter_motion": motion,
+        }
+        total = (
+            self.memory_divergence_weight * divergence
+            + self.wm_uncertainty_weight * uncertainty
+            + self.prediction_error_weight * error
+            + self.surprise_weight * (error - uncertainty)
+            + self.unexplained_change_weight * change
+            + self.clutter_motion_weight * motion
+        )
         return {**terms, "reward/total": total}
 
 
@@ -100,6 +162,6 @@ class AdversarialReward:
     codes: FactorizedCodes
     prediction_error_weight: float
 
-    def __call__(self, logits: Tensor, next_tokens: Tensor) -> dict[str, Tensor]:
-        error = prediction_error(self.codes, logits, next_tokens)
+    def __call__(self, step: StepSignals) -> dict[str, Tensor]:
+        error = prediction_error(self.codes, step.logits, step.next_tokens)
         return {"reward/prediction_error": error, "reward/total": self.prediction_error_weight * error}

@@ -11,7 +11,8 @@ two PPO iterations. Per step t, in order:
     2. the envs apply a_t (real dims clipped to [-1, 1], as the env does)      -> frame t+1
     3. the frozen world model steps on frames [t-(h-1)s .. t], the actions at
        those steps (a_t last), state t and m_t                                  -> next-frame logits, m_{t+1}
-    4. the reward terms (f1.train.online.rewards) from (m_t, m_{t+1}, logits, tokens of frame t+1)
+    4. the reward terms (f1.train.online.rewards) from its StepSignals: m_t, m_{t+1}, the logits,
+       frame t+1 (tokens and pixels), the motion stage's warped frame t and the clutter's poses
 
 Storage is CleanRL's: preallocated (T, M) + shape, or (T + 1, M) + shape for what
 exists at every step including the last (tokens, states, memory). Histories are
@@ -31,9 +32,10 @@ import torch
 from torch import Tensor
 
 from f1.shared.normalizers import Normalizer
+from f1.train.online.rewards import StepSignals
 
 ONLINE_SEED_STREAM = 0x0511E  # keeps online episode seeds apart from `f1 collect`'s (same base seed)
-RewardFn = Callable[[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]
+RewardFn = Callable[[StepSignals], dict[str, Tensor]]
 
 
 # --------------------------------------------------------------------------- which episodes run
@@ -213,17 +215,19 @@ class WorldModelStepper:
         self.world_model, self.tokenizer, self.normalizers = world_model, tokenizer, normalizers
         self.history, self.stride = history, stride
 
-    def step(self, buf: RolloutBuffer, t: int) -> tuple[Tensor, Tensor]:
-        """-> (next-frame code logits (M,n,sum(levels)), m_{t+1} (L_m,M,Hm)) for step t (buf.applied[t] must hold a_t)."""
+    def step(self, buf: RolloutBuffer, t: int) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (next-frame code logits (M,n,sum(levels)), m_{t+1} (L_m,M,Hm), frame t warped by the motion (M,3,S,S))
+        for step t (buf.applied[t] must hold a_t)."""
         steps = torch.tensor([t], device=buf.tokens.device)
         inputs = rollout_inputs(buf.tokens, buf.frames, buf.applied, buf.states, steps, self.history, self.stride, self.normalizers)
         inputs = {k: v[:, 0] for k, v in inputs.items()}  # the one step: (M,1,...) -> (M,...)
         memory = buf.memory[t].transpose(0, 1).contiguous()  # (M,L_m,Hm) -> (L_m,M,Hm)
-        _, proposal = self.world_model.propose_from(self.tokenizer, inputs)  # (M,n)
-        return self.world_model.step(
+        warped, proposal = self.world_model.propose_from(self.tokenizer, inputs)  # (M,3,S,S), (M,n)
+        logits, next_memory = self.world_model.step(
             inputs["wrist_hist"], None, inputs["action_hist"], inputs["state"], inputs["pad_mask"], memory,
             inputs["is_first"], step_index=t, proposal=proposal,
         )  # fmt: skip
+        return logits, next_memory, warped
 
 
 # --------------------------------------------------------------------------- the rollout
@@ -332,12 +336,16 @@ def collect_rollout(
         observe(t + 1, next_obs, infos)
 
         start = time.perf_counter()
-        logits, next_memory = stepper.step(buf, t)  # (M,n,sum(levels)), (L_m,M,Hm)
+        logits, next_memory, warped = stepper.step(buf, t)  # (M,n,sum(levels)), (L_m,M,Hm), (M,3,S,S)
         buf.memory[t + 1] = next_memory.transpose(0, 1)
         codes = stepper.world_model.codes
         buf.prediction_ce[t] = codes.nll(logits, buf.tokens[t + 1]).mean(1)  # (M,n) -> (M,)
         buf.predicted_tokens[t] = codes.argmax(logits)
-        terms = reward_fn(memory, next_memory, logits, buf.tokens[t + 1])
+        objects = torch.from_numpy(buf.object_pose[t : t + 2, :, :, :3]).to(device)  # (2,M,slots,3)
+        on_table = torch.from_numpy(buf.object_valid[t] & buf.object_valid[t + 1]).to(device)  # (M,slots)
+        terms = reward_fn(
+            StepSignals(memory, next_memory, logits, buf.tokens[t + 1], warped, buf.frames[t + 1], objects[0], objects[1], on_table)
+        )
         for name, term in terms.items():
             buf.terms.setdefault(name, zeros(num_steps, m))[t] = term
         buf.rewards[t] = terms["reward/total"]

@@ -12,8 +12,8 @@ iteration:
               alongside, carrying the memory (zeros at each episode's start)
     reward    student.memory_divergence_weight x memory divergence
               + student.wm_uncertainty_weight x world-model uncertainty
-              (+ student.prediction_error_weight x prediction error + student.surprise_weight x surprise,
-              both 0 by default)                                          (f1.train.online.rewards)
+              (+ student.prediction_error_weight x prediction error + student.surprise_weight x surprise
+              + student.unexplained_change_weight x unexplained change)    (f1.train.online.rewards)
     update    GAE, then PPO epochs over shuffled minibatches (f1.train.online.ppo)
 
 Logging (`reward/...`, `policy/...`, `explore/...`, `perf/...`), videos and
@@ -146,10 +146,7 @@ def main(
     history, stride = arch_cfg.training.n_obs_img_steps, arch_cfg.training.obs_img_stride
     venv = make_online_env(cfg, s.envs, record is not None, render_device_for(device))
     stepper = WorldModelStepper(world_model, tokenizer, teacher.normalizers, history, stride)
-    reward = StudentReward(
-        world_model.codes, s.memory_divergence_weight, s.wm_uncertainty_weight, s.prediction_error_weight, s.surprise_weight
-    )
-    reward_fn = reward
+    reward = StudentReward.from_config(world_model.codes, s)
     policy = ExplorerPolicy(explorer)
     recorder = RolloutRecorder(record, cfg, PHASE, rank) if record is not None else None
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
@@ -194,7 +191,7 @@ def main(
             slots = plan_round(t.seed, SEED_STREAM, progress.iteration, rank * s.envs, s.envs, cfg.environment.scene_reset_interval, id_prefix)
             explorer.eval()
             buf = collect_rollout(
-                venv, slots, policy, stepper, reward_fn, num_steps=t.steps_per_episode, device=device,
+                venv, slots, policy, stepper, reward, num_steps=t.steps_per_episode, device=device,
                 record=recorder is not None, keep_video=sample_now,
             )  # fmt: skip
             rollout_s = time.perf_counter() - start

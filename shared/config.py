@@ -99,8 +99,8 @@ class TrainingConfig:
     """Stop after this many episodes (replayed offline, or rolled out online); None: no limit."""
     max_steps: Optional[int] = field(default=None, metadata=_range(ge=1))
     """Stop after this many optimizer steps; None: no limit."""
-    epochs: int = field(default=30, metadata=_range(ge=1))
-    """Passes over the store (offline phases); a small store needs many (30 suit 24 episodes of 40 steps)."""
+    epochs: int = field(default=36, metadata=_range(ge=1))
+    """Passes over the store (offline phases); a small store needs many (36 suit 24 episodes of 40 steps)."""
     steps_per_episode: int = field(default=50, metadata=_range(ge=1))
     """Actions per episode, T; an episode then has T + 1 steps."""
     batch_size: int = field(default=4, metadata=_range(ge=1))
@@ -220,17 +220,17 @@ class TeacherConfig:
 class TokenizerTrainConfig:
     output_dir: str = "outputs/tokenizer"
     """Where the tokenizer and its reconstruction PNG go."""
-    max_steps: int = field(default=800, metadata=_range(ge=1))
+    max_steps: int = field(default=1600, metadata=_range(ge=1))
     """Optimizer steps."""
-    batch_size: int = field(default=32, metadata=_range(ge=1))
-    """Frames per batch."""
+    batch_size: int = field(default=16, metadata=_range(ge=1))
+    """Frames per batch (16 x 1600 steps beat 32 x 800 at the same cost: bench/RESULTS.md, "tokenizer: edges")."""
     learning_rate: float = field(default=1e-3, metadata=_range(gt=0))
     """Adam learning rate."""
     gradient_weight: float = field(default=1.0, metadata=_range(ge=0))
     """Weight of the L1 loss on image differences (edges) beside the pixel L1."""
     ssim_weight: float = field(default=0.2, metadata=_range(ge=0))
     """Weight of the 1 - SSIM loss (local structure, 7x7 windows)."""
-    spectrum_weight: float = field(default=0.0, metadata=_range(ge=0))
+    spectrum_weight: float = field(default=3.0, metadata=_range(ge=0))
     """Weight of the L1 between Fourier amplitudes (penalises blur and ringing alike)."""
     colour_jitter: bool = True
     """Train on frames with their colour channels permuted and scaled, so unseen scenes' colours survive."""

@@ -72,6 +72,16 @@ def test_tokenizer_shapes_any_input_size():
     assert out["recon"].shape == (3, 3, 64, 64)
 
 
+def test_box_mean_is_the_stride_1_average_pool_and_ssim_of_a_frame_with_itself_is_1():
+    from f1.train.models.tokenizer import box_mean, ssim_map
+
+    x = torch.rand(2, 3, 20, 17, dtype=torch.float64)
+    assert torch.allclose(box_mean(x, 7), torch.nn.functional.avg_pool2d(x, 7, stride=1))
+    frames = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(ssim_map(frames, frames), torch.ones(2, 3, 10, 10), atol=1e-4)
+    assert ssim_map(frames, torch.rand(2, 3, 16, 16)).mean() < 0.2  # unrelated noise: no shared structure
+
+
 def test_tokenizer_overfits_a_few_frames():
     torch.manual_seed(0)
     tok = FSQTokenizer.from_config(tiny_cfg("model.tokenizer_image_size=32"))  # 4x cheaper than 64, same design

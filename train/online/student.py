@@ -13,7 +13,11 @@ iteration:
     reward    student.memory_divergence_weight x memory divergence
               + student.wm_uncertainty_weight x world-model uncertainty
               (+ student.prediction_error_weight x prediction error + student.surprise_weight x surprise
-              + student.unexplained_change_weight x unexplained change)    (f1.train.online.rewards)
+              + student.unexplained_change_weight x unexplained change
+              + student.clutter_motion_weight x clutter motion)             (f1.train.online.rewards)
+              A departure from DESIGN §5, which names the first two only: by default only clutter
+              motion is paid (weight 1, the others 0), because the world-model terms, measured, lead
+              the explorer to odd views instead of the clutter (README, "Rewards").
     update    GAE, then PPO epochs over shuffled minibatches (f1.train.online.ppo)
 
 Logging (`reward/...`, `policy/...`, `explore/...`, `perf/...`), videos and

@@ -16,6 +16,7 @@ import pytest
 
 from f1.collect.collector import worker_envs
 from f1.datasets import open_store, verify_store
+from f1.datasets.manifest import manifest_lock
 from f1.shared.gpu import SEED_DEVICE_VARS
 
 from conftest import F1
@@ -85,7 +86,11 @@ def test_sigkill_mid_run_then_rerun_resumes_to_exact_count(tmp_path):
     deadline = time.time() + 240
     while _shards_in_manifest(out) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGSTOP)  # paused, still alive and holding its lock, so it cannot finish meanwhile
+    # Paused, still alive and holding its writer lock, so it cannot finish meanwhile. The pause is taken while this
+    # test holds the manifest's flock, so no worker is stopped inside a manifest update (holding the flock, which
+    # would block the second run below instead of letting it read the writer lock; a loaded machine hit that).
+    with manifest_lock(out):
+        os.killpg(proc.pid, signal.SIGSTOP)
     assert proc.poll() is None and _shards_in_manifest(out) < 8, "run finished before it could be killed; make it longer"
     # A second run into the same store and node rank, while this one writes, is refused in one line.
     second = subprocess.run(args, capture_output=True, text=True, timeout=300)

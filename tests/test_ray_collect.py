@@ -86,22 +86,26 @@ def _actor_processes() -> list[psutil.Process]:
 @pytest.mark.slow
 def test_ray_actor_killed_mid_run_is_retried_and_the_store_is_exact(tmp_path, ray_address):
     out = tmp_path / "store"
-    # One episode a task and a shard: when the first lands, the other actor is mid-task.
-    args = [*F1, "collect", "--backend", "ray", "--ray-address", ray_address, "--workers", "2", "--episodes", "4",
+    # One episode a task and a shard: after the first lands, an actor is caught mid-task (six tasks, so on a
+    # quiet machine the two actors are not both between tasks, or done, when the test looks).
+    episodes = 6
+    args = [*F1, "collect", "--backend", "ray", "--ray-address", ray_address, "--workers", "2", "--episodes", str(episodes),
             "--episodes-per-shard", "1", "--out", str(out), *SMALL, "--steps-per-episode", "20"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     deadline = time.time() + 300
-    while _listed(out) < 1 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    busy = [p for p in _actor_processes() if "CollectActor.run" in " ".join(p.cmdline())]
-    assert proc.poll() is None and busy and _listed(out) < 4, (proc.poll(), busy, _listed(out))
+    busy: list[psutil.Process] = []
+    while not busy and time.time() < deadline and proc.poll() is None:
+        if _listed(out) >= 1:
+            busy = [p for p in _actor_processes() if "CollectActor.run" in " ".join(p.cmdline())]
+        time.sleep(0.05)
+    assert proc.poll() is None and busy and _listed(out) < episodes, (proc.poll(), busy, _listed(out))
     victim = busy[0]
     victim.send_signal(signal.SIGKILL)
     _, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, stderr[-3000:]
     assert f"pid {victim.pid} was lost mid-task" in stderr and "run again on another actor" in stderr, stderr[-3000:]
     ids = _ids(out)
-    assert sorted(ids) == [f"s0-e{i:07d}" for i in range(4)], ids  # every episode once: none lost, none twice
+    assert sorted(ids) == [f"s0-e{i:07d}" for i in range(episodes)], ids  # every episode once: none lost, none twice
     assert verify_store(out) == []
     assert not list(out.glob("*.tmp*")), "the lost actor's half-written shard was left behind"
 

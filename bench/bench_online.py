@@ -58,7 +58,7 @@ def main() -> None:
     scorer = ActionScorer(explorer)
     normalizers = {"action": Normalizer([0.0] * 8, [0.5] * 8, 8), "state": Normalizer([0.0] * 15, [0.3] * 15, 15)}
     stepper = WorldModelStepper(world_model, tokenizer, normalizers, t.n_obs_img_steps, t.obs_img_stride)
-    reward = StudentReward(world_model.codes, s.memory_divergence_weight, s.wm_uncertainty_weight)
+    reward = StudentReward.from_config(world_model.codes, s)
     device = torch.device("cpu")
 
     start = time.perf_counter()

@@ -249,11 +249,11 @@ class StudentConfig:
     prediction_error_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the world model's prediction error on the frame reached (the adversarial phase's reward; 0: off)."""
     surprise_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of surprise = prediction error - uncertainty (f1.train.online.rewards; 0: off)."""
     unexplained_change_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the frame change the world model's motion stage does not explain (f1.train.online.rewards; 0: off)."""
     clutter_motion_weight: float = field(default=1.0, metadata=_range(ge=0))
     """Weight of the clutter objects the action moved, from the simulator's poses (f1.train.online.rewards; 0: off)."""
-    """Weight of surprise = prediction error - uncertainty (f1.train.online.rewards; 0: off)."""
     total_iterations: int = field(default=20, metadata=_range(ge=1))
     """PPO iterations (one rollout + update each)."""
     envs: int = field(default=1, metadata=_range(ge=1))

@@ -24,8 +24,8 @@ below is a per-env tensor (B,) for action a_t, computed from that one step:
   its guess of how the camera's own motion moves the view, does not explain: clutter the
   robot pushes, an object coming close (its parallax), the gripper's shadow on an object.
   Frames in [0, 1] at the tokenizer's size, so c_t lies in [0, 1]; 0 where the view only
-  slid as the arm's motion says. Measured on random-policy episodes it is the term that
-  best singles out the steps with contact (bench/RESULTS.md, "explorer: which signal").
+  slid as the arm's motion says. Measured on random-policy episodes it singles out the
+  steps with contact better than the terms above (bench/RESULTS.md, "explorer: which signal").
 - clutter motion (privileged: the simulator's object poses, not the world model)
   o_t = sum over the clutter objects on the table at t and t+1 of min(||p_{t+1} - p_t||, 2 cm) / 2 cm
   How many objects action a_t moved, each counted up to once (at the 2 cm that
@@ -49,11 +49,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
 from torch import Tensor
 
 from f1.datasets.exploration import MOVED_M
+from f1.shared.config import StudentConfig
 from f1.train.models.world_model import FactorizedCodes
 
 
@@ -122,7 +121,7 @@ class StudentReward:
     clutter_motion_weight: float = 0.0
 
     @classmethod
-    def from_config(cls, codes: FactorizedCodes, student: Any) -> "StudentReward":
+    def from_config(cls, codes: FactorizedCodes, student: StudentConfig) -> "StudentReward":
         """The weights of a StudentConfig (`student.*_weight`)."""
         return cls(
             codes, student.memory_divergence_weight, student.wm_uncertainty_weight, student.prediction_error_weight,

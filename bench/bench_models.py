@@ -31,7 +31,7 @@ from f1.train.models.explorer import Explorer
 from f1.train.models.lora import apply_lora
 from f1.train.optim import count_parameters, make_optimizer
 from f1.train.models.tokenizer import FSQTokenizer
-from f1.train.models.world_model import CodeEmbedding, FactorizedCodes, WorldModel, grid_side
+from f1.train.models.world_model import CodeEmbedding, CodePrediction, FactorizedCodes, WorldModel, grid_side
 
 
 class GRUPredictor(nn.Module):
@@ -65,7 +65,8 @@ class GRUPredictor(nn.Module):
             logits.append(self.mlp(current + context[:, None]))  # (B,n,sum(levels))
             summary = self.summary_proj(torch.cat([current.mean(1), action, state], -1))
             _, memory = self.gru(summary[None], memory)
-        return torch.stack(logits, 1), memory, None
+        logits = torch.stack(logits, 1)  # (B,L,n,sum(levels))
+        return CodePrediction(logits, self.codes.argmax(logits)), memory, None
 
     loss = WorldModel.loss
 
@@ -104,8 +105,8 @@ def world_model_step(model, cfg, inputs, targets, mask):
     memory = model.initial_memory(targets.shape[0], targets.device)
 
     def step():
-        logits, _, _ = model.forward_chunk(inputs, memory)
-        loss = model.loss(logits, targets, mask)[0]
+        prediction, _, _ = model.forward_chunk(inputs, memory)
+        loss = model.loss(prediction, targets, mask)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

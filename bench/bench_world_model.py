@@ -91,6 +91,7 @@ def main() -> None:
         ("one-step PSNR: the motion alone (warped frame) / without the head frame (dB)",
          f"{one['psnr_motion']:.2f} / {one['psnr_model_without_head']:.2f}" if "psnr_model_without_head" in one else f"{one['psnr_motion']:.2f}",
          "", ""),
+        ("one-step token accuracy: the motion alone (the warped frame's codes)", f"{one['token_accuracy_motion']:.3f}", "", ""),
         ("one-step PSNR: tokenizer ceiling (dB)", f"{one['psnr_tokenizer']:.2f}", "", ""),
         ("memory carried vs zeroed (dB)", f"{mem['gain_db']:+.2f}", "", ""),
         ("open loop k <= 8 above copy-last", ", ".join(f"{loop[k]['psnr_model'] - loop[k]['psnr_copy_last']:+.1f}" for k in range(1, 9) if k in loop),

@@ -14,7 +14,7 @@ from f1.train.models.explorer import REAL_ACTION_DIMS, Explorer
 from f1.train.models.lora import apply_lora, base_backbone_state_dict, load_adapter, save_adapter
 from f1.train.optim import count_parameters, make_optimizer, make_scheduler, set_policy_requires_grad
 from f1.train.models.tokenizer import FSQTokenizer
-from f1.train.models.world_model import WorldModel
+from f1.train.models.world_model import CodePrediction, FactorizedCodes, WorldModel, mixture_mode
 
 H, N, LEVELS = 4, 256, (16, 16, 16, 16)  # history, tokens a frame, FSQ levels (tiny preset)
 K, W = 65536, 64  # codes: prod(LEVELS); world-model outputs a position: sum(LEVELS)
@@ -145,18 +145,18 @@ def test_world_model_shapes_and_uncertainty():
     cfg = tiny_cfg()
     wm = WorldModel(cfg, N, LEVELS)
     inputs = chunk_inputs(2, 3, cfg)
-    logits, memory, trace = wm.forward_chunk(inputs, wm.initial_memory(2))
-    assert logits.shape == (2, 3, N, W)
+    prediction, memory, trace = wm.forward_chunk(inputs, wm.initial_memory(2))
+    assert prediction.logits.shape == (2, 3, N, W) and prediction.codes.shape == (2, 3, N)
     assert memory.shape == (cfg.model.memory_num_layers, 2, cfg.model.memory_hidden)
     assert trace.shape == (2, 3, cfg.model.memory_hidden)
-    step_logits, _ = wm.step(*(inputs[k][:, 0] for k in ("wrist_hist", "head", "action_hist", "state", "pad_mask")),
-                             wm.initial_memory(2), inputs["is_first"][:, 0])
-    assert step_logits.shape == (2, N, W)
-    unc = wm.uncertainty(step_logits)
+    step, _ = wm.step(*(inputs[k][:, 0] for k in ("wrist_hist", "head", "action_hist", "state", "pad_mask")),
+                      wm.initial_memory(2), inputs["is_first"][:, 0])
+    assert step.logits.shape == (2, N, W) and step.codes.shape == (2, N)
+    unc = wm.uncertainty(step.logits)
     assert unc.shape == (2,) and torch.all(unc > 0) and torch.all(unc <= np.log(K) + 1e-4)
     # without a head frame the model still runs (student side)
     no_head = {k: v for k, v in inputs.items() if k != "head"}
-    assert wm.forward_chunk(no_head, wm.initial_memory(2))[0].shape == (2, 3, N, W)
+    assert wm.forward_chunk(no_head, wm.initial_memory(2))[0].logits.shape == (2, 3, N, W)
 
 
 def test_forward_chunk_equals_step_by_step():
@@ -167,12 +167,13 @@ def test_forward_chunk_equals_step_by_step():
     inputs["is_first"][1, 2] = True
     inputs["pad_mask"][1, 2, :-1] = True
     start = torch.randn(cfg.model.memory_num_layers, 2, cfg.model.memory_hidden)
-    logits, memory, _ = wm.forward_chunk(inputs, start)
+    (logits, codes), memory, _ = wm.forward_chunk(inputs, start)
     step_memory = start
     for k in range(4):
         args = [inputs[key][:, k] for key in ("wrist_hist", "head", "action_hist", "state", "pad_mask")]
-        step_logits, step_memory = wm.step(*args, step_memory, inputs["is_first"][:, k], step_index=k)
+        (step_logits, step_codes), step_memory = wm.step(*args, step_memory, inputs["is_first"][:, k], step_index=k)
         assert torch.allclose(step_logits, logits[:, k], atol=1e-5), (k, (step_logits - logits[:, k]).abs().max())
+        assert torch.equal(step_codes, codes[:, k])
     assert torch.allclose(step_memory, memory, atol=1e-6)
 
 
@@ -190,8 +191,8 @@ def test_world_model_learns_to_move_the_frame():
     opt = torch.optim.AdamW(wm.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
-        logits, _, _ = wm.forward_chunk(inputs, wm.initial_memory(2))
-        loss, accuracy = wm.loss(logits, targets, mask)
+        prediction, _, _ = wm.forward_chunk(inputs, wm.initial_memory(2))
+        loss, accuracy = wm.loss(prediction, targets, mask)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -205,7 +206,11 @@ def test_loss_counts_valid_positions_only():
     logits = torch.randn(2, 3, N, W)
     targets = torch.randint(0, K, (2, 3, N))
     mask = torch.tensor([[True, False, True], [False, False, True]])
-    loss, _ = wm.loss(logits, targets, mask)
+    codes = targets.clone()
+    codes[0, 0, : N // 2] = (targets[0, 0, : N // 2] + 1) % K  # half of one valid frame wrong, all of a masked one
+    codes[0, 1] = (targets[0, 1] + 1) % K
+    loss, accuracy = wm.loss(CodePrediction(logits, codes), targets, mask)
+    assert accuracy.item() == pytest.approx(1 - 0.5 / 3)  # 3 valid frames, half of one wrong
     # the code's cross-entropy = the sum of its digits' cross-entropies (mixed radix, first digit fastest)
     digits = [targets % 16, targets // 16 % 16, targets // 256 % 16, targets // 4096]
     parts = logits.split(LEVELS, dim=-1)
@@ -216,9 +221,25 @@ def test_loss_counts_valid_positions_only():
     assert torch.allclose(loss, expected)
     garbage = logits.clone()
     garbage[~mask] = 1e4  # what sits at masked positions cannot matter
-    assert torch.allclose(wm.loss(garbage, targets, mask)[0], expected)
-    empty, acc = wm.loss(logits, targets, torch.zeros(2, 3, dtype=torch.bool))
+    assert torch.allclose(wm.loss(CodePrediction(garbage, codes), targets, mask)[0], expected)
+    empty, acc = wm.loss(CodePrediction(logits, codes), targets, torch.zeros(2, 3, dtype=torch.bool))
     assert empty.item() == 0.0 and acc.item() == 0.0
+
+
+def test_the_most_likely_code_is_the_mixtures_mode_not_each_digits_most_likely_value():
+    """Two digits of 4 levels (code = d0 + 4 d1). The pointer holds (1,0) 0.32, (1,2) 0.28, (3,1) 0.2, (2,1) 0.2:
+    digit 0 is most likely 1 (0.6), digit 1 most likely 1 (0.4), but code (1,1) has no mass at all."""
+    codes = FactorizedCodes((4, 4))
+    neighbours = torch.tensor([[[1, 9, 7, 6]]])  # (1,1,4): (1,0), (1,2), (3,1), (2,1)
+    flow = torch.tensor([[[0.32, 0.28, 0.2, 0.2]]])
+    generator = [torch.log_softmax(torch.tensor([[[0.0, 0.0, 0.0, 3.0]]]), -1)] * 2  # its own mode: (3,3) = 15
+    marginals = sum(w * codes.one_hot(neighbours[..., i]) for i, w in enumerate(flow[0, 0]))  # (1,1,8) the pointer's
+    assert codes.argmax(marginals.log()).item() == 5  # (1,1): each digit's most likely value
+    assert mixture_mode(codes, neighbours, flow, torch.ones(1, 1), generator).item() == 1  # the pointer's heaviest code
+    assert mixture_mode(codes, neighbours, flow, torch.zeros(1, 1), generator).item() == 15  # the generator alone
+    # a neighbour repeated pools its mass: 0.2 + 0.2 on (2,1) beats 0.32 on (1,0)
+    repeated = torch.tensor([[[1, 9, 6, 6]]])
+    assert mixture_mode(codes, repeated, flow, torch.ones(1, 1), generator).item() == 6
 
 
 def test_untrained_world_model_copies_the_current_frame():
@@ -226,8 +247,22 @@ def test_untrained_world_model_copies_the_current_frame():
     cfg = tiny_cfg()
     wm = WorldModel(cfg, N, LEVELS)
     inputs = chunk_inputs(2, 3, cfg)
-    logits, _, _ = wm.forward_chunk(inputs, wm.initial_memory(2))
-    assert torch.equal(wm.codes.argmax(logits), inputs["wrist_hist"][:, :, -1])
+    prediction, _, _ = wm.forward_chunk(inputs, wm.initial_memory(2))
+    assert torch.equal(prediction.codes, inputs["wrist_hist"][:, :, -1])
+    assert torch.equal(wm.codes.argmax(prediction.logits), inputs["wrist_hist"][:, :, -1])
+
+
+def test_advancing_the_memory_alone_gives_the_steps_memory():
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    wm = WorldModel(cfg, N, LEVELS).eval()
+    inputs = chunk_inputs(2, 1, cfg)
+    args = [inputs[key][:, 0] for key in ("wrist_hist", "head", "action_hist", "state", "pad_mask")]
+    memory = torch.randn(cfg.model.memory_num_layers, 2, cfg.model.memory_hidden)
+    is_first = torch.tensor([True, False])
+    _, want = wm.step(*args, memory, is_first)
+    got = wm.advance_memory(inputs["wrist_hist"][:, 0, -1], inputs["action_hist"][:, 0, -1], inputs["state"][:, 0], memory, is_first)
+    assert torch.equal(got, want)
 
 
 def test_memory_is_exactly_zero_where_is_first():
@@ -246,7 +281,7 @@ def test_memory_is_exactly_zero_where_is_first():
 def _grads_of_step_loss(wm, inputs, step):
     torch.nn.init.normal_(wm.logits_head.weight, std=0.02)  # it starts at zero (a copying model), which passes no gradient
     inputs = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
-    logits, _, _ = wm.forward_chunk(inputs, wm.initial_memory(inputs["state"].shape[0]))
+    logits = wm.forward_chunk(inputs, wm.initial_memory(inputs["state"].shape[0]))[0].logits
     grads = torch.autograd.grad(logits[:, step].sum(), [inputs["action_hist"], inputs["state"]])
     # per step: total gradient magnitude reaching that step's action history and state
     return [float(ga.abs().sum() + gs.abs().sum()) for ga, gs in zip(grads[0].unbind(1), grads[1].unbind(1))]
@@ -287,7 +322,7 @@ def test_none_memory_raises_naming_the_step():
 def test_memory_disabled_stays_zeros():
     cfg = tiny_cfg("model.memory_enabled=false")
     wm = WorldModel(cfg, N, LEVELS)
-    logits, memory, trace = wm.forward_chunk(chunk_inputs(2, 3, cfg), wm.initial_memory(2))
+    _, memory, trace = wm.forward_chunk(chunk_inputs(2, 3, cfg), wm.initial_memory(2))
     assert torch.all(memory == 0) and torch.all(trace == 0)
     assert not any("gru" in name for name, _ in wm.named_parameters())
 
@@ -302,7 +337,7 @@ def test_local_backbone_path_with_another_width(tmp_path):
     wm = WorldModel(cfg, N, LEVELS)
     assert torch.equal(wm.backbone.layers[0].self_attn.q_proj.weight, local.layers[0].self_attn.q_proj.weight)
     assert isinstance(wm.in_proj, torch.nn.Linear) and wm.in_proj.out_features == 32
-    assert wm.forward_chunk(chunk_inputs(1, 2, cfg), wm.initial_memory(1))[0].shape == (1, 2, N, W)
+    assert wm.forward_chunk(chunk_inputs(1, 2, cfg), wm.initial_memory(1))[0].logits.shape == (1, 2, N, W)
     with pytest.raises(UserError, match="nowhere"):
         WorldModel(tiny_cfg(f"model.backbone_path={tmp_path / 'nowhere'}"), N, LEVELS)
 

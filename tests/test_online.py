@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +144,16 @@ def test_reward_terms_match_their_definitions():
         )  # fmt: skip
 
     next_tokens = torch.full((3, 5), 6)
+    # Without the world model's prediction only the terms that need none are computed, and only they may be paid.
+    objects, moved = torch.zeros(3, 2, 3), torch.full((3, 2, 3), 0.005)
+    full = StudentReward(codes, 2.0, 0.0, clutter_motion_weight=1.0)
+    with_prediction = full(signals(before, after, logits, next_tokens, objects=objects, next_objects=moved))
+    without = full(replace(signals(before, after, logits, next_tokens, objects=objects, next_objects=moved), logits=None, warped=None))
+    assert set(without) == {"reward/memory_divergence", "reward/clutter_motion", "reward/total"} and not full.needs_prediction
+    assert torch.equal(without["reward/total"], with_prediction["reward/total"])
+    assert StudentReward(codes, 0.0, 0.5).needs_prediction and StudentReward(codes, 0, 0, unexplained_change_weight=1).needs_prediction
+    with pytest.raises(AssertionError, match="needs the world model"):
+        StudentReward(codes, 0.0, 0.5)(replace(signals(before, after, logits, next_tokens), logits=None, warped=None))
     seed_reward = StudentReward(codes, 2.0, 0.5)(signals(before, after, logits, next_tokens))
     assert torch.allclose(seed_reward["reward/total"], 2.0 * seed_reward["reward/memory_divergence"] + 0.5 * seed_reward["reward/wm_uncertainty"])
     # Every term is logged, weighted or not; surprise is error - uncertainty.
@@ -254,8 +264,11 @@ class Recorder:
         self.last: dict = {}
         self.per_iteration: list[dict] = []
         self.trainable: set[str] = set()
+        self.predicted: list[bool] = []  # per iteration: whether its rollout ran the world model's prediction
 
     def __call__(self, record: dict) -> None:
+        if record["buffer"] is not None:
+            self.predicted.append(bool(record["buffer"].prediction_ce.abs().sum() > 0))
         shot = {name: snapshot(record[name]) for name in ("world_model", "tokenizer", "explorer")}
         if not self.first:
             self.first = shot
@@ -267,7 +280,8 @@ class Recorder:
 @pytest.fixture(scope="module")
 def student_run(work, teacher_path):
     hook = Recorder()
-    sets = (f"student.teacher_path={teacher_path}", "student.total_iterations=3")
+    # logging every 2nd iteration: the 1st rollout runs without the world model's prediction (nothing paid needs it)
+    sets = (f"student.teacher_path={teacher_path}", "student.total_iterations=3", "training.log_every=2")
     progress = run_phase("student", online_config(work, *sets), record=work / "recorded", on_iteration=hook)
     return {"progress": progress, "hook": hook, "sets": sets, "output_dir": work / "student"}
 
@@ -284,7 +298,8 @@ def resume_copy(output_dir: Path, step: int, into: Path) -> Path:
 def test_student_rewards_are_finite_and_nonzero(student_run):
     assert student_run["progress"].iteration == 3 and student_run["progress"].episodes == 3 * ENVS
     records = read_metrics(student_run["output_dir"])
-    assert [r["step"] for r in records] == [1, 2, 3]
+    assert [r["step"] for r in records] == [2, 3]  # every 2nd iteration and the last
+    assert student_run["hook"].predicted == [False, True, True]  # the prediction where the terms are logged
     for r in records:
         # the seed's terms and the world model's error are logged though not paid (weight 0 by default)
         for key in ("reward/memory_divergence", "reward/wm_uncertainty", "reward/prediction_error", "reward/unexplained_change"):

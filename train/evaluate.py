@@ -330,7 +330,7 @@ def render_report(report: dict[str, Any]) -> str:
             "| predictor | PSNR | SSIM | token accuracy |",
             "|---|---:|---:|---:|",
             f"| world model | **{_fmt(one['psnr_model'])}** | {_fmt(one['ssim_model'])} | **{_fmt(one['token_accuracy'])}** |",
-            f"| world model, its motion alone (the warped frame) | {_fmt(one['psnr_motion'])} | | |",
+            f"| world model, its motion alone (the warped frame) | {_fmt(one['psnr_motion'])} | | {_fmt(one['token_accuracy_motion'])} |",
             f"| world model, its codes decoded alone | {_fmt(one['psnr_model_codes'])} | | |",
             f"| copy the current frame | {_fmt(one['psnr_copy_current'])} | {_fmt(one['ssim_copy_current'])} | {_fmt(one['token_accuracy_copy_current'])} |",
             f"| copy the current frame's codes | {_fmt(one['psnr_copy_current_tokens'])} | | |",

@@ -18,7 +18,9 @@ One step (teacher forcing: true history, memory carried from zeros), every step 
 - psnr_model / ssim_model: the model's frame (above)
 - psnr_motion: the proposal w_t alone (the motion compensation without the codes' correction)
 - psnr_model_codes: its most likely codes decoded alone (comparable with the ceiling)
-- token_accuracy: most likely codes equal to the tokenizer's codes of the true frame t+1
+- token_accuracy: most likely codes (the mixture's mode, f1.train.models.world_model) equal to the
+  tokenizer's codes of the true frame t+1
+- token_accuracy_motion: the proposal's codes p_t equal to them (the motion alone)
 - psnr_copy_current / ssim_copy_current / token_accuracy_copy_current: frame t (its codes) as the prediction
 - psnr_copy_current_tokens: frame t's codes decoded (what the codes of a copying model decode to)
 - psnr_tokenizer: the tokenizer's reconstruction of frame t+1 (the ceiling of psnr_model_codes)
@@ -126,7 +128,7 @@ class PredictionEvaluator:
     def _teacher_forced(
         self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False
     ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-        """-> (digit logits for frames 1..N-1 (N-1,n,sum(levels)), the memory m_t used at each step t = 0..N-2,
+        """-> (the most likely codes of frames 1..N-1 (N-1,n), the memory m_t used at each step t = 0..N-2,
         the proposals: warped frames (N-1,3,S,S) and their codes (N-1,n))."""
         chunk = episode_chunk(arrays, self.history, self.stride)
         if zero_memory:
@@ -139,23 +141,23 @@ class PredictionEvaluator:
         # the proposals of all steps at once: the motion sees only step t's own frame, state and action
         warped, proposal = (x[0] for x in self.model.propose_from(self.tokenizer, inputs))  # (L,3,S,S), (L,n)
         memory = self.model.initial_memory(1, self.device)
-        logits, used = [], []
+        predicted, used = [], []
         for k in range(inputs["is_first"].shape[1]):
             step_inputs = {key: value[:, k] for key, value in inputs.items()}
             memory = self.model._reset(memory, step_inputs["is_first"], k)
             used.append(memory)
-            step_logits, memory = self.model.step(
+            prediction, memory = self.model.step(
                 step_inputs["wrist_hist"], step_inputs.get("head"), step_inputs["action_hist"], step_inputs["state"],
                 step_inputs["pad_mask"], memory, step_inputs["is_first"], step_index=k, proposal=proposal[k : k + 1],
             )  # fmt: skip
-            logits.append(step_logits[0])
-        return torch.stack(logits), used, warped, proposal
+            predicted.append(prediction.codes[0])
+        return torch.stack(predicted), used, warped, proposal
 
     def _open_loop(
         self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[Tensor], starts: list[int], horizon: int
     ) -> list[tuple[Tensor, Tensor, np.ndarray]]:
-        """-> per k = 1..horizon, (alive lanes, their digit logits (B',n,sum(levels)), their frames (B',S,S,3)):
-        lanes (starts) whose t0+k exists; fed their argmax codes and their own frames."""
+        """-> per k = 1..horizon, (alive lanes, their most likely codes (B',n), their frames (B',S,S,3)):
+        lanes (starts) whose t0+k exists; fed those codes and their own frames."""
         n_steps = len(ep.tokens)
         lanes = len(starts)
         buffer = ep.tokens.unsqueeze(0).repeat(lanes, 1, 1)  # (B,N,n): true codes, overwritten by predictions
@@ -178,14 +180,14 @@ class PredictionEvaluator:
             slots = slots.clamp(min=0)
             lane = torch.arange(lanes, device=self.device)[:, None]
             warped, proposal = self.model.propose(self.tokenizer, frame, state[t_safe], action[t_safe])
-            logits, memory = self.model.step(
+            prediction, memory = self.model.step(
                 buffer[lane, slots], head[t_safe] if head is not None else None, action[slots], state[t_safe], pad, memory,
                 torch.zeros(lanes, dtype=torch.bool, device=self.device), proposal=proposal,
             )  # fmt: skip
-            codes = self.model.codes.argmax(logits)  # (B,n)
+            codes = prediction.codes  # (B,n)
             buffer[torch.arange(lanes, device=self.device), t_safe + 1] = codes
             frame = own_frames(self.tokenizer, warped, codes, proposal)  # (B,3,S,S)
-            per_k.append((alive, logits[alive], to_frames(frame[alive])))
+            per_k.append((alive, codes[alive], to_frames(frame[alive])))
         return per_k
 
     # ------------------------------------------------------------------ one episode
@@ -198,9 +200,8 @@ class PredictionEvaluator:
             "open_loop" (N-1,...) frames 1..N-1 fed its own codes from frame 0, "token_accuracy" one step}
         """
         ep = self._episode_tensors(arrays)
-        logits, memories, warped, proposal = self._teacher_forced(arrays, ep)
+        argmax, memories, warped, proposal = self._teacher_forced(arrays, ep)  # (N-1,n) the most likely codes
         rolled = self._open_loop(arrays, ep, memories, [0], horizon=len(ep.tokens) - 1)
-        argmax = self.model.codes.argmax(logits)  # (N-1,n)
         return {
             "truth": ep.truth,
             "one_step": self._residual(argmax, to_frames(warped), self._decode(proposal)),
@@ -213,14 +214,13 @@ class PredictionEvaluator:
     def add_episode(self, arrays: Mapping[str, np.ndarray]) -> None:
         ep = self._episode_tensors(arrays)
         truth_next, current = ep.truth[1:], ep.truth[:-1]
-        logits, memories, warped, proposal = self._teacher_forced(arrays, ep)
+        argmax_tokens, memories, warped, proposal = self._teacher_forced(arrays, ep)  # (N-1,n) the most likely codes
         shuffled = {**arrays, "action": shuffle_actions(arrays["action"], self.rng)}
-        logits_shuffled, _, warped_shuffled, proposal_shuffled = self._teacher_forced(shuffled, ep)
-        logits_zeroed, _, _, _ = self._teacher_forced(arrays, ep, zero_memory=True)
-        argmax_tokens = self.model.codes.argmax(logits)  # (N-1,n)
+        codes_shuffled, _, warped_shuffled, proposal_shuffled = self._teacher_forced(shuffled, ep)
+        codes_zeroed, _, _, _ = self._teacher_forced(arrays, ep, zero_memory=True)
         reference, reference_decoded = to_frames(warped), self._decode(proposal)  # the proposal: what the codes correct
         predicted = self._residual(argmax_tokens, reference, reference_decoded)
-        shuffled_frames = self._residual(self.model.codes.argmax(logits_shuffled), to_frames(warped_shuffled), self._decode(proposal_shuffled))
+        shuffled_frames = self._residual(codes_shuffled, to_frames(warped_shuffled), self._decode(proposal_shuffled))
         figures = {
             "psnr_model": psnr_per_frame(predicted, truth_next),
             "psnr_motion": psnr_per_frame(reference, truth_next),
@@ -229,16 +229,17 @@ class PredictionEvaluator:
             "psnr_copy_current_tokens": psnr_per_frame(ep.recon[:-1], truth_next),
             "psnr_tokenizer": psnr_per_frame(ep.recon[1:], truth_next),
             "psnr_shuffled_actions": psnr_per_frame(shuffled_frames, truth_next),
-            "psnr_memory_zeroed": psnr_per_frame(self._residual(self.model.codes.argmax(logits_zeroed), reference, reference_decoded), truth_next),
+            "psnr_memory_zeroed": psnr_per_frame(self._residual(codes_zeroed, reference, reference_decoded), truth_next),
             "ssim_model": ssim_per_frame(predicted, truth_next),
             "ssim_copy_current": ssim_per_frame(current, truth_next),
             "token_accuracy": (argmax_tokens == ep.tokens[1:]).float().mean(1).cpu().numpy(),
             "token_accuracy_copy_current": (ep.tokens[:-1] == ep.tokens[1:]).float().mean(1).cpu().numpy(),
-            "token_accuracy_shuffled_actions": (self.model.codes.argmax(logits_shuffled) == ep.tokens[1:]).float().mean(1).cpu().numpy(),
+            "token_accuracy_motion": (proposal == ep.tokens[1:]).float().mean(1).cpu().numpy(),
+            "token_accuracy_shuffled_actions": (codes_shuffled == ep.tokens[1:]).float().mean(1).cpu().numpy(),
         }
         if ep.head is not None:
-            logits_wrist, _, warped_wrist, proposal_wrist = self._teacher_forced(arrays, replace(ep, head=None))
-            wrist_only = self._residual(self.model.codes.argmax(logits_wrist), to_frames(warped_wrist), self._decode(proposal_wrist))
+            codes_wrist, _, warped_wrist, proposal_wrist = self._teacher_forced(arrays, replace(ep, head=None))
+            wrist_only = self._residual(codes_wrist, to_frames(warped_wrist), self._decode(proposal_wrist))
             figures["psnr_model_without_head"] = psnr_per_frame(wrist_only, truth_next)
         for key, values in figures.items():
             self.one_step.setdefault(key, []).append(values)

@@ -282,13 +282,13 @@ def main(
                     del inputs["head"]  # the whole chunk without the head frame: the model also serves wrist-only phases
                 memory_in = memory
                 with accelerator.autocast():
-                    logits, memory, trace, warped, further = model(inputs, memory)  # (B,L,n,K), (L_m,B,Hm), (B,L,Hm), (B,L,3,S,S)
-                code_loss, accuracy = world_model.loss(logits.float(), targets, mask)
+                    prediction, memory, trace, warped, further = model(inputs, memory)  # (B,L,n,...), (L_m,B,Hm), (B,L,Hm), (B,L,3,S,S)
+                code_loss, accuracy = world_model.loss(prediction, targets, mask)
                 motion_l1 = world_model.motion_loss(warped, tokens.next_frame, mask)
                 loss = code_loss + motion_l1  # disjoint parameters (the proposal's codes carry no gradient)
-                for k, (logits_k, warped_k) in enumerate(further, start=2):  # training.n_pred_img_steps > 1
+                for k, (prediction_k, warped_k) in enumerate(further, start=2):  # training.n_pred_img_steps > 1
                     valid = ahead_mask(mask, inputs["is_first"], k)
-                    loss = loss + world_model.loss(logits_k.float(), targets[:, k - 1 :], valid)[0]
+                    loss = loss + world_model.loss(prediction_k, targets[:, k - 1 :], valid)[0]
                     loss = loss + world_model.motion_loss(warped_k, tokens.next_frame[:, k - 1 :], valid)
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)

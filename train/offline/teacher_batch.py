@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from f1.shared.normalizers import Normalizer
 from f1.train.offline.token_cache import TokenCache, preprocess_frames
 from f1.train.models.tokenizer import FSQTokenizer
-from f1.train.models.world_model import WorldModel
+from f1.train.models.world_model import CodePrediction, WorldModel
 
 
 class ChunkModel(nn.Module):
@@ -42,32 +42,34 @@ class ChunkModel(nn.Module):
         # find_unused_parameters' graph walk every step.
         world_model.backbone.get_input_embeddings().requires_grad_(False)
 
-    def forward(self, inputs: dict[str, Tensor], memory: Tensor) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor], list]:
-        """-> (digit logits (B,L,n,K'), memory, memory trace, warped frames (B,L,3,S,S) or None without frames,
-        the frames further ahead: [(logits, warped)] for k = 2..pred_steps (`ahead`))."""
+    def forward(self, inputs: dict[str, Tensor], memory: Tensor) -> tuple[CodePrediction, Tensor, Tensor, Optional[Tensor], list]:
+        """-> (the prediction (B,L,n,...), memory, memory trace, warped frames (B,L,3,S,S) or None without frames,
+        the frames further ahead: [(prediction, warped)] for k = 2..pred_steps (`ahead`))."""
         if "frame" not in inputs:
             return (*self.world_model.forward_chunk(inputs, memory), None, [])
         assert self.tokenizer is not None, "ChunkModel needs the tokenizer to encode motion proposals"
         warped, proposal = self.world_model.propose_from(self.tokenizer, inputs)  # (B,L,3,S,S), (B,L,n)
         chunk = {key: value for key, value in inputs.items() if key != "frame"}
         chunk["proposal"] = proposal
-        logits, memory, trace = self.world_model.forward_chunk(chunk, memory)
-        further = self.ahead(chunk, logits, warped, chunk["proposal"], trace) if self.pred_steps > 1 else []
-        return logits, memory, trace, warped, further
+        prediction, memory, trace = self.world_model.forward_chunk(chunk, memory)
+        further = self.ahead(chunk, prediction, warped, chunk["proposal"], trace) if self.pred_steps > 1 else []
+        return prediction, memory, trace, warped, further
 
-    def ahead(self, inputs: dict[str, Tensor], logits: Tensor, warped: Tensor, proposal: Tensor, trace: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def ahead(
+        self, inputs: dict[str, Tensor], prediction: CodePrediction, warped: Tensor, proposal: Tensor, trace: Tensor
+    ) -> list[tuple[CodePrediction, Tensor]]:
         """Frames t+2 .. t+n (n = pred_steps), each predicted from the model's own frame one step before.
 
         Pass k predicts, at chunk position p (0 <= p <= L-k), frame p+k from step q = p+k-1: q's state,
         actions, head frame and memory (the teacher-forced trace), but in place of the true frame q
         (pixels and the history's last codes) the model's own prediction of it from pass k-1, detached:
-        what open loop feeds it. -> [(digit logits (B,L-k+1,n,K'), warped (B,L-k+1,3,S,S))] for k = 2..n;
+        what open loop feeds it. -> [(prediction (B,L-k+1,n,...), warped (B,L-k+1,3,S,S))] for k = 2..n;
         their targets are the chunk's targets from position k-1 on (`ahead_mask` says which count).
         """
         wm, tokenizer = self.world_model, self.tokenizer
-        b, length = logits.shape[:2]
+        b, length = prediction.codes.shape[:2]
         out = []
-        codes = wm.codes.argmax(logits.detach())  # (B,L,n) the model's frame p+1, as codes
+        codes = prediction.codes  # (B,L,n) the model's frame p+1, as codes
         own = own_frames(tokenizer, warped.detach(), codes, proposal)  # (B,L,3,S,S) ... and as pixels
         for k in range(2, min(self.pred_steps, length) + 1):
             span = length - k + 1  # positions p = 0 .. L-k
@@ -79,13 +81,13 @@ class ChunkModel(nn.Module):
             history[:, :, -1] = codes[:, :span]  # frame q: the model's own
             state, action_hist = at_q(inputs["state"]), at_q(inputs["action_hist"])
             warped_k, proposal_k = wm.propose(tokenizer, own[:, :span].flatten(0, 1), state, action_hist[:, -1])
-            logits_k = wm._predict(
+            logits_k, codes_k = wm._predict(
                 history.flatten(0, 1), at_q(inputs["head"]) if "head" in inputs else None, action_hist, state,
                 at_q(inputs["pad_mask"]), at_q(trace), proposal_k,
-            ).view(b, span, *logits.shape[2:])  # fmt: skip
+            )  # fmt: skip
+            codes = codes_k.view(b, span, -1)  # (B,span,n)
             warped_k = warped_k.view(b, span, *warped.shape[2:])
-            out.append((logits_k, warped_k))
-            codes = wm.codes.argmax(logits_k.detach())  # (B,span,n)
+            out.append((CodePrediction(logits_k.view(b, span, *prediction.logits.shape[2:]), codes), warped_k))
             own = own_frames(tokenizer, warped_k.detach(), codes, proposal_k.view(b, span, -1))
         return out
 

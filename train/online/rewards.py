@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
+
 from torch import Tensor
 
 from f1.datasets.exploration import MOVED_M
@@ -62,9 +64,11 @@ class StepSignals:
 
     memory_before: Tensor  # (L_m,M,Hm) m_t
     memory_after: Tensor  # (L_m,M,Hm) m_{t+1}
-    logits: Tensor  # (M,n,sum(levels)) the world model's next-frame code logits
+    logits: Optional[Tensor]  # (M,n,sum(levels)) the world model's next-frame code logits; None: not predicted (below)
     next_tokens: Tensor  # (M,n) tokens of the frame a_t led to
-    warped: Tensor  # (M,3,S,S) frame t warped by the motion stage: the world model's ego-motion guess of frame t+1
+    warped: Optional[Tensor]  # (M,3,S,S) frame t warped by the motion stage: the world model's ego-motion guess of frame t+1
+    # logits and warped are None where the rollout skipped the world model's prediction: the student's rollouts
+    # in which no paid term needs it and none is logged (f1.train.online.student)
     next_frame: Tensor  # (M,3,S,S) frame t+1 at the tokenizer's size, in [0, 1]
     object_pos: Tensor  # (M,slots,3) clutter positions (m) at step t (the simulator's, zeros in empty slots)
     next_object_pos: Tensor  # (M,slots,3) at step t+1
@@ -128,13 +132,24 @@ class StudentReward:
             student.surprise_weight, student.unexplained_change_weight, student.clutter_motion_weight,
         )  # fmt: skip
 
+    @property
+    def needs_prediction(self) -> bool:
+        """Whether a paid term reads the world model's prediction (logits or the warped frame)."""
+        weights = (self.wm_uncertainty_weight, self.prediction_error_weight, self.surprise_weight, self.unexplained_change_weight)
+        return any(w != 0 for w in weights)
+
     def __call__(self, step: StepSignals) -> dict[str, Tensor]:
-        """Each term (B,) under its metric name; `reward/total` is what PPO maximises."""
+        """Each term (B,) under its metric name; `reward/total` is what PPO maximises. Without a prediction
+        (step.logits None) only memory divergence and clutter motion are computed, and only they may be paid."""
         divergence = memory_divergence(step.memory_before, step.memory_after)
+        motion = clutter_motion(step.object_pos, step.next_object_pos, step.object_valid)
+        if step.logits is None:
+            assert not self.needs_prediction, "a paid reward term needs the world model's prediction"
+            total = self.memory_divergence_weight * divergence + self.clutter_motion_weight * motion
+            return {"reward/memory_divergence": divergence, "reward/clutter_motion": motion, "reward/total": total}
         uncertainty = wm_uncertainty(self.codes, step.logits)
         error = prediction_error(self.codes, step.logits, step.next_tokens)
         change = unexplained_change(step.warped, step.next_frame)
-        motion = clutter_motion(step.object_pos, step.next_object_pos, step.object_valid)
         terms = {
             "reward/memory_divergence": divergence,
             "reward/wm_uncertainty": uncertainty,

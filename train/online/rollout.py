@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from f1.shared.normalizers import Normalizer
+from f1.train.models.world_model import CodePrediction
 from f1.train.online.rewards import StepSignals
 
 ONLINE_SEED_STREAM = 0x0511E  # keeps online episode seeds apart from `f1 collect`'s (same base seed)
@@ -147,7 +148,7 @@ class RolloutBuffer:
     rewards: Tensor  # (T, M) reward/total
     terminated: Tensor  # (T, M) bool: action t ended the episode in a terminal state
     prediction_ce: Tensor  # (T, M) world model's cross-entropy (nats) on frame t+1: its loss on this data
-    predicted_tokens: Tensor  # (T, M, n) argmax prediction of frame t+1
+    predicted_tokens: Tensor  # (T, M, n) the most likely codes of frame t+1 (the mixture's mode)
     terms: dict[str, Tensor]  # name -> (T, M), every reward term
     next_value: Tensor  # (M,) value of the final observation (the episodes are truncated there)
     ee_pos: np.ndarray  # (T+1, M, 3) end-effector positions, metres
@@ -215,19 +216,30 @@ class WorldModelStepper:
         self.world_model, self.tokenizer, self.normalizers = world_model, tokenizer, normalizers
         self.history, self.stride = history, stride
 
-    def step(self, buf: RolloutBuffer, t: int) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (next-frame code logits (M,n,sum(levels)), m_{t+1} (L_m,M,Hm), frame t warped by the motion (M,3,S,S))
-        for step t (buf.applied[t] must hold a_t)."""
+    def _inputs(self, buf: RolloutBuffer, t: int) -> tuple[dict[str, Tensor], Tensor]:
+        """Step t's world-model inputs (M,...) and its memory m_t (L_m,M,Hm)."""
         steps = torch.tensor([t], device=buf.tokens.device)
         inputs = rollout_inputs(buf.tokens, buf.frames, buf.applied, buf.states, steps, self.history, self.stride, self.normalizers)
         inputs = {k: v[:, 0] for k, v in inputs.items()}  # the one step: (M,1,...) -> (M,...)
-        memory = buf.memory[t].transpose(0, 1).contiguous()  # (M,L_m,Hm) -> (L_m,M,Hm)
+        return inputs, buf.memory[t].transpose(0, 1).contiguous()  # (M,L_m,Hm) -> (L_m,M,Hm)
+
+    def advance(self, buf: RolloutBuffer, t: int) -> Tensor:
+        """m_{t+1} (L_m,M,Hm) alone, without the prediction (the memory's inputs are step t's own)."""
+        inputs, memory = self._inputs(buf, t)
+        return self.world_model.advance_memory(
+            inputs["wrist_hist"][:, -1], inputs["action_hist"][:, -1], inputs["state"], memory, inputs["is_first"], step_index=t
+        )  # fmt: skip
+
+    def step(self, buf: RolloutBuffer, t: int) -> tuple[CodePrediction, Tensor, Tensor]:
+        """-> (the next frame's predicted codes (M,n) and logits (M,n,sum(levels)), m_{t+1} (L_m,M,Hm), frame t warped by the motion (M,3,S,S))
+        for step t (buf.applied[t] must hold a_t)."""
+        inputs, memory = self._inputs(buf, t)
         warped, proposal = self.world_model.propose_from(self.tokenizer, inputs)  # (M,3,S,S), (M,n)
-        logits, next_memory = self.world_model.step(
+        prediction, next_memory = self.world_model.step(
             inputs["wrist_hist"], None, inputs["action_hist"], inputs["state"], inputs["pad_mask"], memory,
             inputs["is_first"], step_index=t, proposal=proposal,
         )  # fmt: skip
-        return logits, next_memory, warped
+        return prediction, next_memory, warped
 
 
 # --------------------------------------------------------------------------- the rollout
@@ -252,8 +264,13 @@ def collect_rollout(
     device: torch.device,
     record: bool = False,
     keep_video: bool = False,
+    predict: bool = True,
 ) -> RolloutBuffer:
     """Reset every env to its slot's episode and run `num_steps` actions; see the module docstring.
+
+    predict false: the world model only carries the memory (step 3 gives m_{t+1}, no logits, no warp):
+    the reward's terms then see no prediction (StepSignals' logits and warped are None), and
+    buf.prediction_ce and buf.predicted_tokens stay zeros. A world-model step is most of a rollout's time.
 
     record: also keep each env's episode in the store schema (head + wrist frames, states, actions)
     as (arrays, EpisodeMeta) pairs in `buf.episodes`; the envs must then have both cameras.
@@ -336,11 +353,13 @@ def collect_rollout(
         observe(t + 1, next_obs, infos)
 
         start = time.perf_counter()
-        logits, next_memory, warped = stepper.step(buf, t)  # (M,n,sum(levels)), (L_m,M,Hm), (M,3,S,S)
+        if predict:
+            (logits, predicted), next_memory, warped = stepper.step(buf, t)  # (M,n,sum(levels)), (M,n), (L_m,M,Hm), (M,3,S,S)
+            buf.prediction_ce[t] = stepper.world_model.codes.nll(logits, buf.tokens[t + 1]).mean(1)  # (M,n) -> (M,)
+            buf.predicted_tokens[t] = predicted
+        else:
+            logits, warped, next_memory = None, None, stepper.advance(buf, t)  # (L_m,M,Hm)
         buf.memory[t + 1] = next_memory.transpose(0, 1)
-        codes = stepper.world_model.codes
-        buf.prediction_ce[t] = codes.nll(logits, buf.tokens[t + 1]).mean(1)  # (M,n) -> (M,)
-        buf.predicted_tokens[t] = codes.argmax(logits)
         objects = torch.from_numpy(buf.object_pose[t : t + 2, :, :, :3]).to(device)  # (2,M,slots,3)
         on_table = torch.from_numpy(buf.object_valid[t] & buf.object_valid[t + 1]).to(device)  # (M,slots)
         terms = reward_fn(

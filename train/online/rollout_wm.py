@@ -66,8 +66,8 @@ def world_model_loss_on(
     num_steps, m = tokens.shape[0] - 1, tokens.shape[1]
     steps = torch.arange(num_steps, device=tokens.device)
     inputs, targets, _, mask = chunk_batch(rollout, steps, history, stride, normalizers)
-    logits, _, _, _, _ = chunk_model(inputs, world_model.initial_memory(m, tokens.device))  # (M,T,n,K)
-    loss, accuracy = world_model.loss(logits.float(), targets, mask)
+    prediction, _, _, _, _ = chunk_model(inputs, world_model.initial_memory(m, tokens.device))  # (M,T,n,...)
+    loss, accuracy = world_model.loss(prediction, targets, mask)
     world_model.train(was_training)
     return float(loss), float(accuracy)
 
@@ -107,8 +107,8 @@ def train_world_model_on_rollout(
     for _ in range(updates):
         steps = chunk_steps(chunk, num_steps, bptt_length, device)
         inputs, targets, next_frames, mask = chunk_batch(rollout, steps, history, stride, normalizers)
-        logits, memory, _, warped, _ = chunk_model(inputs, memory)  # (M,L,n,K), (L_m,M,Hm), _, (M,L,3,S,S)
-        code_loss, accuracy = world_model.loss(logits.float(), targets, mask)
+        prediction, memory, _, warped, _ = chunk_model(inputs, memory)  # (M,L,n,...), (L_m,M,Hm), _, (M,L,3,S,S)
+        code_loss, accuracy = world_model.loss(prediction, targets, mask)
         motion_l1 = world_model.motion_loss(warped, next_frames, mask)
         loss = code_loss + motion_l1  # as the teacher: disjoint parameters
         optimizer.zero_grad(set_to_none=True)

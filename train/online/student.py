@@ -20,6 +20,11 @@ iteration:
               the explorer to odd views instead of the clutter (README, "Rewards").
     update    GAE, then PPO epochs over shuffled minibatches (f1.train.online.ppo)
 
+The world model's prediction (motion warp, proposal codes, a backbone pass: most of a rollout's
+time on a CPU) runs only in rollouts where a paid term needs it or where every term is logged
+(the logging and sampling iterations); elsewhere the world model only carries the memory the
+explorer reads. With the default reward (clutter motion) that is 1 rollout in training.log_every.
+
 Logging (`reward/...`, `policy/...`, `explore/...`, `perf/...`), videos and
 checkpoints on the config's cadence, counted in iterations. The run lasts
 `student.total_iterations` iterations, or, when `training.num_episodes` is set,
@@ -192,11 +197,14 @@ def main(
         while progress.iteration < total:
             start = time.perf_counter()
             sample_now = is_main and ((progress.iteration + 1) % t.sample_every == 0 or progress.iteration + 1 == total)
+            logs_now = (progress.iteration + 1) % t.log_every == 0 or progress.iteration + 1 == total
+            # the world model's prediction (most of a rollout's time) where a paid term needs it, or to log every term
+            predict = reward.needs_prediction or logs_now or sample_now
             slots = plan_round(t.seed, SEED_STREAM, progress.iteration, rank * s.envs, s.envs, cfg.environment.scene_reset_interval, id_prefix)
             explorer.eval()
             buf = collect_rollout(
                 venv, slots, policy, stepper, reward, num_steps=t.steps_per_episode, device=device,
-                record=recorder is not None, keep_video=sample_now,
+                record=recorder is not None, keep_video=sample_now, predict=predict,
             )  # fmt: skip
             rollout_s = time.perf_counter() - start
 

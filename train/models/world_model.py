@@ -396,18 +396,18 @@ class WorldModel(nn.Module):
         cell; frame borders repeat); the generator covers what no nearby cell of frame t holds.
         """
         b, n, _ = out.shape
-        g, r = self.grid, FLOW_WINDOW // 2
-        one_hot = self.codes.one_hot(source_tokens).transpose(1, 2).reshape(b, -1, g, g)  # (B,sum(levels),g,g)
-        padded = F.pad(one_hot, (r, r, r, r), mode="replicate")
-        neighbours = F.unfold(padded, FLOW_WINDOW).view(b, -1, FLOW_WINDOW**2, n)  # (B,sum(levels),W^2,n)
+        g, r, window = self.grid, FLOW_WINDOW // 2, FLOW_WINDOW**2
+        source = F.pad(source_tokens.view(b, 1, g, g).float(), (r, r, r, r), mode="replicate")  # codes < 2^24: exact
+        neighbours = F.unfold(source, FLOW_WINDOW).view(b, window, n).transpose(1, 2).long()  # (B,n,W^2) their codes
         flow = torch.softmax(self.flow_head(out).float(), -1)  # (B,n,W^2)
-        pointer = torch.einsum("bnw,blwn->bnl", flow, neighbours)  # (B,n,sum(levels)), each digit sums to 1
+        # each neighbour's flow weight added to its digits' bins: (B,n,sum(levels)), each digit sums to 1
+        bins = (self.codes.digits(neighbours) + self.token_embed.offsets).flatten(2)  # (B,n,W^2*D)
+        weights = flow.unsqueeze(-1).expand(b, n, window, len(self.levels)).flatten(2)  # (B,n,W^2*D)
+        pointer = flow.new_zeros(b, n, self.codes.width).scatter_add(-1, bins, weights)
         gate = torch.sigmoid(self.copy_gate(out).float())  # (B,n,1)
         generator = [torch.log_softmax(part.float(), -1) for part in self.codes.split(self.logits_head(out))]
         logits = torch.log((gate * pointer + (1 - gate) * torch.cat(generator, -1).exp()).clamp_min(1e-9))
         with torch.no_grad():
-            source = F.pad(source_tokens.view(b, 1, g, g).float(), (r, r, r, r), mode="replicate")  # codes < 2^24: exact
-            neighbours = F.unfold(source, FLOW_WINDOW).view(b, FLOW_WINDOW**2, n).transpose(1, 2).long()  # (B,n,W^2)
             codes = mixture_mode(self.codes, neighbours, flow, gate.squeeze(-1), [part.detach() for part in generator])
         return CodePrediction(logits, codes)
 

@@ -366,6 +366,23 @@ def test_explorer_act_and_evaluate_are_consistent():
     assert torch.allclose(deterministic[:, :REAL_ACTION_DIMS], mean)
 
 
+def test_explorer_sees_the_frame_averaged_over_2x2_cells():
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    explorer = Explorer(cfg, N, LEVELS).eval()
+    lengths = []
+    explorer.backbone.register_forward_hook(lambda module, args, kwargs, out: lengths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    side = int(N**0.5)
+    tokens = torch.randint(0, K, (1, N))
+    memory = torch.randn(cfg.model.memory_num_layers, 1, cfg.model.memory_hidden)
+    mean, _, value = explorer(tokens, memory)
+    assert lengths == [1 + N // 4 + 2]  # memory, the pooled frame, two queries
+    with torch.no_grad():  # codes and positions swapped inside every 2x2 cell: the same averages, the same outputs
+        explorer.grid_pos_embed.zero_()
+        swapped = tokens.view(side // 2, 2, side // 2, 2).flip(1).flip(3).reshape(1, N)
+        assert torch.allclose(explorer(tokens, memory)[0], explorer(swapped, memory)[0], atol=1e-5)
+
+
 def test_explorer_from_world_model_copies_without_sharing():
     cfg = tiny_cfg()
     wm = WorldModel(cfg, N, LEVELS)

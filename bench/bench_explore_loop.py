@@ -34,8 +34,6 @@ SIZE = ["--set", "environment.image_size=[64,64]"]
 K = 8
 
 
-
-
 def record_explorer(student: Path, work: Path, name: str, iterations: int, envs: int, timings: dict) -> Path:
     """Resume a copy of the student for `iterations` more iterations, recording them into work/name."""
     import torch

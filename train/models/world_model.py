@@ -158,7 +158,7 @@ class CodeEmbedding(nn.Module):
         nn.init.normal_(self.digit_embed.weight, std=0.02)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        rows = (self.codes.digits(tokens) + self.offsets).view(-1, len(self.codes.levels))  # (N,D)
+        rows = (self.codes.digits(tokens) + self.offsets).reshape(-1, len(self.codes.levels))  # (N,D)
         # one bag of D rows per code, summed: faster forward and backward than gathering (N,D,d) and summing
         return F.embedding_bag(rows, self.digit_embed.weight, mode="sum").view(*tokens.shape, -1)  # (...,d)
 

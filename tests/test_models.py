@@ -14,7 +14,7 @@ from f1.train.models.explorer import REAL_ACTION_DIMS, Explorer
 from f1.train.models.lora import apply_lora, base_backbone_state_dict, load_adapter, save_adapter
 from f1.train.optim import count_parameters, make_optimizer, make_scheduler, set_policy_requires_grad
 from f1.train.models.tokenizer import FSQTokenizer
-from f1.train.models.world_model import CodePrediction, FactorizedCodes, WorldModel, mixture_mode
+from f1.train.models.world_model import CodeEmbedding, CodePrediction, FactorizedCodes, WorldModel, mixture_mode
 
 H, N, LEVELS = 4, 256, (16, 16, 16, 16)  # history, tokens a frame, FSQ levels (tiny preset)
 K, W = 65536, 64  # codes: prod(LEVELS); world-model outputs a position: sum(LEVELS)
@@ -224,6 +224,15 @@ def test_loss_counts_valid_positions_only():
     assert torch.allclose(wm.loss(CodePrediction(garbage, codes), targets, mask)[0], expected)
     empty, acc = wm.loss(CodePrediction(logits, codes), targets, torch.zeros(2, 3, dtype=torch.bool))
     assert empty.item() == 0.0 and acc.item() == 0.0
+
+
+def test_a_code_is_embedded_as_the_sum_of_its_digits_rows_whatever_its_layout():
+    embed = CodeEmbedding(LEVELS, 8)
+    tokens = torch.randint(0, K, (3, 5))
+    digits = FactorizedCodes(LEVELS).digits(tokens)  # (3,5,4)
+    want = sum(embed.digit_embed.weight[digits[..., i] + 16 * i] for i in range(4))  # (3,5,8)
+    assert torch.allclose(embed(tokens), want, atol=1e-6)
+    assert torch.allclose(embed(tokens.t()), want.transpose(0, 1), atol=1e-6)  # a strided view (rollout histories are)
 
 
 def test_the_most_likely_code_is_the_mixtures_mode_not_each_digits_most_likely_value():

@@ -242,7 +242,8 @@ def test_the_most_likely_code_is_the_mixtures_mode_not_each_digits_most_likely_v
     neighbours = torch.tensor([[[1, 9, 7, 6]]])  # (1,1,4): (1,0), (1,2), (3,1), (2,1)
     flow = torch.tensor([[[0.32, 0.28, 0.2, 0.2]]])
     generator = [torch.log_softmax(torch.tensor([[[0.0, 0.0, 0.0, 3.0]]]), -1)] * 2  # its own mode: (3,3) = 15
-    marginals = sum(w * codes.one_hot(neighbours[..., i]) for i, w in enumerate(flow[0, 0]))  # (1,1,8) the pointer's
+    one_hot = torch.nn.functional.one_hot(codes.bins(neighbours), 8).sum(-2).float()  # (1,1,4,8) each neighbour's digits
+    marginals = (flow.unsqueeze(-1) * one_hot).sum(-2)  # (1,1,8) the pointer's
     assert codes.argmax(marginals.log()).item() == 5  # (1,1): each digit's most likely value
     assert mixture_mode(codes, neighbours, flow, torch.ones(1, 1), generator).item() == 1  # the pointer's heaviest code
     assert mixture_mode(codes, neighbours, flow, torch.zeros(1, 1), generator).item() == 15  # the generator alone

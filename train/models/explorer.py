@@ -17,14 +17,13 @@ Actions leave padded with zeros to `training.action_dim` (DESIGN §2).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Normal
 
 from f1.shared.config import F1Config
 from f1.train.models.backbone import build_backbone
 from f1.train.models.lora import base_backbone_state_dict
-from f1.train.models.world_model import CodeEmbedding, backbone_projections, grid_side, memory_projection
+from f1.train.models.world_model import CodeEmbedding, backbone_projections, grid_side, memory_projection, pool_grid
 
 REAL_ACTION_DIMS = 8
 INIT_LOG_STD = -0.5  # exp(-0.5) ~ 0.61: the spread of uniform [-1, 1] draws (0.58), not a unit Gaussian's
@@ -99,15 +98,6 @@ class Explorer(nn.Module):
     def _modality(self, name: str) -> Tensor:
         return self.modality_embed.weight[MODALITIES.index(name)]  # (d,)
 
-    def _pooled(self, grid: Tensor) -> Tensor:
-        """(B,g*g,d) -> (B,(g/p)^2,d), averaged over p x p cells (p = FRAME_POOL, or 1 where g/p would be under 2)."""
-        b, n, d = grid.shape
-        side = grid_side(n)
-        if side % FRAME_POOL or side // FRAME_POOL < 2:
-            return grid
-        cells = grid.transpose(1, 2).reshape(b, d, side, side)  # (B,d,g,g)
-        return F.avg_pool2d(cells, FRAME_POOL).flatten(2).transpose(1, 2)  # (B,(g/p)^2,d)
-
     def forward(self, tokens: Tensor, memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """tokens (B,n) long, memory (L_m,B,Hm) -> (mean (B,8), log_std (8,), value (B,))."""
         b, n = tokens.shape
@@ -116,7 +106,8 @@ class Explorer(nn.Module):
             "memory (num_layers,B,hidden)", tuple(memory.shape), (self.memory_layers, b, self.memory_hidden),
         )
         mem = (self.memory_proj(memory[-1]) + self._modality("memory")).unsqueeze(1)  # (B,1,d)
-        frame = self._pooled(self.token_embed(tokens) + self.grid_pos_embed) + self._modality("wrist")  # (B,n',d)
+        frame = self.token_embed(tokens) + self.grid_pos_embed  # (B,n,d)
+        frame = pool_grid(frame, grid_side(n), (FRAME_POOL,)) + self._modality("wrist")  # (B,n',d)
         queries = torch.stack([self.policy_query, self.value_query]) + self._modality("query")  # (2,d)
         x = torch.cat([mem, frame, queries.expand(b, -1, -1)], dim=1)  # (B,1+n'+2,d)
         out = self.out_proj(self.backbone(inputs_embeds=self.in_proj(x)).last_hidden_state[:, -2:])  # (B,2,d)

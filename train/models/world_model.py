@@ -111,10 +111,11 @@ class FactorizedCodes:
         """The most likely code (each digit's most likely value): (..., sum(levels)) -> tokens (...)."""
         return self.tokens(torch.stack([part.argmax(-1) for part in self.split(logits)], -1))
 
-    def one_hot(self, tokens: Tensor) -> Tensor:
-        """tokens (...) -> the digits as concatenated one-hots (..., sum(levels)), float."""
-        digits = self.digits(tokens)
-        return torch.cat([F.one_hot(digits[..., i], level) for i, level in enumerate(self.levels)], -1).float()
+    def bins(self, tokens: Tensor) -> Tensor:
+        """tokens (...) -> (..., D) long: each digit's place among the sum(levels) concatenated digit values
+        (the layout of the logits and of CodeEmbedding's rows): digit i's value + sum(levels[:i])."""
+        offsets = torch.tensor([sum(self.levels[:i]) for i in range(len(self.levels))], device=tokens.device)
+        return self.digits(tokens) + offsets
 
 
 class CodePrediction(NamedTuple):
@@ -154,11 +155,10 @@ class CodeEmbedding(nn.Module):
         super().__init__()
         self.codes = FactorizedCodes(levels)
         self.digit_embed = nn.Embedding(self.codes.width, width)  # one row per (digit, value)
-        self.register_buffer("offsets", torch.tensor([sum(self.codes.levels[:i]) for i in range(len(self.codes.levels))]), persistent=False)
         nn.init.normal_(self.digit_embed.weight, std=0.02)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        rows = (self.codes.digits(tokens) + self.offsets).reshape(-1, len(self.codes.levels))  # (N,D)
+        rows = self.codes.bins(tokens).reshape(-1, len(self.codes.levels))  # (N,D)
         # one bag of D rows per code, summed: faster forward and backward than gathering (N,D,d) and summing
         return F.embedding_bag(rows, self.digit_embed.weight, mode="sum").view(*tokens.shape, -1)  # (...,d)
 
@@ -183,17 +183,17 @@ def grid_side(n_tokens: int) -> int:
     return side
 
 
-def pool_factor(side: int) -> int:
-    """The largest of POOLED_FACTOR, 2, 1 that divides the grid side and leaves at least 2 x 2 tokens."""
-    for factor in (POOLED_FACTOR, 2):
+def pool_factor(side: int, factors: tuple[int, ...] = (POOLED_FACTOR, 2)) -> int:
+    """The largest of `factors` (else 1) that divides the grid side and leaves at least 2 x 2 tokens."""
+    for factor in factors:
         if side % factor == 0 and side // factor >= 2:
             return factor
     return 1
 
 
-def pool_grid(x: Tensor, side: int) -> Tensor:
-    """(N, side*side, d) -> (N, (side/p)^2, d) by p x p average pooling, p = pool_factor(side)."""
-    factor = pool_factor(side)
+def pool_grid(x: Tensor, side: int, factors: tuple[int, ...] = (POOLED_FACTOR, 2)) -> Tensor:
+    """(N, side*side, d) -> (N, (side/p)^2, d) by p x p average pooling, p = pool_factor(side, factors)."""
+    factor = pool_factor(side, factors)
     if factor == 1:
         return x
     n, _, d = x.shape
@@ -403,7 +403,7 @@ class WorldModel(nn.Module):
         neighbours = F.unfold(source, FLOW_WINDOW).view(b, window, n).transpose(1, 2).long()  # (B,n,W^2) their codes
         flow = torch.softmax(self.flow_head(out).float(), -1)  # (B,n,W^2)
         # each neighbour's flow weight added to its digits' bins: (B,n,sum(levels)), each digit sums to 1
-        bins = (self.codes.digits(neighbours) + self.token_embed.offsets).flatten(2)  # (B,n,W^2*D)
+        bins = self.codes.bins(neighbours).flatten(2)  # (B,n,W^2*D)
         weights = flow.unsqueeze(-1).expand(b, n, window, len(self.levels)).flatten(2)  # (B,n,W^2*D)
         pointer = flow.new_zeros(b, n, self.codes.width).scatter_add(-1, bins, weights)
         gate = torch.sigmoid(self.copy_gate(out).float())  # (B,n,1)

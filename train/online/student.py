@@ -217,7 +217,7 @@ def main(
             hook(buf)
 
             done = progress.iteration == total
-            if progress.iteration % t.log_every == 0 or done:
+            if logs_now:
                 metrics = {
                     **rollout_metrics(buf),
                     **update,

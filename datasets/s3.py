@@ -17,7 +17,7 @@ Credentials, region and endpoint come from the standard AWS variables
 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION,
 AWS_ENDPOINT_URL for S3-compatible servers); with none set in the
 environment and boto3 installed, boto3's chain (~/.aws files, profiles) is used.
-Choice of library: README, "Stores on object storage" (measured in bench/bench_s3.py).
+Choice of library: docs/stores.md, "Library choice" (measured in bench/bench_s3.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 # collect a tiny store and a held-out one of another seed, print the store's stats, train the
 # tokenizer briefly, train the teacher (samples PNG + video), then evaluate the teacher on the
 # held-out episodes against its baselines. Every stage shows a progress bar. Tiny on purpose:
-# bench/bench_world_model.py is the real experiment (README, "Experiment: world models").
+# bench/bench_world_model.py is the real experiment (docs/experiments.md, "Experiment: world models").
 set -euo pipefail
 OUT=${DEMO_OUT:-demo_out}
 rm -rf "$OUT"

@@ -180,7 +180,7 @@ class EnvironmentConfig:
 
     The seed reuses a scene for 10 episodes; f1 builds a new one every episode by default: a
     24-episode store then holds 24 scenes instead of 3, which the held-out figures of both models
-    need (README, "Experiment: world models"), and a rebuild costs little next to an episode."""
+    need (docs/experiments.md, "Departures this needed"), and a rebuild costs little next to an episode."""
     home_noise: float = field(default=0.1, metadata=_range(ge=0))
     """Std of the noise added to the home joint pose at reset (radians)."""
     robot_meshes: Literal["light", "full"] = "light"

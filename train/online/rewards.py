@@ -1,4 +1,4 @@
-"""Intrinsic rewards of the online phases: what the explorer is paid for a step (README, `## Rewards`).
+"""Intrinsic rewards of the online phases: what the explorer is paid for a step (docs/online.md, `## Rewards`).
 
 At step t the world model has seen frames [t-(h-1)s .. t], the actions at those
 steps (a_t, the explorer's choice, is the last), state s_t and memory m_t; its

@@ -17,7 +17,7 @@ iteration:
               + student.clutter_motion_weight x clutter motion)             (f1.train.online.rewards)
               A departure from DESIGN §5, which names the first two only: by default only clutter
               motion is paid (weight 1, the others 0), because the world-model terms, measured, lead
-              the explorer to odd views instead of the clutter (README, "Rewards").
+              the explorer to odd views instead of the clutter (docs/online.md, "Rewards").
     update    GAE, then PPO epochs over shuffled minibatches (f1.train.online.ppo)
 
 The world model's prediction (motion warp, proposal codes, a backbone pass: most of a rollout's

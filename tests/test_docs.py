@@ -247,8 +247,8 @@ def config_problems(page: Path) -> list[str]:
             key, value = code[: len(code) - len(tail)], match.group(4)
             if not key_exists(key):
                 problems.append(f"{shown.line.where()}: config key '{key}' is not in the schema (shared/config.py)")
-            elif value and override_problem(f"{key}={value}"):
-                problems.append(f"{shown.line.where()}: `{code}`: {override_problem(f'{key}={value}')}")
+            elif value and (problem := override_problem(f"{key}={value}")):
+                problems.append(f"{shown.line.where()}: `{code}`: {problem}")
     return problems
 
 

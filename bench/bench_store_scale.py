@@ -149,13 +149,14 @@ def time_commits(store, n: int, commit, first_episode: int) -> np.ndarray:
 
 
 _MEASURE = """
-import json, resource, sys, time
-import psutil
+import json, sys, time
 from f1.datasets.reader import open_store
 from f1.datasets.stats import store_summary
 from f1.datasets.verify import listed_shards
 from f1.datasets.s3 import store_path
-base = psutil.Process().memory_info().rss
+def peak_mb():  # VmHWM: this process's peak RSS (ru_maxrss would carry the forking parent's peak over the exec)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+base = peak_mb()
 start = time.perf_counter()
 what = sys.argv[2]
 if what == "lengths":
@@ -164,8 +165,7 @@ elif what == "stats":
     n = store_summary(open_store(sys.argv[1]))["episodes"]
 else:
     n = sum(len(s["episodes"]) for s in listed_shards(store_path(sys.argv[1]))[1])
-print(json.dumps({"s": time.perf_counter() - start, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "imports_mb": base / 2**20, "n": n}))
+print(json.dumps({"s": time.perf_counter() - start, "peak_mb": peak_mb(), "imports_mb": base, "n": n}))
 """
 
 
@@ -174,9 +174,10 @@ def measure(store, what: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _committer(store: str, worker: str, n: int, go, times) -> None:
+def _committer(store: str, worker: str, n: int, ready, go, times) -> None:
     s = store_path(store)
     entries = [shard_entry(0, 10**8 + i * PER_SHARD, worker=worker, seq=i) for i in range(n)]
+    ready.put(worker)
     go.wait()
     start = time.time()
     for entry in entries:
@@ -189,11 +190,12 @@ def concurrent_commits(store, committers: int, per: int) -> tuple[float, bool]:
     from f1.datasets.reader import open_store
 
     ctx = mp.get_context("spawn")
-    go, times = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_committer, args=(str(store), f"n8w{i}", per, go, times)) for i in range(committers)]
+    ready, go, times = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_committer, args=(str(store), f"n8w{i}", per, ready, go, times)) for i in range(committers)]
     for p in procs:
         p.start()
-    time.sleep(2 + 0.3 * committers)  # every process imported and built its entries (on 2 cores)
+    for _ in procs:  # every process has imported and built its entries: only the commits are timed
+        ready.get(timeout=600)
     go.set()
     spans = [times.get(timeout=600) for _ in procs]
     for p in procs:
@@ -217,14 +219,15 @@ def index_format_rows(tmp: Path) -> list[tuple[str, str, str]]:
     group = zarr.open_group(tmp / "index.zarr", mode="w")
     group.create_array("length", data=lengths, chunks=(65536,))
     group.create_array("id", data=ids.astype("U12"), chunks=(65536,))
-    code = {
-        "parquet": "import pyarrow.parquet as pq; t = pq.read_table(P + '/index.parquet', columns=[C]).column(C).to_numpy()",
-        "zarr": "import zarr; t = zarr.open_group(P + '/index.zarr', mode='r')[C][:]",
+    code = {  # (import, read), timed apart: the read alone
+        "parquet": ("import pyarrow.parquet as pq; from f1.datasets.episode_index import arrow_to_numpy",
+                    "t = arrow_to_numpy(pq.ParquetFile(P + '/index.parquet').read(columns=[C]).column(C), C)"),  # as the reader does
+        "zarr": ("import zarr", "t = zarr.open_group(P + '/index.zarr', mode='r')[C][:]"),
     }
     rows = []
     for column in ("length", "id"):
-        for fmt, body in code.items():
-            snippet = f"import time, resource; P, C = {str(tmp)!r}, {column!r}; s = time.perf_counter(); {body}; print(time.perf_counter() - s)"
+        for fmt, (imports, body) in code.items():
+            snippet = f"import time; {imports}; P, C = {str(tmp)!r}, {column!r}; s = time.perf_counter(); {body}; print(time.perf_counter() - s)"
             best = min(float(subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, check=True).stdout) for _ in range(3))
             rows.append((fmt, column, best))
     base = {c: next(t for f, cc, t in rows if f == "parquet" and cc == c) for c in ("length", "id")}

@@ -107,17 +107,21 @@ class ParquetPart(Part):
     def column(self, table: str, name: str) -> np.ndarray:
         key = (table, name)
         if key not in self._cache:
-            self._cache[key] = _to_numpy(read_table(self.path(table), [name]).column(name), name)
+            self._cache[key] = arrow_to_numpy(read_table(self.path(table), [name]).column(name), name)
         return self._cache[key]
 
     def table(self, table: str) -> Any:
         return read_table(self.path(table), None)
 
 
-def _to_numpy(col: Any, name: str) -> np.ndarray:
-    if name in _INT_COLUMNS:
-        return col.to_numpy().astype(np.int64, copy=False)
-    return np.array(col.to_pylist(), object)
+def arrow_to_numpy(col: Any, name: str) -> np.ndarray:
+    """(N,) int64 or object array of a chunked Arrow column. Not Arrow's to_numpy: it imports pandas (1-3 s, on every
+    open); the int columns are int64 without nulls (write_part writes them from int64 arrays), read as their buffers."""
+    if name not in _INT_COLUMNS:
+        return np.array(col.to_pylist(), object)
+    chunks = [np.frombuffer(c.buffers()[1], np.int64, len(c), c.offset * 8) for c in col.chunks if len(c)]
+    assert str(col.type) == "int64" and col.null_count == 0, (name, col.type)
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
 
 def part_path(store: Path | S3Path, part: str, table: str) -> Path | S3Path:
@@ -152,10 +156,11 @@ class _RangedFile(io.RawIOBase):
 
 
 def read_table(path: Path | S3Path, columns: list[str] | None) -> Any:
+    # ParquetFile, not pq.read_table: the latter imports pyarrow.dataset and pandas (a second, on every open).
     import pyarrow.parquet as pq
 
     source = _RangedFile(path) if isinstance(path, S3Path) else str(path)
-    return pq.read_table(source, columns=columns)
+    return pq.ParquetFile(source).read(columns=columns)
 
 
 def part_tables(part: Part) -> dict[str, Any]:

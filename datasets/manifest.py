@@ -176,7 +176,8 @@ def add_shard(store_dir: Path | S3Path, entry: dict[str, Any]) -> None:
         _add_shard_s3(store_dir, entry)
         return
     with manifest_lock(store_dir):
-        manifest = read_manifest(store_dir)
+        manifest = read_header(store_dir)
+        assert int(manifest["format_version"]) < 3, ("add_shard is the format-1/2 commit; format 3 commits records", store_dir)
         check_new_episodes(manifest, entry)
         manifest["shards"].append(entry)
         write_manifest(store_dir, manifest)

@@ -1,7 +1,6 @@
 """`f1 collect --backend ray` on the session's local Ray instance, ranks from Slurm and torchrun, and
 the manifest's refusal of a block run twice."""
 
-import json
 import os
 import signal
 import subprocess

@@ -25,7 +25,7 @@ import pytest
 from f1.datasets import open_store, open_writer, verify_store
 from f1.datasets.manifest import read_manifest
 from f1.datasets.s3 import ConflictError, S3Path
-from f1.datasets.schema import MANIFEST_NAME, shard_relpath
+from f1.datasets.schema import shard_relpath
 
 from conftest import F1, run_f1
 from test_datasets import EPISODES, SPEC
@@ -200,7 +200,7 @@ def test_sigkill_mid_collect_to_s3_then_resume_gives_the_exact_episodes(bucket):
     assert verify_store(url) == []  # readers trust the manifest: what a killed run left verifies
 
     # What a writer killed mid-upload could leave: part of a shard under a key no manifest entry lists.
-    first = read_manifest(store)["shards"][0]["name"]
+    first = read_manifest(store)["shards"][0]["path"]
     half = store / shard_relpath("shard-n0w0-000050.tar")
     half.put((store / first).read_bytes()[:1000])
     before = {s["name"] for s in read_manifest(store)["shards"]}

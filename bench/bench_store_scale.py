@@ -199,7 +199,7 @@ def concurrent_commits(store, committers: int, per: int) -> tuple[float, bool]:
     for p in procs:
         p.join()
     wall = max(e for _, e in spans) - min(s for s, _ in spans)
-    names = [s["name"] for s in open_store(store).shards if s["name"].startswith("shard-n8w")]
+    names = [n for n in open_store(store).snapshot.shard_column("name") if n.startswith("shard-n8w")]
     exact = sorted(names) == sorted(shard_name(f"n8w{i}", q, "webdataset") for i in range(committers) for q in range(per))
     return committers * per / wall, exact
 

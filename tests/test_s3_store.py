@@ -246,7 +246,7 @@ def test_hugging_face_datasets_loads_the_tars(bucket, tmp_path):
     tars = []
     for entry in read_manifest(store)["shards"]:
         tars.append(tmp_path / entry["name"])
-        tars[-1].write_bytes((store / entry["name"]).read_bytes())
+        tars[-1].write_bytes((store / entry["path"]).read_bytes())
     script = textwrap.dedent(
         """
         import json, sys

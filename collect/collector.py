@@ -41,7 +41,9 @@ from f1.collect.render_probe import probe_render_device
 from f1.collect.space import space_warning
 from f1.collect.store_spec import collection_spec
 from f1.collect.worker import WorkerReport, run_worker
+from f1.datasets.compact import compact
 from f1.datasets.manifest import open_or_create_manifest
+from f1.datasets.reader import open_store
 from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.writer import resolved_spec
 from f1.datasets.writer_lock import writer_lock
@@ -54,7 +56,7 @@ log = logging.getLogger("f1.collect")
 
 
 def _existing_episode_ids(out: Path) -> set[str]:
-    from f1.datasets import MANIFEST_NAME, open_store
+    from f1.datasets import MANIFEST_NAME
 
     if not (out / MANIFEST_NAME).is_file():
         if out.exists() and any(out.iterdir()) and not any(out.glob("shard-*")):
@@ -121,6 +123,7 @@ def main(
         raise UserError(disk_full_line(out)) from None
     if run is None:
         return 0
+    compact(out)  # fold this run's commit records into a checkpoint: the next reader opens from it
     _print_summary(console, out, run.reports, run.wall_s)
     log_path = _write_tracebacks(out, run.errors)
     for rank, (cause, _) in sorted(run.errors.items()):
@@ -181,13 +184,13 @@ def run_collection(
     # Create the store, or check that it holds this format and spec, before any worker starts:
     # a mismatch is one line here rather than a traceback from every worker.
     spec = resolved_spec(out, c.format, collection_spec(cfg))
-    manifest = open_or_create_manifest(out, c.format, spec, cfg.to_dict())
+    open_or_create_manifest(out, c.format, spec, cfg.to_dict())
     with writer_lock(out, c.node_rank):
         env_vars = worker_envs(gpu_ids, len(plans))
         if ray_address is None:  # a real Ray cluster's GPUs are not on this machine: its actors say if they fail
             probe_render_device(env_vars[0])
         # Object storage has no free-space figure; its shards are staged in the temp dir one at a time.
-        warning = None if isinstance(out, S3Path) else space_warning(out, manifest, spec, todo * (cfg.training.steps_per_episode + 1))
+        warning = None if isinstance(out, S3Path) else space_warning(open_store(out), todo * (cfg.training.steps_per_episode + 1))
         if warning:
             console.print(f"[yellow]{escape(warning)}", soft_wrap=True)
         if done:
@@ -270,8 +273,6 @@ def _print_summary(console: Console, out: Path, reports: dict[int, WorkerReport]
     table.add_row("all", str(episodes), str(steps), f"{wall:.1f}", "", f"{steps / max(wall, 1e-9):.1f}", "", "", "")
     console.print(table)
     if isinstance(out, S3Path):
-        from f1.datasets.manifest import read_manifest
-
-        console.print(f"{out}: {sum(s['bytes'] for s in read_manifest(out)['shards']) / 1e6:.1f} MB in finalised shards")
+        console.print(f"{out}: {open_store(out).snapshot.shard_column('bytes').sum() / 1e6:.1f} MB in finalised shards")
     else:
         console.print(f"{out}: {_dir_bytes(out) / 1e6:.1f} MB on disk")

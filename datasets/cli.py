@@ -1,4 +1,5 @@
-"""`f1 dataset stats | verify | convert | show`: options only; each verb's work is a `main` in its own module."""
+"""`f1 dataset stats | verify | convert | show | compact | upgrade | merge`: options only; each verb's work is a
+`main` in its own module."""
 
 from __future__ import annotations
 
@@ -64,3 +65,39 @@ def show(
     from f1.datasets.show import main
 
     main(store, episode, out)
+
+
+@app.command()
+def compact(
+    store: StoreArg = DEFAULT_STORE,
+    retention_minutes: Annotated[
+        float,
+        typer.Option(
+            "--retention-minutes", "--retention_minutes", min=0.0,
+            help="Keep folded records, old checkpoints and merged-away index parts this long (readers opening meanwhile need them).",
+        ),
+    ] = 15.0,
+) -> None:
+    """Fold the store's commit records into a new checkpoint (format 3); `f1 collect` does it too."""
+    from f1.datasets.compact import main
+
+    main(store, retention_minutes)
+
+
+@app.command()
+def upgrade(store: StoreArg = DEFAULT_STORE) -> None:
+    """Turn a format-1 or -2 store into format 3, in place and crash-safe."""
+    from f1.datasets.upgrade import main
+
+    main(store)
+
+
+@app.command()
+def merge(
+    sources: Annotated[list[str], typer.Argument(help="Stores to join (directories or s3://bucket/prefix).")],
+    out: Annotated[str, typer.Option("--out", help="The merged store (new; a directory or s3://bucket/prefix).")],
+) -> None:
+    """Join stores of one format and spec into a new store; shards are hard-linked where possible."""
+    from f1.datasets.merge import main
+
+    main(sources, out)

@@ -1,6 +1,13 @@
-"""manifest.json: read it, create it, and add finalised shards to it under an exclusive lock.
+"""manifest.json: read it, create it; in formats 1 and 2 also add finalised shards to it under a lock.
 
-Several worker processes (on several machines, over a shared filesystem that
+Format 3 (f1.datasets.commit_log) writes manifest.json once, when the store
+is created (create-only: of two writers creating a store at once, one
+creates it and the other checks it), and never rewrites it: it holds the
+format, the spec and the collection config; the shards are in the log and
+the checkpoints (f1.datasets.snapshot). `read_manifest` still returns every
+shard as an entry, whatever the format, for callers that want them all.
+
+Formats 1 and 2, kept to read old stores and to bench them: several worker processes (on several machines, over a shared filesystem that
 honours flock) append to one manifest, so every change is a read-modify-write
 under `fcntl.flock` on manifest.lock, written to a temp file and renamed over
 the old one: a reader without the lock sees the old manifest or the new one,
@@ -24,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from f1.datasets.create_only import create_only
 from f1.datasets.s3 import ConflictError, S3Path
 from f1.datasets.schema import FORMAT_VERSION, LOCK_NAME, MANIFEST_NAME, StoreError, StoreSpec
 
@@ -41,12 +49,23 @@ def manifest_lock(store_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def read_header(store_dir: Path | S3Path) -> dict[str, Any]:
+    """manifest.json parsed (format 3: no shards in it); a StoreError naming the file when it is missing, unreadable or too new."""
+    return parse_manifest(store_dir, manifest_text(store_dir))
+
+
 def read_manifest(store_dir: Path | S3Path) -> dict[str, Any]:
-    """The parsed manifest; a StoreError naming the file when it is missing, unreadable or too new."""
-    return _parse_manifest(store_dir, _manifest_text(store_dir))
+    """The manifest with every shard's entry under "shards", whatever the format. Format 3 reads the whole
+    episode index for it: open_store (which reads only the columns asked for) is the way for large stores."""
+    manifest = read_header(store_dir)
+    if int(manifest["format_version"]) >= 3:
+        from f1.datasets.snapshot import load_snapshot
+
+        manifest["shards"] = load_snapshot(store_dir, manifest).shard_entries()
+    return manifest
 
 
-def _manifest_text(store_dir: Path | S3Path) -> str:
+def manifest_text(store_dir: Path | S3Path) -> str:
     if isinstance(store_dir, S3Path):
         found = (store_dir / MANIFEST_NAME).read_with_etag()
         if found is None:
@@ -60,13 +79,14 @@ def _manifest_text(store_dir: Path | S3Path) -> str:
     return path.read_text()
 
 
-def _parse_manifest(store_dir: Path | S3Path, text: str) -> dict[str, Any]:
+def parse_manifest(store_dir: Path | S3Path, text: str) -> dict[str, Any]:
     path = store_dir / MANIFEST_NAME
     try:
         manifest = json.loads(text)
         version = int(manifest["format_version"])
         StoreSpec.from_dict(manifest["spec"])
-        manifest["shards"]
+        if version < 3:
+            manifest["shards"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); restore it or re-collect the store") from None
     if version > FORMAT_VERSION:
@@ -76,7 +96,7 @@ def _parse_manifest(store_dir: Path | S3Path, text: str) -> dict[str, Any]:
     return manifest
 
 
-def _write_manifest(store_dir: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(store_dir: Path, manifest: dict[str, Any]) -> None:
     tmp = store_dir / f"{MANIFEST_NAME}.{os.getpid()}.tmp"
     try:
         tmp.write_text(json.dumps(manifest, indent=1))
@@ -85,36 +105,31 @@ def _write_manifest(store_dir: Path, manifest: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)  # only left when the write failed (a full disk): the old manifest stands
 
 
-def _new_manifest(fmt: str, spec: StoreSpec, collection_config: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
+def new_manifest(fmt: str, spec: StoreSpec, collection_config: dict[str, Any], version: int = FORMAT_VERSION) -> dict[str, Any]:
+    manifest = {
+        "format_version": version,
         "format": fmt,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "spec": spec.to_dict(),
         "collection_config": collection_config,
-        "shards": [],
     }
+    return manifest if version >= 3 else {**manifest, "shards": []}
 
 
 def open_or_create_manifest(
     store_dir: Path | S3Path, fmt: str, spec: StoreSpec, collection_config: dict[str, Any]
 ) -> dict[str, Any]:
-    """Create the store's manifest, or check that an existing one holds the same format and spec."""
-    if isinstance(store_dir, S3Path):
-        manifest = _new_manifest(fmt, spec, collection_config)
-        try:
-            (store_dir / MANIFEST_NAME).put(json.dumps(manifest, indent=1).encode(), mode="create")
-            return manifest
-        except FileExistsError:  # another writer created it first (or the store exists): check it below
-            manifest = read_manifest(store_dir)
-    else:
+    """Create a format-3 store's manifest.json, or check that the existing store holds the same format and spec
+    (and is format 3: an older store is upgraded first, by `f1 dataset upgrade`)."""
+    manifest = new_manifest(fmt, spec, collection_config)
+    if not isinstance(store_dir, S3Path):
         store_dir.mkdir(parents=True, exist_ok=True)
-        with manifest_lock(store_dir):
-            if not (store_dir / MANIFEST_NAME).exists():
-                manifest = _new_manifest(fmt, spec, collection_config)
-                _write_manifest(store_dir, manifest)
-                return manifest
-            manifest = read_manifest(store_dir)
+    try:
+        if create_only(store_dir / MANIFEST_NAME, json.dumps(manifest, indent=1).encode()):
+            return manifest
+    except StoreError:  # there with other content: another run's store (or the same asked again), checked below
+        pass
+    manifest = read_header(store_dir)
     check_format(store_dir, manifest, fmt)
     have = StoreSpec.from_dict(manifest["spec"])
     if have != spec:
@@ -122,6 +137,11 @@ def open_or_create_manifest(
         raise StoreError(
             f"{store_dir / MANIFEST_NAME} was written with a different spec (field: (store, asked) = {diff}); "
             "use the store's settings or a new store directory"
+        )
+    if int(manifest["format_version"]) < 3:
+        raise StoreError(
+            f"{store_dir} is a format-{manifest['format_version']} store; run `f1 dataset upgrade {store_dir}` "
+            "to write into it (in place, crash-safe), or write to a new store"
         )
     return manifest
 
@@ -149,18 +169,18 @@ def check_new_episodes(manifest: dict[str, Any], entry: dict[str, Any]) -> None:
 
 
 def add_shard(store_dir: Path | S3Path, entry: dict[str, Any]) -> None:
-    """Append one finalised shard's entry; its name must be new, and DuplicateEpisodes if an episode is listed already.
-
-    So a scene block run twice (Ray retries are at-least-once) never enters the store twice.
-    """
+    """The format-1/2 commit: append one finalised shard's entry to manifest.json; its name must be new, and
+    DuplicateEpisodes if an episode is listed already. Writers no longer call it (they write format 3);
+    it builds old stores for the tests and is the baseline of bench/bench_store_scale.py."""
     if isinstance(store_dir, S3Path):
         _add_shard_s3(store_dir, entry)
         return
     with manifest_lock(store_dir):
-        manifest = read_manifest(store_dir)
+        manifest = read_header(store_dir)
+        assert int(manifest["format_version"]) < 3, ("add_shard is the format-1/2 commit; format 3 commits records", store_dir)
         check_new_episodes(manifest, entry)
         manifest["shards"].append(entry)
-        _write_manifest(store_dir, manifest)
+        write_manifest(store_dir, manifest)
 
 
 def _add_shard_s3(store_dir: S3Path, entry: dict[str, Any]) -> None:
@@ -170,7 +190,7 @@ def _add_shard_s3(store_dir: S3Path, entry: dict[str, Any]) -> None:
         found = key.read_with_etag()
         if found is None:
             raise StoreError(f"{key} disappeared while this run wrote the store; re-create the store")
-        manifest = _parse_manifest(store_dir, found[0].decode())
+        manifest = parse_manifest(store_dir, found[0].decode())
         check_new_episodes(manifest, entry)  # re-checked on every retry: another worker may just have listed them
         manifest["shards"].append(entry)
         try:

@@ -1,11 +1,15 @@
-"""StoreReader: one interface over Zarr and WebDataset stores, built from the manifest alone.
+"""StoreReader: one interface over Zarr and WebDataset stores, built from the store's metadata alone.
 
     store = open_store("data/run1")
-    info = store.episodes[0]                       # EpisodeInfo, no image read
+    lengths = store.lengths                        # (E,) int64: one column of the episode index, nothing else
+    info = store.episodes[0]                       # EpisodeInfo, built on demand, no image read
     chunk = store.read_steps(info, 0, 8, keys=("wrist_rgb", "action"))
 
-Only shards in the manifest exist for a reader (a `.tmp` or a shard killed
-before its manifest entry is invisible). Shard handles open on first use and
+A reader sees one snapshot of the store (f1.datasets.snapshot), taken when
+it opens: the newest checkpoint plus the commit records after it (format 3),
+or the manifest's entries (formats 1 and 2); `open_store(store, pin=...)`
+opens the snapshot a training run pinned. Only committed shards exist for a
+reader (a `.tmp` or a shard killed before its record is invisible). Shard handles open on first use and
 stay open (LRU), so training replay's many small `read_steps` calls cost a
 seek and a decode, not an open. Safe to call from several threads.
 
@@ -19,17 +23,20 @@ REMOTE_EPISODE_CACHE_BYTES.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence, overload
 
 import numpy as np
 
-from f1.datasets.manifest import read_manifest, shard_bytes
+from f1.datasets.manifest import read_header, shard_bytes
 from f1.datasets.s3 import S3Path, store_path
-from f1.datasets.schema import MANIFEST_NAME, EpisodeMeta, StoreError, StoreSpec
+from f1.datasets.schema import EpisodeMeta, StoreError, StoreSpec
+from f1.datasets.snapshot import Snapshot, load_snapshot
 from f1.datasets.wds_shard import TarShardReader
 from f1.datasets.zarr_shard import ZarrShardReader
 
@@ -50,27 +57,51 @@ class EpisodeInfo:
     """Position in StoreReader.episodes."""
 
 
+class EpisodeList(Sequence[EpisodeInfo]):
+    """StoreReader.episodes: every episode in canonical order; an EpisodeInfo is built when asked for, so a
+    store of a million episodes opens without a million objects (ids, seeds and scenes load on first use)."""
+
+    def __init__(self, snapshot: Snapshot, shard_names: np.ndarray):
+        self._snapshot, self._shard_names = snapshot, shard_names
+
+    def __len__(self) -> int:
+        return self._snapshot.num_episodes
+
+    @cached_property
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        s = self._snapshot
+        return (
+            s.episode_column("id"), s.episode_column("length"), s.episode_shard_rows(),
+            s.episode_column("start"), s.episode_column("seed"), s.episode_column("scene_id"),
+        )  # fmt: skip
+
+    @overload
+    def __getitem__(self, i: int) -> EpisodeInfo: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[EpisodeInfo]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"episode index {i} outside [0, {len(self)})")
+        i = int(i) % len(self)
+        ids, lengths, shards, starts, seeds, scenes = self._columns
+        return EpisodeInfo(ids[i], int(lengths[i]), self._shard_names[shards[i]], int(starts[i]), int(seeds[i]), int(scenes[i]), i)
+
+    def __iter__(self) -> Iterator[EpisodeInfo]:
+        return (self[i] for i in range(len(self)))
+
+
 class StoreReader:
-    def __init__(self, store_dir: str | Path | S3Path):
+    def __init__(self, store_dir: str | Path | S3Path, pin: Optional[dict[str, int]] = None):
         self.store_dir = store_path(store_dir)
-        self.manifest: dict[str, Any] = read_manifest(self.store_dir)
+        self.manifest: dict[str, Any] = read_header(self.store_dir)
+        """manifest.json (formats 1 and 2: with every shard; format 3: the spec and config only)."""
         self.spec = StoreSpec.from_dict(self.manifest["spec"])
         self.format: str = self.manifest["format"]
-        # Sorted by name so every process lists the episodes alike, whatever order workers finished in.
-        self.shards: list[dict[str, Any]] = sorted(self.manifest["shards"], key=lambda s: s["name"])
-        self._entries = {s["name"]: s for s in self.shards}
-        self._listed = {e["id"]: e for s in self.shards for e in s["episodes"]}
-        self.episodes: list[EpisodeInfo] = []
-        for shard in self.shards:
-            start = 0
-            for e in shard["episodes"]:
-                self.episodes.append(
-                    EpisodeInfo(e["id"], e["length"], shard["name"], start, e["seed"], e["scene_id"], len(self.episodes))
-                )
-                start += e["length"]
-        self._by_id = {}
-        for info in self.episodes:
-            self._by_id.setdefault(info.episode_id, info)  # duplicates are verify's to report
+        self.snapshot = load_snapshot(self.store_dir, self.manifest, pin)
+        self._shard_names = self.snapshot.shard_column("name")
+        self.episodes = EpisodeList(self.snapshot, self._shard_names)
         self._open: OrderedDict[str, ZarrShardReader | TarShardReader] = OrderedDict()
         self._lock = threading.Lock()
         self._remote = isinstance(self.store_dir, S3Path)
@@ -78,16 +109,47 @@ class StoreReader:
         self._episode_cache_bytes = 0
 
     @property
+    def snapshot_id(self) -> Optional[dict[str, int]]:
+        """What a training run pins (`open_store(store, pin=reader.snapshot_id)` sees these episodes again):
+        per worker, the highest commit record seen; None for a format-1/2 store (no log to pin)."""
+        return dict(self.snapshot.identity) if int(self.manifest["format_version"]) >= 3 else None
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """(E,) int64 every episode's length, in `episodes` order: one column of the index."""
+        return self.snapshot.episode_column("length")
+
+    @cached_property
+    def shards(self) -> list[dict[str, Any]]:
+        """Every shard by name: {name, path, format, steps, bytes, checksum, episodes} (`path` relative to the
+        store; `episodes` the id, length, seed and scene_id of each it holds). Built on first use from the
+        whole index: large stores are better read by column (`snapshot.shard_column`, `lengths`)."""
+        return self.snapshot.shard_entries(randomization=False)
+
+    @cached_property
+    def _entries(self) -> dict[str, dict[str, Any]]:
+        """name -> {name, path, format, steps, bytes}: what opening a shard checks."""
+        cols = [self.snapshot.shard_column(c) for c in ("name", "path", "format", "steps", "bytes")]
+        return {n: {"name": n, "path": p, "format": f, "steps": int(st), "bytes": int(b)} for n, p, f, st, b in zip(*cols)}
+
+    @cached_property
+    def _by_id(self) -> dict[str, int]:
+        return {episode_id: i for i, episode_id in enumerate(self.snapshot.episode_column("id"))}
+
+    @property
     def num_steps(self) -> int:
-        return sum(s["steps"] for s in self.shards)
+        return int(self.lengths.sum())
 
     def episode(self, episode_id: str) -> EpisodeInfo:
         try:
-            return self._by_id[episode_id]
+            return self.episodes[self._by_id[episode_id]]
         except KeyError:
             raise StoreError(
                 f"no episode {episode_id!r} in {self.store_dir}; `f1 dataset stats {self.store_dir}` lists the store"
             ) from None
+
+    def shard_path(self, name: str) -> Path | S3Path:
+        return self.store_dir / self._entries[name]["path"]
 
     def shard_reader(self, name: str) -> ZarrShardReader | TarShardReader:
         """The open reader of a manifest shard; StoreError when the file is missing or its size differs."""
@@ -98,20 +160,20 @@ class StoreReader:
                 return reader
         entry = self._entries.get(name)
         if entry is None:
-            raise StoreError(f"shard {name!r} is not in {self.store_dir / MANIFEST_NAME}; list the store's shards there")
-        path = self.store_dir / name
+            raise StoreError(f"shard {name!r} is not in {self.store_dir}; `f1 dataset verify {self.store_dir}` lists its shards")
+        path = self.store_dir / entry["path"]
         size = stored_bytes(path)
         if size is None:
-            raise StoreError(f"{path} is in the manifest but missing; restore it, or re-collect into a new store")
+            raise StoreError(f"{path} is listed in the store but missing; restore it, or re-collect into a new store")
         if size != entry["bytes"]:
             raise StoreError(
-                f"{path} has {size} bytes, the manifest says {entry['bytes']}: truncated or changed; "
+                f"{path} has {size} bytes, the store lists {entry['bytes']}: truncated or changed; "
                 "restore it, or re-collect into a new store"
             )
         if entry["format"] == "zarr":
             reader = ZarrShardReader(path, self.spec)
             if reader.num_steps != entry["steps"]:
-                raise StoreError(f"{path} holds {reader.num_steps} steps, the manifest says {entry['steps']}; re-collect it")
+                raise StoreError(f"{path} holds {reader.num_steps} steps, the store lists {entry['steps']}; re-collect it")
         else:
             reader = TarShardReader.open(path, self.spec, entry["steps"])
         with self._lock:
@@ -169,13 +231,17 @@ class StoreReader:
         reader = self.shard_reader(info.shard)
         if isinstance(reader, ZarrShardReader):
             return next(m for m in reader.metas() if m.episode_id == info.episode_id)
-        listed = self._listed.get(info.episode_id, {})
-        if "randomization" in listed:  # format version 2: the manifest holds the whole meta
-            return EpisodeMeta(info.episode_id, info.seed, info.scene_id, dict(listed["randomization"]), info.length)
+        randomization = json.loads(self._randomization[info.index])
+        if randomization is not None:  # since format version 2 the store's metadata holds the whole meta
+            return EpisodeMeta(info.episode_id, info.seed, info.scene_id, dict(randomization), info.length)
         meta = reader.episode_meta(info.start)
         if meta is None:
             raise StoreError(f"{self.store_dir / info.shard}: episode {info.episode_id!r} has no episode.json; re-collect it")
         return meta
+
+    @cached_property
+    def _randomization(self) -> np.ndarray:
+        return self.snapshot.episode_column("randomization")
 
     def iter_shard(self, name: str) -> Iterator[tuple[EpisodeMeta, dict[str, np.ndarray]]]:
         """(meta, arrays) of each episode of one shard, in order."""
@@ -183,7 +249,9 @@ class StoreReader:
         if isinstance(reader, ZarrShardReader):
             yield from reader.iter_episodes()
             return
-        for info in (e for e in self.episodes if e.shard == name):
+        row = int(np.searchsorted(self._shard_names.astype(str), name))
+        for i in np.flatnonzero(self.snapshot.episode_shard_rows() == row):
+            info = self.episodes[int(i)]
             yield self.episode_meta(info), reader.read(info.start, info.start + info.length, self.spec.keys)
 
     def close(self) -> None:
@@ -213,6 +281,7 @@ def stored_bytes(path: Path | S3Path) -> int | None:
     return shard_bytes(path) if path.exists() else None
 
 
-def open_store(store_dir: str | Path | S3Path) -> StoreReader:
-    """A reader over the store's manifest; StoreError (one line) when it is not a readable store."""
-    return StoreReader(store_dir)
+def open_store(store_dir: str | Path | S3Path, pin: Optional[dict[str, int]] = None) -> StoreReader:
+    """A reader over the store's snapshot now (or the pinned one, `StoreReader.snapshot_id`);
+    StoreError (one line) when it is not a readable store."""
+    return StoreReader(store_dir, pin)

@@ -290,6 +290,18 @@ class S3Path:
         except Exception as exc:  # noqa: BLE001
             raise _fail(self, "list", exc) from None
 
+    def list_times(self) -> Iterator[tuple[str, float]]:
+        """(key relative to this prefix, last-modified time in seconds since the epoch) of every object under it."""
+        import obstore
+
+        base = self.key + "/" if self.key else ""
+        try:
+            for batch in obstore.list(self._store, prefix=base or None):
+                for obj in batch:
+                    yield obj["path"][len(base) :], obj["last_modified"].timestamp()
+        except Exception as exc:  # noqa: BLE001
+            raise _fail(self, "list", exc) from None
+
     def download_to(self, local: Path) -> None:
         """Every object under this prefix (or this one object) into `local`, keeping relative paths."""
         entries = list(self.list())

@@ -1,13 +1,29 @@
 """The episode schema (DESIGN.md section 2), the one definition that writers, readers and verify share.
 
-A store is a directory of shards plus one manifest:
+A store is a directory. Format 3 (log-structured; docs/store-format.md has the protocol):
+
+```
+<store>/
+├── manifest.json                  format version, StoreSpec, collection config; written once, never rewritten
+├── log/<worker>/<chunk>/<seq>.json   one commit record per shard, created once, never rewritten:
+│                                  the shard's entry (name, path, format, steps, bytes, checksum, episodes)
+├── checkpoints/<n>.json           compaction n: its index parts and, per worker, the highest seq it folded
+├── index/<part>.shards.parquet    the shards table of a part (name, path, format, steps, bytes, checksum)
+├── index/<part>.episodes.parquet  the episode index of a part (id, length, shard, start, seed, scene, ...)
+├── _last_checkpoint               a hint (the newest n); readers never depend on it
+├── shards/<worker>/<chunk>/shard-n0w0-000000.zarr/   shards, at most SHARDS_PER_CHUNK a folder
+├── writer-n<rank>.lock            the per-node-rank writer lock (f1.datasets.writer_lock)
+└── normalizer.json                written by `f1 dataset stats`; training's action/state normalizer
+```
+
+Formats 1 and 2 keep every shard at the top level and list them all in
+manifest.json (rewritten per commit under manifest.lock):
 
 ```
 <store>/
 ├── manifest.json                  format version, StoreSpec, collection config, finalised shards
 │                                  (each with its episodes' metas: id, length, seed, scene_id, randomization)
 ├── manifest.lock                  flock target: writers read-modify-write manifest.json under it
-├── normalizer.json                written by `f1 dataset stats`; training's action/state normalizer
 ├── shard-n0w0-000000.zarr/        Zarr v3 group, one per finalised shard (format "zarr")
 │   ├── data/
 │   │   ├── head_rgb               uint8 (S, H, W, 3), one frame per chunk, sharded into a few files
@@ -36,7 +52,9 @@ inside one shard, its steps contiguous and in order.
 Format versions: 1 had no object keys; 2 adds, per step, the clutter objects'
 poses in `spec.object_slots` fixed slots, which slots hold a real object, and
 whether the robot touches any of them (OBJECT_KEYS). A version-1 store's spec
-has no `object_slots` (it reads as 0: no object keys), so it still reads.
+has no `object_slots` (it reads as 0: no object keys), so it still reads. 3 changes
+the store's layout, not its shards: commit records, checkpoints and a Parquet episode index instead
+of one manifest rewritten per commit (`f1 dataset upgrade` moves a version 1 or 2 store forward).
 """
 
 from __future__ import annotations
@@ -49,13 +67,21 @@ import numpy as np
 
 from f1.shared.errors import UserError
 
-FORMAT_VERSION = 2
-"""2: per-step object poses, which slots are real and robot-object contact (when the store has object
+FORMAT_VERSION = 3
+"""3: the log-structured layout above (commit records, checkpoints, the Parquet episode index, chunk
+folders); the shards themselves are as in version 2. 2: per-step object poses, which slots are real and robot-object contact (when the store has object
 slots, `StoreSpec.object_slots`); WebDataset samples all have the same members (no episode.json at
 k = 0; every episode's meta, randomization included, is in its manifest entry), so Hugging Face
 `datasets` loads the tars. Version-1 stores are still read (their tars' episode.json is used)."""
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "manifest.lock"
+LOG_DIR = "log"
+CHECKPOINT_DIR = "checkpoints"
+INDEX_DIR = "index"
+SHARDS_DIR = "shards"
+LAST_CHECKPOINT = "_last_checkpoint"
+SHARDS_PER_CHUNK = 500  # a chunk folder's shards: a tar and its index sidecar keep it at <= 1,000 entries
+RECORDS_PER_CHUNK = 1000  # a log folder's records (one per shard)
 TMP_SUFFIX = ".tmp"
 FORMATS = ("zarr", "webdataset")
 SHARD_SUFFIX = {"zarr": ".zarr", "webdataset": ".tar"}
@@ -93,6 +119,12 @@ class SchemaError(ValueError):
 
 def shard_name(worker: str, seq: int, fmt: str) -> str:
     return SHARD_PATTERN.format(worker=worker, seq=seq, suffix=SHARD_SUFFIX[fmt])
+
+
+def shard_relpath(name: str) -> str:
+    """Where a format-3 writer puts a shard: 'shard-n0w3-000002.tar' -> 'shards/n0w3/0000/shard-n0w3-000002.tar'."""
+    worker, seq, _, _ = parse_shard_name(name)
+    return f"{SHARDS_DIR}/{worker}/{seq // SHARDS_PER_CHUNK:04d}/{name}"
 
 
 def parse_shard_name(name: str) -> tuple[str, int, str, str] | None:

@@ -60,7 +60,7 @@ def _length_histogram(lengths: np.ndarray) -> list[dict[str, int]]:
 
 def _image_stats(reader: StoreReader, sample_images: int, seed: int) -> dict[str, dict[str, Any]]:
     """Per camera, per-channel mean and std in [0, 1] over `sample_images` seeded random steps."""
-    lengths = np.array([e.length for e in reader.episodes])
+    lengths = reader.lengths
     total = int(lengths.sum())
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(total, size=min(sample_images, total), replace=False))
@@ -78,6 +78,34 @@ def _image_stats(reader: StoreReader, sample_images: int, seed: int) -> dict[str
         mean = s / len(picks)
         out[key] = {"mean": mean.tolist(), "std": np.sqrt(np.maximum(s2 / len(picks) - mean**2, 0)).tolist()}
     return {"frames_sampled": len(picks), **out}
+
+
+def store_summary(reader: StoreReader) -> dict[str, Any]:
+    """The metadata part of the stats (no shard is read): counts, bytes and the length histogram."""
+    spec = reader.spec
+    lengths = reader.lengths
+    steps = int(lengths.sum())
+    disk = int(reader.snapshot.shard_column("bytes").sum())
+    return {
+        "store": str(reader.store_dir),
+        "format": reader.format,
+        "image_codec": spec.image_codec,
+        "image_hw": list(spec.image_hw),
+        "cameras": list(spec.cameras),
+        "shards": len(reader.snapshot.shard_order),
+        "episodes": len(lengths),
+        "steps": steps,
+        "bytes": disk,
+        "bytes_per_step": disk / max(steps, 1),
+        "raw_bytes_per_step": spec.raw_bytes_per_step(),
+        "compression_ratio": spec.raw_bytes_per_step() * steps / max(disk, 1),
+        "episode_length": {
+            "min": int(lengths.min()) if len(lengths) else 0,
+            "max": int(lengths.max()) if len(lengths) else 0,
+            "mean": float(lengths.mean()) if len(lengths) else 0.0,
+            "histogram": _length_histogram(lengths),
+        },
+    }
 
 
 def compute_stats(reader: StoreReader, sample_images: int = 256, seed: int = 0, progress: bool = False) -> dict[str, Any]:
@@ -102,29 +130,8 @@ def compute_stats(reader: StoreReader, sample_images: int = 256, seed: int = 0, 
                 pose.append(v["object_pose"])
                 valid.append(v["object_valid"])
             bar.advance(task)
-    lengths = np.array([e.length for e in reader.episodes])
-    steps = int(lengths.sum())
-    disk = sum(s["bytes"] for s in reader.shards)
-    raw = spec.raw_bytes_per_step() * steps
     return {
-        "store": str(reader.store_dir),
-        "format": reader.format,
-        "image_codec": spec.image_codec,
-        "image_hw": list(spec.image_hw),
-        "cameras": list(spec.cameras),
-        "shards": len(reader.shards),
-        "episodes": len(reader.episodes),
-        "steps": steps,
-        "bytes": disk,
-        "bytes_per_step": disk / steps,
-        "raw_bytes_per_step": spec.raw_bytes_per_step(),
-        "compression_ratio": raw / disk,
-        "episode_length": {
-            "min": int(lengths.min()),
-            "max": int(lengths.max()),
-            "mean": float(lengths.mean()),
-            "histogram": _length_histogram(lengths),
-        },
+        **store_summary(reader),
         "state": {"real_dims": spec.real_state_dims, **_per_dim(np.concatenate(states))},
         "action": {"real_dims": spec.real_action_dims, **_per_dim(np.concatenate(actions))},
         "images": _image_stats(reader, sample_images, seed),

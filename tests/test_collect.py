@@ -16,7 +16,6 @@ import pytest
 
 from f1.collect.collector import worker_envs
 from f1.datasets import open_store, verify_store
-from f1.datasets.manifest import manifest_lock
 from f1.shared.gpu import SEED_DEVICE_VARS
 
 from conftest import F1
@@ -44,7 +43,7 @@ def test_cpu_collect_two_workers_two_envs(tmp_path, f1_cli):
     store = open_store(out)
     assert len(store.episodes) == 5
     assert len({e.episode_id for e in store.episodes}) == 5
-    assert {s["name"].split("-")[1] for s in store.manifest["shards"]} == {"n0w0", "n0w1"}  # each worker its own shards
+    assert {s["name"].split("-")[1] for s in store.shards} == {"n0w0", "n0w1"}  # each worker its own shards
     for info in store.episodes:
         assert info.length == T + 1  # exactly T actions, T + 1 steps
         ep = store.read_episode(info)
@@ -68,12 +67,8 @@ def test_cpu_collect_two_workers_two_envs(tmp_path, f1_cli):
 
 
 def _shards_in_manifest(out: Path) -> int:
-    import json
-
-    try:
-        return len(json.loads((out / "manifest.json").read_text())["shards"])
-    except (FileNotFoundError, ValueError):
-        return 0
+    """Shards committed so far: the store's commit records (format 3)."""
+    return len(list(out.glob("log/*/*/*.json")))
 
 
 @pytest.mark.slow
@@ -86,11 +81,9 @@ def test_sigkill_mid_run_then_rerun_resumes_to_exact_count(tmp_path):
     deadline = time.time() + 240
     while _shards_in_manifest(out) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    # Paused, still alive and holding its writer lock, so it cannot finish meanwhile. The pause is taken while this
-    # test holds the manifest's flock, so no worker is stopped inside a manifest update (holding the flock, which
-    # would block the second run below instead of letting it read the writer lock; a loaded machine hit that).
-    with manifest_lock(out):
-        os.killpg(proc.pid, signal.SIGSTOP)
+    # Paused, still alive and holding its writer lock, so it cannot finish meanwhile (a commit takes no lock
+    # another run could wait on: it creates one record).
+    os.killpg(proc.pid, signal.SIGSTOP)
     assert proc.poll() is None and _shards_in_manifest(out) < 8, "run finished before it could be killed; make it longer"
     # A second run into the same store and node rank, while this one writes, is refused in one line.
     second = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -193,7 +186,7 @@ def test_a_render_device_that_cannot_open_is_one_line_before_any_worker(tmp_path
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: cannot render, so no worker was started: SAPIEN could not open a Vulkan rendering device")
-    assert not list(out.glob("shard-*")) and not (out / "logs").exists()
+    assert not (out / "shards").exists() and not (out / "logs").exists()
 
 
 def _hold_lock_then_die(store: Path, node_rank: int) -> None:

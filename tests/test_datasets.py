@@ -18,7 +18,7 @@ import pytest
 from f1.datasets import EpisodeMeta, SchemaError, StoreError, StoreSpec, open_store, open_writer, verify_store
 from f1.datasets.convert import main as convert
 from f1.datasets.manifest import shard_checksum
-from f1.datasets.schema import MANIFEST_NAME
+from f1.datasets.schema import MANIFEST_NAME, shard_relpath
 from f1.datasets.stats import compute_stats
 from f1.datasets.stats import main as stats_main
 from f1.datasets.verify import main as verify_main
@@ -79,6 +79,29 @@ def write_store(
         for arrays, meta in episodes:
             w.add_episode(arrays, meta)
     return path
+
+
+def shard_at(store: Path, name: str) -> Path:
+    """Where a format-3 writer put shard `name` (or its sidecar) in `store`."""
+    return store / shard_relpath(name)
+
+
+def make_legacy(store: Path, version: int = 2) -> None:
+    """Rewrite a format-3 store as f1 wrote it before format 3: shards at the top level, every entry in manifest.json."""
+    import shutil
+
+    from f1.datasets.manifest import read_manifest
+
+    manifest = read_manifest(store)
+    for entry in manifest["shards"]:
+        for p in (store / entry["path"]).parent.glob(entry["name"] + "*"):
+            p.rename(store / p.name)
+        del entry["path"]
+    manifest["format_version"] = version
+    for folder in ("shards", "log", "checkpoints", "index"):
+        shutil.rmtree(store / folder, ignore_errors=True)
+    (store / "_last_checkpoint").unlink(missing_ok=True)
+    (store / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
 def assert_same_store(reader, episodes):
@@ -168,6 +191,7 @@ def _make_format_1(store: Path) -> None:
     """Turn a store written with SPEC_V1 into what f1 wrote before format 2: no object_slots in any spec, version 1."""
     from f1.datasets.manifest import shard_bytes, shard_checksum
 
+    make_legacy(store, version=1)
     manifest = json.loads((store / MANIFEST_NAME).read_text())
     manifest["spec"].pop("object_slots")
     manifest["format_version"] = 1
@@ -196,9 +220,16 @@ def test_a_format_1_store_without_object_keys_still_reads_verifies_and_converts(
     assert compute_stats(reader, sample_images=2)["exploration"] is None  # nothing to count without the poses
     convert(store, tmp_path / "converted", other)
     assert_same_store(open_store(tmp_path / "converted"), episodes)
-    # Appending to it with the same (format-1) settings works; a format-2 writer is refused by name.
+    # A writer asks for the upgrade first; then appending with the same (format-1) settings works, and a
+    # writer of object keys is refused by name.
+    with pytest.raises(StoreError, match="f1 dataset upgrade"):
+        open_writer(store, fmt, SPEC_V1, "n0w1", {}, 2)
+    from f1.datasets.upgrade import upgrade
+
+    assert upgrade(store) == 1
     write_store(store, fmt, episodes=[make_episode(7, 4, SPEC_V1)], spec=SPEC_V1, worker="n0w1")
-    assert len(open_store(store).episodes) == 4 and open_store(store).manifest["format_version"] == 1
+    assert len(open_store(store).episodes) == 4 and open_store(store).manifest["format_version"] == 3
+    assert verify_store(store) == []
     with pytest.raises(StoreError, match="object_slots"):
         open_writer(store, fmt, SPEC, "n0w2", {}, 2)
 
@@ -243,7 +274,7 @@ def _problems(store: Path, capsys) -> list[str]:
 
 def test_verify_finds_a_missing_step(tmp_path, capsys):
     store = write_store(tmp_path / "s", "webdataset")
-    _rewrite_tar(store / "shard-n0w0-000001.tar", lambda name: not name.startswith("s0-e0000003_000002."))
+    _rewrite_tar(shard_at(store, "shard-n0w0-000001.tar"), lambda name: not name.startswith("s0-e0000003_000002."))
     problems = _problems(store, capsys)
     assert any("shard-n0w0-000001.tar: episode 's0-e0000003': step 3 follows step 1 (expected 2)" in p for p in problems), problems
     assert any("checksum" in p for p in problems), problems
@@ -254,7 +285,7 @@ def test_verify_finds_a_doubled_is_first(tmp_path, capsys):
     import zarr
 
     store = write_store(tmp_path / "s", "zarr")
-    group = zarr.open_group(str(store / "shard-n0w0-000000.zarr"), mode="r+")
+    group = zarr.open_group(str(shard_at(store, "shard-n0w0-000000.zarr")), mode="r+")
     flags = group["data/is_first"][:]
     flags[4 + 2] = True  # episode 1 (after episode 0's 4 steps), its step 2
     group["data/is_first"][:] = flags
@@ -267,20 +298,20 @@ def test_verify_finds_a_doubled_is_first(tmp_path, capsys):
 
 def test_verify_finds_a_truncated_shard(tmp_path, capsys):
     store = write_store(tmp_path / "s", "webdataset")
-    shard = store / "shard-n0w0-000002.tar"
+    shard = shard_at(store, "shard-n0w0-000002.tar")
     os.truncate(shard, shard.stat().st_size // 2)
     problems = _problems(store, capsys)
     assert any("shard-n0w0-000002.tar:" in p and "truncated" in p for p in problems), problems
-    with pytest.raises(StoreError, match="shard-n0w0-000002.tar has .* bytes, the manifest says .*truncated"):
+    with pytest.raises(StoreError, match="shard-n0w0-000002.tar has .* bytes, the store lists .*truncated"):
         open_store(store).read_episode("s0-e0000004")
     assert open_store(store).read_episode("s0-e0000000")["state"].shape == (4, 12)  # other shards still read
 
 
 def test_verify_finds_a_checksum_mismatch(tmp_path, capsys):
     store = write_store(tmp_path / "s", "webdataset")
-    shard = store / "shard-n0w0-000000.tar"
+    shard = shard_at(store, "shard-n0w0-000000.tar")
     info = open_store(store).episodes[1]
-    offset, size = np.load(store / "shard-n0w0-000000.tar.idx.npy")[info.start + 1, 2]  # state.npy of its step 1
+    offset, size = np.load(shard_at(store, "shard-n0w0-000000.tar.idx.npy"))[info.start + 1, 2]  # state.npy of its step 1
     with open(shard, "r+b") as f:  # same size, still a valid float32: only the checksum can tell
         f.seek(int(offset + size - SPEC.state_dim * 4))  # state[0], a real dim
         f.write(np.float32(0.5).tobytes())
@@ -292,9 +323,11 @@ def test_verify_finds_duplicate_ids_and_missing_shards(tmp_path, capsys):
     import shutil
 
     store = write_store(tmp_path / "s", "zarr", episodes=EPISODES[:2], worker="n0w0")
-    # The writer refuses a shard holding a listed episode (DuplicateEpisodes): the duplicate is put in by
-    # hand, as merging two stores by hand or a store written before that check could.
+    # A format-2 store (format 3 reads an id listed twice once: test_store_log): the duplicate is put in by
+    # hand, as merging two stores by hand or a store written before the writers' check could.
     other = write_store(tmp_path / "o", "zarr", episodes=EPISODES[1:3], worker="n0w1")
+    make_legacy(store)
+    make_legacy(other)
     shutil.move(other / "shard-n0w1-000000.zarr", store)
     manifest = json.loads((store / MANIFEST_NAME).read_text())
     manifest["shards"] += json.loads((other / MANIFEST_NAME).read_text())["shards"]
@@ -303,7 +336,7 @@ def test_verify_finds_duplicate_ids_and_missing_shards(tmp_path, capsys):
     shutil.rmtree(store / "shard-n0w0-000000.zarr")
     problems = _problems(store, capsys)
     assert any("episode 's0-e0000001' also in shard-n0w0-000000.zarr (duplicate id)" in p for p in problems), problems
-    assert any(p == "shard-n0w0-000000.zarr: missing (listed in the manifest)" for p in problems), problems
+    assert any(p == "shard-n0w0-000000.zarr: missing (listed in the store)" for p in problems), problems
 
 
 # -- crash safety and concurrency ----------------------------------------------------------------
@@ -335,8 +368,9 @@ def test_writer_killed_mid_shard_leaves_no_visible_partial_shard(tmp_path, fmt):
     child = _child(store, fmt, "n0w0", per_shard=2, count=3, after="time.sleep(120)")
     try:
         assert child.stdout.readline().strip() == "ready"
-        leftovers = [p.name for p in store.iterdir() if p.name.endswith(".tmp")]
-        assert leftovers == [f"shard-n0w0-000001.{'zarr' if fmt == 'zarr' else 'tar'}.tmp"], sorted(os.listdir(store))
+        chunk = store / "shards" / "n0w0" / "0000"
+        leftovers = [p.name for p in chunk.iterdir() if p.name.endswith(".tmp")]
+        assert leftovers == [f"shard-n0w0-000001.{'zarr' if fmt == 'zarr' else 'tar'}.tmp"], sorted(os.listdir(chunk))
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
@@ -345,7 +379,7 @@ def test_writer_killed_mid_shard_leaves_no_visible_partial_shard(tmp_path, fmt):
     assert verify_store(store) == []
     # The next writer of that worker clears the leftover and continues after it.
     write_store(store, fmt, episodes=EPISODES[2:], worker="n0w0")
-    assert not [p for p in os.listdir(store) if ".tmp" in p]
+    assert not [p for p in os.listdir(chunk) if ".tmp" in p]
     assert_same_store(open_store(store), EPISODES)
     assert verify_store(store) == []
 
@@ -370,7 +404,7 @@ def test_plain_zarr_reads_a_shard(tmp_path):
     import zarr
 
     store = write_store(tmp_path / "s", "zarr")
-    group = zarr.open_group(str(store / "shard-n0w0-000000.zarr"), mode="r")
+    group = zarr.open_group(str(shard_at(store, "shard-n0w0-000000.zarr")), mode="r")
     ends = group["meta/episode_ends"][:]
     assert ends.tolist() == [4, 10]
     assert list(group["meta/episode_ids"][:]) == ["s0-e0000000", "s0-e0000001"]
@@ -383,7 +417,7 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     import webdataset as wds
 
     store = write_store(tmp_path / "s", "webdataset")
-    shard = store / "shard-n0w0-000000.tar"
+    shard = shard_at(store, "shard-n0w0-000000.tar")
     listing = subprocess.run(["tar", "tf", str(shard)], capture_output=True, text=True, check=True).stdout.split()
     members = ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "object_pose.npy", "flags.json")
     # Format version 2: every sample has the same members (no episode.json at k = 0), as HF datasets requires.
@@ -402,13 +436,16 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     assert s["flags.json"] == {
         "is_first": False, "is_last": False, "is_terminal": False, "object_valid": [True, True, False], "object_contact": False,
     }  # fmt: skip
-    entry = json.loads((store / MANIFEST_NAME).read_text())["shards"][0]
+    from f1.datasets.manifest import read_manifest
+
+    entry = read_manifest(store)["shards"][0]
     assert entry["episodes"][1]["randomization"] == {"light": 0.25, "objects": [1, 2]}  # the meta moved here
 
 
 def test_version_1_webdataset_store_still_reads(tmp_path):
     """A version-1 store (episode.json at each episode's k = 0, no randomization in the manifest) reads and verifies."""
     store = write_store(tmp_path / "s", "webdataset")
+    make_legacy(store, version=1)
     manifest = json.loads((store / MANIFEST_NAME).read_text())
     entry = manifest["shards"][0]
     metas = {e["id"]: e for e in entry["episodes"]}
@@ -511,7 +548,7 @@ def test_cli_bad_input_is_one_line(tmp_path, f1_cli):
     _one_line_error(f1_cli("dataset", "show", store, "--episode", "nope"), "no episode 'nope'")
     _one_line_error(f1_cli("dataset", "convert", store, tmp_path / "c", "--format", "zarr", "--image-codec", "png"), "png")
     assert not (tmp_path / "c").exists()
-    (store / "shard-n0w0-000000.tar").unlink()
+    (shard_at(store, "shard-n0w0-000000.tar")).unlink()
     _one_line_error(f1_cli("dataset", "show", store, "--episode", "0", "--out", tmp_path / "x.png"), "missing")
 
 

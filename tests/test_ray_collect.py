@@ -1,7 +1,6 @@
 """`f1 collect --backend ray` on the session's local Ray instance, ranks from Slurm and torchrun, and
 the manifest's refusal of a block run twice."""
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 
 from f1.collect.plan import plan_collection
 from f1.collect.ranks import ranks_from_environment, resolve_node_ranks
-from f1.datasets import open_store, open_writer, verify_store
+from f1.datasets import StoreError, open_store, open_writer, verify_store
 from f1.shared.errors import UserError
 
 from conftest import F1
@@ -40,8 +39,8 @@ def _ids(out: Path) -> list[str]:
 
 def _listed(out: Path) -> int:
     try:
-        return sum(len(s["episodes"]) for s in json.loads((out / "manifest.json").read_text())["shards"])
-    except (FileNotFoundError, ValueError):
+        return len(open_store(out).episodes)
+    except StoreError:  # not created yet
         return 0
 
 
@@ -60,7 +59,7 @@ def test_ray_run_completes_and_verifies(tmp_path, ray_address):
     assert sorted(_ids(out)) == [f"s0-e{i:07d}" for i in range(5)]  # the same ids as the multiprocessing plan
     assert verify_store(out) == []
     store = open_store(out)
-    assert {s["name"].split("-")[1] for s in store.manifest["shards"]} <= {"n0r0", "n0r1"}  # each actor its own shards
+    assert {s["name"].split("-")[1] for s in store.shards} <= {"n0r0", "n0r1"}  # each actor its own shards
     for info in store.episodes:
         assert info.length == T + 1
     # Each scene block keeps its scene: episodes 2k and 2k+1 share a scene id, as with --backend multiprocessing.
@@ -139,7 +138,7 @@ def test_a_shard_whose_episodes_are_listed_already_is_dropped_not_added(tmp_path
     assert second.shards_written == ["shard-n0r1-000001.zarr"]
     assert _ids(store) == ["s0-e0000000", "s0-e0000001", "s0-e0000003"]
     assert verify_store(store) == []
-    assert sorted(p.name for p in store.glob("shard-*")) == ["shard-n0r0-000000.zarr", "shard-n0r1-000001.zarr"]
+    assert sorted(p.name for p in store.glob("shards/*/*/shard-*")) == ["shard-n0r0-000000.zarr", "shard-n0r1-000001.zarr"]
 
 
 # ---------------------------------------------------------------------- ranks from the launcher
@@ -211,7 +210,9 @@ def test_two_runs_of_the_same_episodes_at_once_list_each_once(tmp_path):
         assert child.wait(timeout=120) == 0
     assert sorted(_ids(store)) == [f"s0-e{i:07d}" for i in range(5)]
     assert verify_store(store) == []
-    assert len(list(store.glob("shard-*.tar"))) == 5  # the losers' shards are deleted, not left unlisted
+    # A writer that saw the other's shard drops its own (deleted, not left unlisted); two that committed the
+    # same episode at once both stay listed, and readers keep the lower-named shard's (format 3).
+    assert len(list(store.glob("shards/*/*/shard-*.tar"))) == len(open_store(store).shards)
 
 
 def test_a_cpu_actor_hides_the_gpus_itself(tmp_path):

@@ -51,3 +51,32 @@ def test_teacher_takes_the_store_settings_and_trains_a_tokenizer_first(tmp_path)
     assert "training one into" not in resumed.stderr
     assert {p.name: p.stat().st_mtime_ns for p in tokenizer.iterdir() if p.is_file()} == trained  # reused, untouched
     assert json.loads((tokenizer / "metrics.json").read_text())["steps"] == 2
+
+
+def test_a_format_2_store_trains_and_after_its_upgrade_a_resume_keeps_its_pinned_snapshot(tmp_path):
+    from f1.datasets import open_store, open_writer
+
+    from test_datasets import make_legacy
+    from test_teacher import SPEC, make_episode
+
+    store = write_store(tmp_path / "store")
+    make_legacy(store)
+    out = tmp_path / "out"
+    first = teacher(store, out, "--max-steps", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert load_checkpoint(out / "checkpoint-2").training_state["store_snapshot"] is None  # format 2: nothing to pin
+
+    upgraded = run_f1("dataset", "upgrade", store)
+    assert upgraded.returncode == 0, upgraded.stderr[-3000:]
+    resumed = teacher(store, out, "--max-steps", "3", "--auto_resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    pin = load_checkpoint(out / "checkpoint-3").training_state["store_snapshot"]
+    assert pin == open_store(store).snapshot_id and pin
+
+    # Collection goes on while the teacher trains: a resume still reads the snapshot its run pinned.
+    with open_writer(store, "zarr", SPEC, "n0w1", {"test": True}, episodes_per_shard=1) as writer:
+        writer.add_episode(*make_episode(50, 12))
+    assert open_store(store).snapshot_id != pin
+    again = teacher(store, out, "--max-steps", "4", "--auto_resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert load_checkpoint(out / "checkpoint-4").training_state["store_snapshot"] == pin

@@ -17,6 +17,8 @@ an uninterrupted one (exact resume).
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, replace
@@ -40,10 +42,12 @@ from f1.train.checkpoint import (
 )
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
 from f1.train.offline.teacher_inputs import (
+    STORE_SNAPSHOT_ENV,
     check_fresh_output_dir,
     check_same_model,
     check_store,
     check_tokenizer,
+    pinned_snapshot,
     store_normalizers,
 )
 from f1.train.offline.store_settings import adopt_store_settings
@@ -100,10 +104,11 @@ def main(
     # ---- inputs: every check before a rank starts or a file is written
     data = store_path(data)  # a directory or s3://bucket/prefix
     adopt_store_settings(cfg, data)
-    store = check_store(data, cfg)
     resume_path = resolve_resume(output_dir, resume, auto_resume)
     check_fresh_output_dir(output_dir, resuming=resume_path is not None)
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
+    store = check_store(data, cfg, pin=pinned_snapshot(checkpoint))
+    os.environ[STORE_SNAPSHOT_ENV] = json.dumps(store.snapshot_id)  # the ranks started below read this snapshot
     choose_tokenizer(cfg, data, checkpoint)  # may train one first: after every cheap check
     tokenizer_dir, tokenizer = check_tokenizer(cfg)
     if checkpoint is not None:
@@ -226,6 +231,7 @@ def main(
                 "world_size": world_size,
                 "batch_size": t.batch_size,
                 "ranks": ranks,
+                "store_snapshot": store.snapshot_id,  # a resume reads these episodes, whatever was collected since
             }
             path = save_checkpoint(
                 output_dir, progress.step, model_state=world_model.state_dict(), model_config=model_config,

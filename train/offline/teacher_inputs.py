@@ -8,14 +8,16 @@ with the listed size, episode ids are unique, the spec fits the config);
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from f1.datasets.reader import StoreReader, open_store, stored_bytes
-from f1.datasets.schema import MANIFEST_NAME, StoreError
+from f1.datasets.schema import StoreError
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, normalizers_from_json
@@ -25,24 +27,41 @@ from f1.train.models.tokenizer import CONFIG_FILE, WEIGHTS_FILE, FSQTokenizer
 log = logging.getLogger("f1.teacher")
 
 
-def check_store(data: Path, cfg: F1Config) -> StoreReader:
-    """Open the store and check it against the config; StoreError (a UserError) on the first problem."""
-    store = open_store(data)
+STORE_SNAPSHOT_ENV = "F1_STORE_SNAPSHOT"  # the snapshot the launching process pinned, for the ranks it starts
+
+
+def pinned_snapshot(checkpoint: Optional[Checkpoint]) -> Optional[dict[str, int]]:
+    """The store snapshot this run reads: the resumed checkpoint's, or the one the launching process pinned
+    (so every rank plans from the same episodes while collection goes on); None: the store as it is now."""
+    from f1.train.launch import is_launched_rank
+
+    if checkpoint is not None:
+        return checkpoint.training_state.get("store_snapshot")
+    if is_launched_rank() and STORE_SNAPSHOT_ENV in os.environ:
+        return json.loads(os.environ[STORE_SNAPSHOT_ENV])
+    return None
+
+
+def check_store(data: Path, cfg: F1Config, pin: Optional[dict[str, int]] = None) -> StoreReader:
+    """Open the store (at the pinned snapshot, if any) and check it against the config; StoreError (a
+    UserError) on the first problem."""
+    store = open_store(data, pin=pin)
     where = f"store {data}"
     if not store.episodes:
         raise StoreError(f"{where} has no finalised episodes; collect some with `f1 collect --out {data}`")
-    for entry in store.shards:
-        size = stored_bytes(store.store_dir / entry["name"])
+    shards = store.snapshot
+    for name, path, listed in zip(shards.shard_column("name"), shards.shard_column("path"), shards.shard_column("bytes")):
+        size = stored_bytes(store.store_dir / path)
         if size is None:
-            raise StoreError(f"{where}: shard {entry['name']} is in {MANIFEST_NAME} but missing; run `f1 dataset verify {data}`")
-        if size != entry["bytes"]:
+            raise StoreError(f"{where}: shard {name} is listed in the store but missing; run `f1 dataset verify {data}`")
+        if size != listed:
             raise StoreError(
-                f"{where}: shard {entry['name']} does not have the size {MANIFEST_NAME} lists (truncated or changed); "
-                f"run `f1 dataset verify {data}`"
+                f"{where}: shard {name} does not have its listed size (truncated or changed); run `f1 dataset verify {data}`"
             )
-    ids = [e.episode_id for e in store.episodes]
-    if len(set(ids)) != len(ids):
-        raise StoreError(f"{where} lists an episode id twice; run `f1 dataset verify {data}`")
+    if store.manifest["format_version"] < 3:  # format 3 readers keep one of an id listed twice
+        ids = [e.episode_id for e in store.episodes]
+        if len(set(ids)) != len(ids):
+            raise StoreError(f"{where} lists an episode id twice; run `f1 dataset verify {data}`")
 
     spec, t = store.spec, cfg.training
     if spec.action_dim != t.action_dim:

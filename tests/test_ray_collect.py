@@ -75,12 +75,14 @@ def test_ray_run_completes_and_verifies(tmp_path, ray_address):
     assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-2000:]
 
 
-def _actor_processes() -> list[psutil.Process]:
-    """This session's Ray actors of f1 collect (the local instance's processes descend from this one)."""
+def _ray_processes(title: str, root: Optional[int] = None) -> list[psutil.Process]:
+    """Ray processes whose title starts with `title` (ray::CollectActor, ray::CollectActor.run while it runs a
+    task, ray::DashboardAgent), among the descendants of process `root` (default: this one, which started the
+    session's cluster and the drivers with their local instances)."""
     found = []
-    for proc in psutil.Process().children(recursive=True):
+    for proc in psutil.Process(root).children(recursive=True):
         try:
-            if "ray::CollectActor" in " ".join(proc.cmdline()):
+            if " ".join(proc.cmdline()).startswith(title):
                 found.append(proc)
         except psutil.Error:
             pass
@@ -93,9 +95,9 @@ def _wait_for_busy_actor(proc: subprocess.Popen, out: Path, raylet_pid: Optional
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if _listed(out) >= 1:
-            for actor in _actor_processes():
+            for actor in _ray_processes("ray::CollectActor.run"):
                 try:
-                    if "CollectActor.run" in " ".join(actor.cmdline()) and raylet_pid in (None, actor.ppid()):
+                    if raylet_pid in (None, actor.ppid()):  # a node's raylet starts its workers
                         return actor
                 except psutil.Error:
                     pass
@@ -126,9 +128,12 @@ def test_ray_actor_killed_mid_run_is_retried_and_the_store_is_exact(tmp_path, ra
     victim = _wait_for_busy_actor(proc, out)
     assert _listed(out) < episodes
     victim.send_signal(signal.SIGKILL)
+    (channel,) = _ray_processes("ray::ProgressChannel")  # and the run's progress channel: costs the live bar only
+    channel.send_signal(signal.SIGKILL)
     _, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, stderr[-3000:]
     assert f"pid {victim.pid} was lost mid-task" in stderr and "run again on another actor" in stderr, stderr[-3000:]
+    assert "the progress channel was lost; the run goes on" in stderr, stderr[-3000:]
     _exact(out, episodes)
 
 
@@ -144,6 +149,8 @@ def test_ray_worker_node_lost_mid_run_the_head_finishes_the_exact_store(tmp_path
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     victim = _wait_for_busy_actor(proc, out, raylet_pid=raylet)  # the worker node's actor, mid-task
     assert _listed(out) < episodes
+    head = ray_cluster.head_node.all_processes["raylet"][0].process.pid
+    assert [c.ppid() for c in _ray_processes("ray::ProgressChannel")] == [head]  # the driver's node, the head
     ray_cluster.remove_node(worker, allow_graceful=False)  # SIGKILL to its raylet and every Ray process it has
     _, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, stderr[-3000:]
@@ -151,17 +158,6 @@ def test_ray_worker_node_lost_mid_run_the_head_finishes_the_exact_store(tmp_path
     assert f"(node {worker.node_id[:8]}), pid {victim.pid} was lost mid-task" in stderr, stderr[-3000:]
     assert "progress channel was lost" not in stderr and f"{episodes}/{episodes} episodes" in stderr, stderr[-3000:]
     _exact(out, episodes)
-
-
-def _ray_process(proc: subprocess.Popen, title: str) -> psutil.Process:
-    """The process titled `title` (e.g. ray::DashboardAgent) of the local Ray instance `proc` started."""
-    for child in psutil.Process(proc.pid).children(recursive=True):
-        try:
-            if child.cmdline()[:1] == [title]:
-                return child
-        except psutil.Error:
-            pass
-    raise AssertionError(f"no {title} under the driver's process {proc.pid}")
 
 
 @pytest.mark.slow
@@ -175,7 +171,8 @@ def test_ray_driver_node_lost_is_one_line_and_the_rerun_completes_the_store(tmp_
     _wait_for_busy_actor(proc, out)
     # The raylet cannot live without its DashboardAgent: it exits and the GCS marks the node dead (as an
     # out-of-memory kill of the raylet does, only later).
-    _ray_process(proc, "ray::DashboardAgent").send_signal(signal.SIGKILL)
+    (agent,) = _ray_processes("ray::DashboardAgent", root=proc.pid)
+    agent.send_signal(signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]

@@ -24,6 +24,8 @@ import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import shlex
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from f1.collect.failures import disk_full_error, disk_full_line
+from f1.collect.failures import RunLost, disk_full_error, disk_full_line
 from f1.collect.plan import plan_collection
 from f1.collect.render_probe import probe_render_device
 from f1.collect.space import space_warning
@@ -121,11 +123,18 @@ def main(
         if disk_full_error(exc) is None:
             raise
         raise UserError(disk_full_line(out)) from None
+    except RunLost as exc:  # a Ray run's own node lost: one line, the rerun command, the traceback in the log
+        log_path = _write_tracebacks(out, {0: (exc.line, exc.trace)}, who="run")
+        console.print(
+            f"[red]{escape(exc.line)}: rerun `{escape(rerun_command())}` to resume (traceback: {escape(log_path)})",
+            soft_wrap=True,
+        )
+        return 1
     if run is None:
         return 0
     compact(out)  # fold this run's commit records into a checkpoint: the next reader opens from it
     _print_summary(console, out, run.reports, run.wall_s)
-    log_path = _write_tracebacks(out, run.errors)
+    log_path = _write_tracebacks(out, run.errors, who=run.who)
     for rank, (cause, _) in sorted(run.errors.items()):
         console.print(f"[red]{run.who} {rank} failed:[/red] {escape(cause)} (traceback: {escape(log_path)})", soft_wrap=True)
     if run.errors:
@@ -136,11 +145,16 @@ def main(
     return 0
 
 
-def _write_tracebacks(out: Path, errors: dict[int, tuple[str, str]]) -> Optional[str]:
+def rerun_command() -> str:
+    """The command this process runs, as the user would type it again."""
+    return shlex.join(["f1", *sys.argv[1:]])
+
+
+def _write_tracebacks(out: Path, errors: dict[int, tuple[str, str]], who: str = "worker") -> Optional[str]:
     """The failed workers' tracebacks in <store>/logs/collect-<time>.log (else the temp dir: the store's disk may be full)."""
     if not errors:
         return None
-    text = "".join(f"worker {rank}: {cause}\n{trace}\n" for rank, (cause, trace) in sorted(errors.items()))
+    text = "".join(f"{who} {rank}: {cause}\n{trace}\n" for rank, (cause, trace) in sorted(errors.items()))
     name = f"collect-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     for folder in (out / "logs", Path(tempfile.gettempdir())):
         try:

@@ -1,4 +1,5 @@
-"""A worker's failure as the one console line a user reads: the root cause, and what to do about a full disk.
+"""A worker's failure as the one console line a user reads: the root cause, and what to do about a full disk;
+a whole run's loss (`RunLost`) likewise.
 
 The full traceback goes to a log file (the collect parent writes it and names
 it on the same line); the console never shows one.
@@ -14,6 +15,15 @@ from typing import Optional
 from f1.shared.errors import UserError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class RunLost(Exception):
+    """The run as a whole cannot go on (a Ray run's own node lost): `line` says why in one line, without the
+    rerun command (the CLI adds it); `trace` goes to the log file."""
+
+    def __init__(self, line: str, trace: str):
+        super().__init__(line)
+        self.line, self.trace = line, trace
 
 
 def free_mb(path: Path) -> float:

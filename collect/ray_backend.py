@@ -28,6 +28,16 @@
   exactly the asked episodes. A task lost `MAX_ATTEMPTS` times, or one that
   fails (an error inside it: a full disk, a render device that does not
   open), is reported as a failed worker is, and its actor retired.
+- The progress channel (`ProgressChannel`, an actor of no CPU) is pinned to
+  the driver's node, so that losing any other node costs it nothing; the
+  actors tell it each episode without waiting for an answer, and if it is
+  lost anyway (its process killed) the live bar advances task by task.
+- The driver's own node lost (its raylet, or a Ray process the raylet cannot
+  live without, such as the DashboardAgent; the whole cluster with it): the
+  driver's actors and its bookkeeping are gone, so the run stops with
+  `RunLost`, one line naming the cause (`f1.collect.collector.main` adds the
+  rerun command; the traceback goes to the log file), exit 1; what reached
+  the manifest is kept and the rerun resumes from it.
 - Without `--ray-address` the driver starts a local Ray instance with the
   run's CPUs and GPUs, listening on 127.0.0.1 only and with no dashboard:
   Ray's ports take jobs from whoever reaches them. A real cluster belongs on
@@ -52,6 +62,7 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.markup import escape
 
+from f1.collect.failures import RunLost
 from f1.collect.plan import WorkerPlan, plan_collection
 from f1.collect.worker import WorkerReport
 from f1.datasets.s3 import S3Path, store_path
@@ -60,6 +71,8 @@ from f1.shared.errors import UserError
 
 LOCAL_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray's switch for single-machine mode ("0": every Ray process on 127.0.0.1), read when ray is imported."""
+HEALTH_CHECK_S = 2.0  # how often the driver asks the GCS whether its own node is still alive
+CHANNEL_TIMEOUT_S = 10.0  # a progress channel that does not answer in this long is dropped (the bar only)
 MAX_ATTEMPTS = 3  # runs of one task that may lose their actor before the task is reported failed
 REPAIR_ROUNDS = 2  # passes over what the manifest still lacks once the queue is empty
 ACTOR_START_TIMEOUT_S = float(os.environ.get("F1_RAY_ACTOR_START_TIMEOUT_S", "600"))
@@ -237,9 +250,12 @@ class CollectActor:
         self.warm = False
 
     def ready(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+        import ray
 
-    def run(self, task_id: int, attempt: int, plan: WorkerPlan, events) -> tuple:
+        node = ray.get_runtime_context().get_node_id()
+        return {"host": socket.gethostname(), "pid": os.getpid(), "node": node, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+
+    def run(self, task_id: int, attempt: int, plan: WorkerPlan, channel) -> tuple:
         """("done", WorkerReport, dropped episode ids) or ("error", root cause line, traceback text)."""
         try:
             from f1.collect.store_spec import open_config_writer
@@ -256,8 +272,9 @@ class CollectActor:
                 self.venv = make_vector_env(self.cfg, len(plan.slots), cameras=("head", "wrist"))
                 setup_s = time.perf_counter() - start
             writer = open_config_writer(self.cfg, self.out, worker=self.worker)
+            # Fire and forget: no answer awaited, so a lost channel costs this task nothing.
             report = collect_plan(
-                self.cfg, plan, writer, lambda steps: events.put((task_id, attempt, steps)), venv=self.venv, warm=self.warm
+                self.cfg, plan, writer, lambda steps: channel.put.remote((task_id, attempt, steps)), venv=self.venv, warm=self.warm
             )
             self.warm = True
             report.setup_s += setup_s
@@ -267,6 +284,58 @@ class CollectActor:
             from f1.collect.failures import root_cause
 
             return ("error", root_cause(exc, self.out), traceback.format_exc())
+
+
+class ProgressChannel:
+    """(task id, attempt, steps) per episode from the actors, taken in batches by the driver.
+
+    Created by the driver on its own node (`_open_channel`), so that it lives as long as the driver's bookkeeping does.
+    """
+
+    def __init__(self):
+        self.events: list[tuple[int, int, int]] = []
+
+    def put(self, event: tuple[int, int, int]) -> None:
+        self.events.append(event)
+
+    def take(self) -> list[tuple[int, int, int]]:
+        events, self.events = self.events, []
+        return events
+
+
+def _open_channel(ray, node_id: str):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    pinned = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    return ray.remote(num_cpus=0, max_restarts=0)(ProgressChannel).options(scheduling_strategy=pinned).remote()
+
+
+def _kept(out: Path) -> str:
+    n = len(listed_episode_ids(out))
+    return "the manifest's 1 episode is kept" if n == 1 else f"the manifest's {n} episodes are kept"
+
+
+def _check_driver_node(ray, node_id: str, out: Path, seen: Optional[BaseException] = None) -> None:
+    """Raise `RunLost` when the GCS no longer lists the driver's node as alive, or does not answer;
+    `seen`: the error that made the driver ask, for the log file."""
+    trace = "".join(traceback.format_exception(seen)) if seen is not None else ""
+    try:
+        nodes = {n["NodeID"]: n for n in ray.nodes()}
+    except Exception as exc:  # noqa: BLE001 - whatever the GCS client raises, the cluster cannot be asked
+        raise RunLost(
+            f"the Ray cluster's GCS does not answer ({_first_line(exc)}): its head node was lost; {_kept(out)}",
+            trace + traceback.format_exc(),
+        ) from exc
+    node = nodes.get(node_id, {})
+    if node.get("Alive"):
+        return
+    others = sum(1 for k, n in nodes.items() if n.get("Alive") and k != node_id)
+    table = [(k[:8], n.get("NodeManagerAddress"), "alive" if n.get("Alive") else "dead") for k, n in nodes.items()]
+    raise RunLost(
+        f"Ray lost this driver's node ({node_id[:8]} on {node.get('NodeManagerAddress', '?')}; {others} other node(s) "
+        f"alive), and with it the run's actors and bookkeeping; {_kept(out)}",
+        f"{trace}the GCS's nodes: {table}\n",
+    ) from seen
 
 
 # ---------------------------------------------------------------------- the driver's loop
@@ -292,7 +361,7 @@ class _Actor:
     task: Optional[_Task] = None
 
     def describe(self) -> str:
-        where = f" on {self.info['host']}, pid {self.info['pid']}" if self.info else ""
+        where = f" on {self.info['host']} (node {self.info['node'][:8]}), pid {self.info['pid']}" if self.info else ""
         return f"actor {self.name}{where}"
 
 
@@ -315,22 +384,29 @@ def run_ray(cfg: F1Config, out: Path, console: Console, todo: int, ray_address: 
         f"Ray: {escape(where)}; {num_actors} actor(s), one per {'GPU' if gpu else 'CPU slot'}, {c.envs} env(s) each",
         soft_wrap=True,
     )
+    here = ray.get_runtime_context().get_node_id()
     try:
-        return _drive(ray, cfg, store_path(out), console, todo, num_actors, gpu)
+        return _drive(ray, here, cfg, store_path(out), console, todo, num_actors, gpu)
+    except RunLost:
+        raise
+    except Exception as exc:  # a Ray call that failed because this node is gone is RunLost; anything else, as it was
+        _check_driver_node(ray, here, store_path(out), exc)
+        raise
     finally:
         ray.shutdown()
 
 
-def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actors: int, gpu: bool):
+def _drive(ray, here: str, cfg: F1Config, out: Path, console: Console, todo: int, num_actors: int, gpu: bool):
+    """The loop of `run_ray` on the driver's node `here` (its Ray node id)."""
     from ray.exceptions import RayError, RayTaskError
-    from ray.util.queue import Queue
 
     from f1.collect.collector import CollectRun, _dir_bytes, progress_bar
     from f1.collect.store_spec import open_config_writer
 
     c = cfg.collect
     actor_cls = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0, max_restarts=0)(CollectActor)
-    events = Queue(actor_options={"num_cpus": 0})
+    channel = _open_channel(ray, here)
+    channel_open = True  # False once it is lost: then the bar counts whole tasks
     cfg_dict = cfg.to_dict()
     run = CollectRun(who="task")
     starting: dict[Any, _Actor] = {}
@@ -369,7 +445,7 @@ def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actor
     for _ in range(num_actors):
         spawn()
 
-    start = time.perf_counter()
+    start = checked = time.perf_counter()
     steps = 0
     with progress_bar(console) as progress:
         bar = progress.add_task("collect", total=todo, rate=0.0, mb=0.0)
@@ -378,7 +454,7 @@ def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actor
                 while idle and queue:
                     actor, task = idle.popleft(), queue.popleft()
                     actor.task = task
-                    busy[actor.handle.run.remote(task.id, task.attempt, task.plan, events)] = actor
+                    busy[actor.handle.run.remote(task.id, task.attempt, task.plan, channel)] = actor
                 if queue and not busy and not idle:
                     if not starting and spawns_left[0] > 0:
                         spawns_left[0] -= 1
@@ -402,6 +478,7 @@ def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actor
                             actor.info = ray.get(ref)
                             idle.append(actor)
                         except RayError as exc:
+                            _check_driver_node(ray, here, out, exc)
                             console.print(f"[yellow]{actor.describe()} did not start: {escape(_first_line(exc))}", soft_wrap=True)
                             retire(actor, was_lost=True)
                         continue
@@ -412,6 +489,7 @@ def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actor
                     except RayTaskError as exc:  # raised outside run()'s own handler (e.g. its arguments)
                         result = ("error", _first_line(exc), str(exc))
                     except RayError as exc:  # the actor's process or node is gone: the task runs again elsewhere
+                        _check_driver_node(ray, here, out, exc)  # unless that node was the driver's
                         task.attempt += 1
                         again = task.attempt < MAX_ATTEMPTS
                         console.print(
@@ -433,7 +511,16 @@ def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actor
                     else:
                         run.errors[task.id] = (result[1], result[2])
                         retire(actor, was_lost=False)  # its envs may be broken; the other actors go on
-                steps += _drain(events, tasks)
+                if channel_open:
+                    taken = _take_progress(ray, channel, tasks)
+                    if taken is None:
+                        _check_driver_node(ray, here, out)  # the channel lives on this node: lost with it?
+                        console.print("[yellow]the progress channel was lost; the run goes on, the bar counts whole tasks")
+                        channel_open = False
+                    steps += taken or 0
+                if time.perf_counter() - checked > HEALTH_CHECK_S:  # an actor's error may come before its node's death
+                    _check_driver_node(ray, here, out)
+                    checked = time.perf_counter()
                 elapsed = time.perf_counter() - start
                 progress.update(
                     bar, completed=sum(t.progress for t in tasks.values()), rate=steps / max(elapsed, 1e-9),
@@ -454,23 +541,23 @@ def _drive(ray, cfg: F1Config, out: Path, console: Console, todo: int, num_actor
         progress.update(bar, completed=min(todo, len(listed_episode_ids(out) - done_at_start)))  # other nodes add too
     for actor in list(alive):
         ray.kill(actor.handle, no_restart=True)
-    events.shutdown()
+    ray.kill(channel, no_restart=True)
     for name in lost:  # what a lost actor left half-written (temp shards) goes; its listed shards stay
         open_config_writer(cfg, out, worker=name).close()
     run.wall_s = time.perf_counter() - start
     return run
 
 
-def _drain(events, tasks: dict[int, _Task]) -> int:
-    """Count the episodes the actors reported since the last call; those of a superseded attempt are ignored."""
-    from ray.util.queue import Empty
+def _take_progress(ray, channel, tasks: dict[int, _Task]) -> Optional[int]:
+    """The steps the actors reported since the last call, and each episode counted in its task's progress
+    (those of a superseded attempt are not); None when the channel is lost."""
+    from ray.exceptions import RayError
 
-    steps = 0
     try:
-        n = events.qsize()
-        batch = events.get_nowait_batch(n) if n else []
-    except Empty:
-        batch = []
+        batch = ray.get(channel.take.remote(), timeout=CHANNEL_TIMEOUT_S)
+    except RayError:  # GetTimeoutError included
+        return None
+    steps = 0
     for task_id, attempt, episode_steps in batch:
         task = tasks[task_id]
         steps += episode_steps

@@ -33,17 +33,30 @@ def f1_cli():
 
 
 @pytest.fixture(scope="session")
-def ray_address():
-    """One local Ray instance for the whole session, shared by the tests that need it: sized for this
-    2-core machine (2 CPUs, no GPU), on 127.0.0.1 only, no dashboard. Tests run
-    `f1 collect --backend ray --ray-address <it>`; this process is its first driver and stops it at the end."""
-    import logging
-
+def ray_cluster():
+    """One Ray cluster for the whole session, shared by the tests that need it: a head node and a worker node
+    on this machine, 1 CPU and no GPU each (so that two CPU actors land one on each node), on 127.0.0.1 only, no
+    dashboard. Tests run `f1 collect --backend ray --ray-address <its address>`; a driver started there
+    connects to the head node's raylet (Ray prefers the head among nodes on one host). A test that removes
+    the worker node adds one back (`ray_worker_node`). This process starts and stops the nodes; it is no driver."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's single-machine mode: 127.0.0.1, read at import
-    import ray
+    from ray.cluster_utils import Cluster
 
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
     try:
-        yield ray.get_runtime_context().gcs_address
+        cluster.add_node(num_cpus=1, num_gpus=0)
+        yield cluster
     finally:
-        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture
+def ray_address(ray_cluster):
+    """The session cluster's address, with its worker node there (added back if a test removed it)."""
+    ray_worker_node(ray_cluster)
+    return ray_cluster.address
+
+
+def ray_worker_node(cluster):
+    """The cluster's worker node: the one it has, or a new one of 1 CPU."""
+    return next(iter(cluster.worker_nodes), None) or cluster.add_node(num_cpus=1, num_gpus=0)

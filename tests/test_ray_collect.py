@@ -1,12 +1,16 @@
-"""`f1 collect --backend ray` on the session's local Ray instance, ranks from Slurm and torchrun, and
-the manifest's refusal of a block run twice."""
+"""`f1 collect --backend ray` on the session's two-node Ray cluster (an actor killed, a node removed) and
+on a local instance that loses its only node; ranks from Slurm and torchrun; the manifest's refusal of a
+block run twice."""
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import psutil
 import pytest
@@ -16,7 +20,7 @@ from f1.collect.ranks import ranks_from_environment, resolve_node_ranks
 from f1.datasets import StoreError, open_store, open_writer, verify_store
 from f1.shared.errors import UserError
 
-from conftest import F1
+from conftest import F1, ray_worker_node, run_f1
 from test_datasets import SPEC, make_episode
 
 pytestmark = pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3 specification")
@@ -70,16 +74,45 @@ def test_ray_run_completes_and_verifies(tmp_path, ray_address):
     assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-2000:]
 
 
-def _actor_processes() -> list[psutil.Process]:
-    """This session's Ray actors of f1 collect (the local instance's processes descend from this one)."""
+def _ray_processes(title: str, root: Optional[int] = None) -> list[psutil.Process]:
+    """Ray processes whose title starts with `title` (ray::CollectActor, ray::CollectActor.run while it runs a
+    task, ray::DashboardAgent), among the descendants of process `root` (default: this one, which started the
+    session's cluster and the drivers with their local instances)."""
     found = []
-    for proc in psutil.Process().children(recursive=True):
+    for proc in psutil.Process(root).children(recursive=True):
         try:
-            if "ray::CollectActor" in " ".join(proc.cmdline()):
+            if " ".join(proc.cmdline()).startswith(title):
                 found.append(proc)
         except psutil.Error:
             pass
     return found
+
+
+def _wait_for_busy_actor(proc: subprocess.Popen, out: Path, raylet_pid: Optional[int] = None) -> psutil.Process:
+    """Once the store lists its first shard, an actor of this session (of the node whose raylet is
+    `raylet_pid`, if given) caught running a task; fails the test after 300 s."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if _listed(out) >= 1:
+            for actor in _ray_processes("ray::CollectActor.run"):
+                try:
+                    if raylet_pid in (None, actor.ppid()):  # a node's raylet starts its workers
+                        return actor
+                except psutil.Error:
+                    pass
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"no actor was caught mid-task (exit code {proc.poll()}, {_listed(out)} episodes listed)")
+
+
+def _exact(out: Path, episodes: int) -> None:
+    """The store holds episodes 0..episodes-1 once each, verifies (the CLI too), and no temp file is left."""
+    ids = _ids(out)
+    assert sorted(ids) == [f"s0-e{i:07d}" for i in range(episodes)], ids  # none lost, none twice
+    assert verify_store(out) == []
+    verified = run_f1("dataset", "verify", out, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert not list(out.glob("*.tmp*")), "a lost actor's half-written shard was left behind"
 
 
 @pytest.mark.slow
@@ -91,22 +124,69 @@ def test_ray_actor_killed_mid_run_is_retried_and_the_store_is_exact(tmp_path, ra
     args = [*F1, "collect", "--backend", "ray", "--ray-address", ray_address, "--workers", "2", "--episodes", str(episodes),
             "--episodes-per-shard", "1", "--out", str(out), *SMALL, "--steps-per-episode", "20"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    deadline = time.time() + 300
-    busy: list[psutil.Process] = []
-    while not busy and time.time() < deadline and proc.poll() is None:
-        if _listed(out) >= 1:
-            busy = [p for p in _actor_processes() if "CollectActor.run" in " ".join(p.cmdline())]
-        time.sleep(0.05)
-    assert proc.poll() is None and busy and _listed(out) < episodes, (proc.poll(), busy, _listed(out))
-    victim = busy[0]
+    victim = _wait_for_busy_actor(proc, out)
+    assert _listed(out) < episodes
     victim.send_signal(signal.SIGKILL)
+    (channel,) = _ray_processes("ray::ProgressChannel")  # and the run's progress channel: costs the live bar only
+    channel.send_signal(signal.SIGKILL)
     _, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, stderr[-3000:]
     assert f"pid {victim.pid} was lost mid-task" in stderr and "run again on another actor" in stderr, stderr[-3000:]
-    ids = _ids(out)
-    assert sorted(ids) == [f"s0-e{i:07d}" for i in range(episodes)], ids  # every episode once: none lost, none twice
-    assert verify_store(out) == []
-    assert not list(out.glob("*.tmp*")), "the lost actor's half-written shard was left behind"
+    assert "the progress channel was lost; the run goes on" in stderr, stderr[-3000:]
+    _exact(out, episodes)
+
+
+@pytest.mark.slow
+def test_ray_worker_node_lost_mid_run_the_head_finishes_the_exact_store(tmp_path, ray_address, ray_cluster):
+    out = tmp_path / "store"
+    worker = ray_worker_node(ray_cluster)
+    raylet = worker.all_processes["raylet"][0].process.pid  # ray_constants.PROCESS_TYPE_RAYLET
+    # Two actors of 1 CPU on two nodes of 1 CPU: one on each. One episode a task and a shard, eight tasks.
+    episodes = 8
+    args = [*F1, "collect", "--backend", "ray", "--ray-address", ray_address, "--workers", "2", "--episodes", str(episodes),
+            "--episodes-per-shard", "1", "--out", str(out), *SMALL, "--image-size", "16", "--steps-per-episode", "30"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    victim = _wait_for_busy_actor(proc, out, raylet_pid=raylet)  # the worker node's actor, mid-task
+    assert _listed(out) < episodes
+    head = ray_cluster.head_node.all_processes["raylet"][0].process.pid
+    assert [c.ppid() for c in _ray_processes("ray::ProgressChannel")] == [head]  # the driver's node, the head
+    ray_cluster.remove_node(worker, allow_graceful=False)  # SIGKILL to its raylet and every Ray process it has
+    _, stderr = proc.communicate(timeout=400)
+    assert proc.returncode == 0, stderr[-3000:]
+    # The lost actor was on the worker node; the driver (on the head) and its progress channel went on.
+    assert f"(node {worker.node_id[:8]}), pid {victim.pid} was lost mid-task" in stderr, stderr[-3000:]
+    assert "progress channel was lost" not in stderr and f"{episodes}/{episodes} episodes" in stderr, stderr[-3000:]
+    _exact(out, episodes)
+
+
+@pytest.mark.slow
+def test_ray_driver_node_lost_is_one_line_and_the_rerun_completes_the_store(tmp_path):
+    out = tmp_path / "store"
+    episodes = 12
+    # No --ray-address: the run starts its own local instance, whose one node is the driver's.
+    args = [*F1, "collect", "--backend", "ray", "--workers", "1", "--episodes", str(episodes), "--episodes-per-shard", "1",
+            "--out", str(out), *SMALL, "--image-size", "16", "--steps-per-episode", "40"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    _wait_for_busy_actor(proc, out)
+    # The raylet cannot live without its DashboardAgent: it exits and the GCS marks the node dead (as an
+    # out-of-memory kill of the raylet does, only later).
+    (agent,) = _ray_processes("ray::DashboardAgent", root=proc.pid)
+    agent.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    listed = _listed(out)
+    assert 1 <= listed < episodes, (listed, last)
+    assert last.startswith("Ray lost this driver's node") and f"the manifest's {listed} episode" in last, last
+    rerun, log = re.fullmatch(r".*: rerun `(f1 collect [^`]+)` to resume \(traceback: (\S+)\)", last).groups()
+    assert shlex.split(rerun)[1:] == args[1:]
+    assert "Traceback (most recent call last)" in Path(log).read_text()
+    again = subprocess.run([*F1, *shlex.split(rerun)[1:]], capture_output=True, text=True, timeout=400, env=_env())
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = f"Resuming {out}: {listed} episodes present, collecting {episodes - listed} more."
+    assert resumed in " ".join(again.stderr.split()), again.stderr[-3000:]  # rich wraps at 80 columns here
+    _exact(out, episodes)
 
 
 def test_ray_address_needs_an_absolute_store_and_the_ray_backend(tmp_path, f1_cli):

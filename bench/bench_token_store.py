@@ -44,7 +44,7 @@ from f1.train.run_outputs import read_metrics
 
 SIZE = 128  # environment.image_size's default
 SPEC = StoreSpec(image_hw=(SIZE, SIZE))
-SETTINGS = ["training.log_every=10", "training.save_every=100000", "training.sample_every=100000", "logging.tensorboard=false",
+SETTINGS = ["training.save_every=100000", "training.sample_every=100000", "logging.tensorboard=false",
             "logging.console_level=WARNING"]  # fmt: skip
 
 # The child: the real teacher main in a fresh process; prints the wall-clock time of its first optimizer step.
@@ -103,7 +103,8 @@ def rss_anon(pid: int) -> int:
 
 def teacher_run(store: Path, out: Path, tokenizer: Path, train_steps: int, extra: list[str]) -> dict[str, float]:
     """One teacher process: peak RssAnon, seconds to its first step, wall time, data-wait share (log windows after the first)."""
-    args = [*SETTINGS, f"training.max_steps={train_steps}", f"teacher.output_dir={out}", f"teacher.tokenizer_path={tokenizer}", *extra]
+    args = [*SETTINGS, f"training.log_every={max(1, train_steps // 4)}",  # 4 log windows; the first (start-up) is left out
+            f"training.max_steps={train_steps}", f"teacher.output_dir={out}", f"teacher.tokenizer_path={tokenizer}", *extra]  # fmt: skip
     start = time.time()
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(store), *args], stdout=subprocess.PIPE, text=True)
     peak, done = [0], threading.Event()

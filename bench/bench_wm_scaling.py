@@ -11,7 +11,8 @@ tokenizer` with its defaults on the first pair's smallest store). Teachers with
 the defaults: at every size the same optimizer steps (--teacher-steps, default
 what the defaults take on the smallest store), epochs set so that the LR
 schedule spans those steps; and one arm whose steps grow with the data (x
-size/smallest, capped at --grow-cap). Each teacher is evaluated (`f1 evaluate`)
+size/smallest, capped at --grow-cap), all of a training seed on one token
+store (the larger snapshots add only their new shards). Each teacher is evaluated (`f1 evaluate`)
 on the held-out store and on the last --heldout-episodes of its own training
 store (the train/held-out gap). Every figure is the mean over the pairs with
 its spread (min..max); the plot of the held-out one-step margin over copying
@@ -148,8 +149,10 @@ def main() -> None:
                 name = f"teacher-{train_seed}-{size}-{steps}"
                 epochs = max(1, round(steps / per_epoch))  # the LR schedule spans about the run
                 start = time.perf_counter()
+                # One token store per training seed: the snapshots share their shards, so each is tokenised once.
                 run_f1("bench_wm_scaling", ["train", "teacher", "--data", store, "--tokenizer", tokenizer, "--output-dir", work / name,
-                       "--max-steps", steps, "--gpus", 0, "--set", f"training.epochs={epochs}"], name, timings)  # fmt: skip
+                       "--max-steps", steps, "--gpus", 0, "--set", f"training.epochs={epochs}",
+                       "--set", f"teacher.token_store_dir={work / f'tokens-{train_seed}'}"], name, timings)  # fmt: skip
                 walls.setdefault((arm, size), []).append(time.perf_counter() - start)
                 checkpoint = max((work / name).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
                 row = {}

@@ -17,7 +17,7 @@ from f1.collect.cli import collect
 from f1.datasets.cli import app as dataset_app
 from f1.shared.errors import UserError
 from f1.train.cli import app as train_app
-from f1.train.cli import evaluate
+from f1.train.cli import evaluate, tokenize
 
 app = typer.Typer(
     name="f1",
@@ -27,7 +27,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(help="Run exploration workers in SAPIEN and write a sharded episode store.")(collect)
-app.add_typer(dataset_app, name="dataset", help="Inspect, check and convert episode stores.")
+# `f1 dataset tokenize` runs the tokenizer, so it lives in f1.train (f1.datasets never imports it, DESIGN §1).
+dataset_app.command(name="tokenize")(tokenize)
+app.add_typer(dataset_app, name="dataset", help="Inspect, check, convert and tokenise episode stores.")
 app.add_typer(train_app, name="train", help="Train the tokenizer, teacher, student and adversarial phases.")
 app.command(help="Evaluate a world model on stored episodes and an explorer in the live env.")(evaluate)
 

@@ -211,7 +211,12 @@ class TeacherConfig:
     use_head_camera: bool = True
     """Feed the head camera frame as well as the wrist history."""
     cache_tokens: bool = True
-    """Tokenise each frame once and keep its tokens in memory (2 bytes a token); false re-tokenises every chunk's frames."""
+    """Tokenise each frame once (2 bytes a token); false re-tokenises every chunk's frames."""
+    token_store: bool = True
+    """Keep the tokens in a token store on disk (built when absent, kept for the next run, read by memory map);
+    false keeps them in each rank's memory, tokenised again by every run."""
+    token_store_dir: Optional[str] = None
+    """The token store's folder; None: <store>/tokens/<tokenizer key>/ (an s3:// store: ~/.cache/f1/tokens/...)."""
     head_dropout: float = field(default=0.3, metadata=_range(ge=0, le=1))
     """Share of chunks trained without the head frame, so the teacher also predicts from the wrist alone (the online phases)."""
 

@@ -27,6 +27,14 @@ def run_f1(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict 
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def token_cache(tmp_path_factory):
+    """Token stores of s3:// stores go to $F1_TOKEN_CACHE (default ~/.cache/f1/tokens): a session folder, not the home."""
+    folder = tmp_path_factory.mktemp("token-cache")
+    os.environ["F1_TOKEN_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture
 def f1_cli():
     return run_f1

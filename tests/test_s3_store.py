@@ -233,6 +233,9 @@ def test_the_teacher_trains_from_an_s3_store(bucket, tmp_path):
     res = teacher(url, out, "--max-steps", "2")
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "checkpoint-2").is_dir() and (out / "tokenizer" / "metrics.json").is_file()
+    # its token store: on the local filesystem (a memory map needs one), under $F1_TOKEN_CACHE/<bucket>/<prefix>/<key>/
+    (meta,) = (Path(os.environ["F1_TOKEN_CACHE"]) / bucket / "teacher").glob("*/token_store.json")
+    assert len(list(meta.parent.glob("shards/*/wrist_frames.npy"))) == 2  # one token shard per data shard
 
 
 # -- Hugging Face datasets -----------------------------------------------------------------------

@@ -84,9 +84,10 @@ def make_episode(i: int, n: int) -> tuple[dict[str, np.ndarray], EpisodeMeta]:
     return arrays, EpisodeMeta(f"ep{i:04d}", seed=i, scene_id=0, length=n)
 
 
-def write_store(path: Path, lengths=LENGTHS, spec: StoreSpec = SPEC) -> Path:
-    with open_writer(path, "zarr", spec, "n0w0", {"test": True}, episodes_per_shard=3) as writer:
-        for i, n in enumerate(lengths):
+def write_store(path: Path, lengths=LENGTHS, spec: StoreSpec = SPEC, first: int = 0, worker: str = "n0w0") -> Path:
+    """Episodes first, first + 1, ... (ids ep<i>) of the given lengths, 3 a shard; a new worker name adds to a store."""
+    with open_writer(path, "zarr", spec, worker, {"test": True}, episodes_per_shard=3) as writer:
+        for i, n in enumerate(lengths, start=first):
             writer.add_episode(*make_episode(i, n))
     return path
 

@@ -182,3 +182,25 @@ def evaluate(
     from f1.train.evaluate import main
 
     main(cfg, checkpoint, data=data, episodes=episodes, output_dir=output_dir)
+
+
+def tokenize(
+    store: Annotated[str, typer.Argument(help="Store: a directory or s3://bucket/prefix (from `f1 collect`).")],
+    tokenizer: Annotated[Path, typer.Option("--tokenizer", help="Trained tokenizer directory (`f1 train tokenizer` output).")],
+    out: Annotated[
+        Optional[str],
+        typer.Option("--out", help="Token store folder (default: STORE/tokens/<key>/; for an s3:// store ~/.cache/f1/tokens/...)."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Local worker processes (one GPU each when there are GPUs).")] = 1,
+    rank: Annotated[
+        Optional[int], typer.Option("--rank", min=0, help="This process's share when several tokenise one store (default: RANK or SLURM_PROCID).")
+    ] = None,
+    world_size: Annotated[
+        Optional[int], typer.Option("--world-size", "--world_size", min=1, help="How many processes share the work (default: WORLD_SIZE or SLURM_NTASKS).")
+    ] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="Encode on this device (default: cuda when there is one).")] = None,
+) -> None:
+    """Tokenise every frame once into a token store beside the data (only the shards not tokenised yet)."""
+    from f1.train.offline.token_store_writer import main
+
+    main(store, tokenizer, out=out, workers=workers, rank=rank, world_size=world_size, device=device)

@@ -2,8 +2,9 @@
 
 Top to bottom (DESIGN §4, §7): check the inputs; start the ranks (Accelerate);
 load the frozen tokenizer, the normalizer, the world model, optimizer and
-scheduler; replay this rank's lanes chunk by chunk: tokenise the window once,
-gather each position's history, predict the next wrist frame's tokens with the
+scheduler; open the token store (every frame's tokens, on disk, built by the
+ranks when absent: token_store.py); replay this rank's lanes chunk by chunk:
+gather each position's tokens and history, predict the next wrist frame's tokens with the
 carried memory (zeros at the start, reset inside the model at is_first,
 detached between chunks), masked cross-entropy, backward, clip, step. Log,
 sample and checkpoint on the config's cadence; stop on max_steps,
@@ -46,6 +47,7 @@ from f1.train.offline.teacher_inputs import (
     check_fresh_output_dir,
     check_same_model,
     check_store,
+    check_token_store,
     check_tokenizer,
     pinned_snapshot,
     store_normalizers,
@@ -111,6 +113,7 @@ def main(
     os.environ[STORE_SNAPSHOT_ENV] = json.dumps(store.snapshot_id)  # the ranks started below read this snapshot
     choose_tokenizer(cfg, data, checkpoint)  # may train one first: after every cheap check
     tokenizer_dir, tokenizer = check_tokenizer(cfg)
+    token_root = check_token_store(cfg, store, tokenizer)  # None: tokens in memory, or tokenised every chunk
     if checkpoint is not None:
         check_resume_compatible(checkpoint.path, checkpoint.training_state, planned_world_size(gpus), t.batch_size)
         check_same_model(checkpoint, cfg, tokenizer)
@@ -130,6 +133,8 @@ def main(
     from f1.train.run_outputs import MetricsLog
     from f1.train.offline.teacher_batch import ChunkModel, ahead_mask, cached_tokens, chunk_inputs, memory_norm, window_tokens
     from f1.train.offline.token_cache import TokenCache
+    from f1.train.offline.token_store import TokenStore, store_cameras
+    from f1.train.offline.token_store_writer import build as build_token_store
     from f1.train.offline.teacher_samples import write_episode_sample
     from f1.train.models.world_model import WorldModel
 
@@ -164,7 +169,19 @@ def main(
     keys = ("state", "action", "is_first", "is_last")
     if not cfg.teacher.cache_tokens:
         keys += tuple(f"{camera}_rgb" for camera in cameras)
-    cache = TokenCache(store, tokenizer, cameras) if cfg.teacher.cache_tokens else None
+    cache = None
+    if token_root is not None:
+        # Every rank writes its share of the shards not tokenised yet (none on a second run), then all map it.
+        built = build_token_store(store, tokenizer, token_root, rank, world_size, progress=is_main, desc="token store")
+        accelerator.wait_for_everyone()
+        cache = TokenStore(token_root, store, tokenizer, store_cameras(store))
+        assert not cache.missing_ids, ("token store incomplete after every rank built its share", token_root, cache.missing_ids[:5])
+        log.info(
+            "token store %s: %d episodes, this rank encoded %d (%d frames) in %.1f s",
+            token_root, len(store.episodes), built.episodes, built.frames, built.seconds,
+        )  # fmt: skip
+    elif cfg.teacher.cache_tokens:
+        cache = TokenCache(store, tokenizer, cameras)
     replay_cls = OrderedReplay if t.sequential_training else RandomWindows
     # Each rank builds its own replay (its own lanes); Accelerate never sees the data.
     replay = replay_cls(
@@ -271,7 +288,6 @@ def main(
             while stop_reason is None:
                 wait_start = time.perf_counter()
                 chunk = next(chunks, None)
-                data_wait_s = time.perf_counter() - wait_start
                 if chunk is None:
                     break
                 assert chunk["chunk_index"] == progress.chunk, ("replay out of step", chunk["chunk_index"], progress.chunk)
@@ -281,7 +297,9 @@ def main(
                 )  # fmt: skip
                 if cache is not None:
                     tokens = cached_tokens(chunk, cache, t.n_obs_img_steps, t.obs_img_stride, device, use_head)
+                    data_wait_s = time.perf_counter() - wait_start  # the chunk and its tokens: what the step waited for
                 else:
+                    data_wait_s = time.perf_counter() - wait_start  # (tokenising the window is the step's own work)
                     tokens = window_tokens(chunk, tokenizer, device, use_head)
                 inputs, targets, mask = chunk_inputs(chunk, tokens, normalizers, device)
                 if "head" in inputs and drops_head(t.seed, progress.step, cfg.teacher.head_dropout):
@@ -356,6 +374,8 @@ def log_window(accelerator, window: LogWindow, progress: Progress, scheduler, pr
     """The namespaced metrics of the steps since the last log line (loss and accuracy averaged over ranks)."""
     import torch
 
+    from f1.train.offline.token_store import rss_anon_bytes
+
     n = max(window.steps, 1)
     loss_acc = torch.tensor([window.loss / n, window.accuracy / n, window.motion_l1 / n], device=accelerator.device)
     if world_size > 1:
@@ -371,6 +391,7 @@ def log_window(accelerator, window: LogWindow, progress: Progress, scheduler, pr
         "perf/step_s": window.step_s / n,
         "perf/steps_per_s": window.steps / max(elapsed, 1e-9),
         "perf/rss_mb": process.memory_info().rss / 2**20,
+        "perf/rss_anon_mb": (rss_anon_bytes() or 0) / 2**20,  # the token store's mapped pages are file memory, not this
         "train/lr": float(scheduler.get_last_lr()[0]),
         "train/epoch": progress.epoch,
         "train/episodes": progress.episodes,

@@ -4,9 +4,9 @@ Window arrays span C + L + 1 positions per lane (C = (h-1)s): chunk position
 p sits at window position C+p, its history slots at `history_index[:, p]`,
 its next wrist frame (the target) at C+p+1. Tokens (and the wrist frames t and
 t+1 at the tokenizer's size, which the motion compensation warps and is scored
-on) come either from the token cache, by each position's (episode, step)
-(`cached_tokens`, the default), or from the window's frames (`window_tokens`);
-both give the same (tested).
+on) come either from the token store or the in-memory token cache, by each
+position's (episode, step) (`cached_tokens`, the default), or from the window's
+frames (`window_tokens`); all give the same (tested).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from f1.shared.normalizers import Normalizer
 from f1.train.offline.token_cache import TokenCache, preprocess_frames
+from f1.train.offline.token_store import TokenStore
 from f1.train.models.tokenizer import FSQTokenizer
 from f1.train.models.world_model import CodePrediction, WorldModel
 
@@ -160,7 +161,7 @@ def window_tokens(chunk: Mapping[str, Any], tokenizer: FSQTokenizer, device: tor
     return FrameTokens(history, head, wrist[:, context + 1 : context + length + 1], frames[:, :-1], frames[:, 1:])
 
 
-def cached_tokens(chunk: Mapping[str, Any], cache: TokenCache, history: int, stride: int, device: torch.device, use_head: bool) -> FrameTokens:
+def cached_tokens(chunk: Mapping[str, Any], cache: TokenCache | TokenStore, history: int, stride: int, device: torch.device, use_head: bool) -> FrameTokens:
     """The same tokens from the cache, by each position's (episode, step): no frame is read or encoded.
 
     History slots follow the replay's rule (DESIGN §2): steps k-(h-1)s .. k of the

@@ -23,6 +23,7 @@ from f1.shared.errors import UserError
 from f1.shared.normalizers import NORMALIZER_FILE, Normalizer, normalizers_from_json
 from f1.train.checkpoint import CHECKPOINT_PATTERN, Checkpoint, is_complete
 from f1.train.models.tokenizer import CONFIG_FILE, WEIGHTS_FILE, FSQTokenizer
+from f1.train.offline.token_store import META_FILE, check_meta, default_location, expected_meta, store_cameras, tokenizer_key
 
 log = logging.getLogger("f1.teacher")
 
@@ -103,6 +104,23 @@ def check_tokenizer(cfg: F1Config) -> tuple[Path, FSQTokenizer]:
             f"tokenizer {directory} lacks {', '.join(missing)}; pass the output dir of `f1 train tokenizer` to --tokenizer"
         )
     return directory, FSQTokenizer.load(directory)
+
+
+def check_token_store(cfg: F1Config, store: StoreReader, tokenizer: FSQTokenizer) -> Optional[Path]:
+    """The token store's folder when the run uses one (teacher.cache_tokens and teacher.token_store), else None.
+    A folder made with another tokenizer is refused here, before a rank starts (TokenStoreMismatch, one line)."""
+    if not (cfg.teacher.cache_tokens and cfg.teacher.token_store):
+        return None
+    if cfg.teacher.token_store_dir and str(cfg.teacher.token_store_dir).startswith("s3://"):
+        raise UserError(
+            f"teacher.token_store_dir={cfg.teacher.token_store_dir}: a token store is read by memory map and needs a filesystem; "
+            "pass a local or shared folder"
+        )
+    key = tokenizer_key(tokenizer)
+    root = Path(cfg.teacher.token_store_dir) if cfg.teacher.token_store_dir else default_location(store.store_dir, key)
+    if (root / META_FILE).exists():
+        check_meta(root, expected_meta(tokenizer, key, store_cameras(store)))
+    return root
 
 
 # What a checkpoint's weights and memories depend on, besides the tokenizer.

@@ -8,7 +8,9 @@ fixed batch composition, so the same tokens on a resumed run) and kept as
 int16 on the CPU, int32 past 32768 codes: 2 or 4 bytes a token, e.g. 1M frames x 256 tokens x 4 bytes = 1 GB a camera.
 The wrist frames are kept too, at the tokenizer's size as uint8 (what the motion compensation
 warps: 12 KB a 64x64 frame, 12 GB a million).
-`teacher.cache_tokens: false` turns this off for stores whose tokens do not fit.
+This in-memory cache is rebuilt by every run and held by every rank: the teacher uses the token store
+(token_store.py, on disk, memory-mapped) unless `teacher.token_store: false`; `teacher.cache_tokens: false`
+tokenises every chunk's frames instead.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ def preprocess_frames(tokenizer: FSQTokenizer, frames: Tensor, batch: int = ENCO
     flat = frames.reshape(-1, *frames.shape[-3:])  # (F,H,W,3)
     out = torch.cat([tokenizer.preprocess(flat[i : i + batch]) for i in range(0, flat.shape[0], batch)])  # (F,3,S,S)
     return (out * 255).round().div(255).view(*lead, *out.shape[1:])
+
+
+@torch.no_grad()
+def encode_episode(tokenizer: FSQTokenizer, images: Tensor) -> Tensor:
+    """uint8 (N,H,W,3) -> long (N,n) on the CPU, ENCODE_BATCH frames at a time: the same batches for the
+    in-memory cache and the token store, so both hold the same tokens."""
+    return torch.cat([tokenizer.encode(images[i : i + ENCODE_BATCH]) for i in range(0, len(images), ENCODE_BATCH)]).cpu()
+
+
+def episode_frames(tokenizer: FSQTokenizer, images: Tensor) -> Tensor:
+    """uint8 (N,H,W,3) -> uint8 (N,3,S,S) on the CPU: the frames the motion stage warps, at the tokenizer's size."""
+    return (preprocess_frames(tokenizer, images) * 255).round().to("cpu", torch.uint8)
 
 
 class TokenCache:
@@ -60,10 +74,9 @@ class TokenCache:
             arrays = self.store.read_episode(self.store.episodes[e], keys=keys)
             for camera, key in zip(self.cameras, keys):
                 images = torch.from_numpy(arrays[key])  # (N,H,W,3) uint8
-                tokens = [self.tokenizer.encode(images[i : i + ENCODE_BATCH]) for i in range(0, len(images), ENCODE_BATCH)]
-                self.tokens[camera][e] = torch.cat(tokens).to("cpu", self.dtype)  # (N,n)
+                self.tokens[camera][e] = encode_episode(self.tokenizer, images).to(self.dtype)  # (N,n)
                 if camera == "wrist":
-                    self.frames[e] = (preprocess_frames(self.tokenizer, images) * 255).round().to("cpu", torch.uint8)  # (N,3,S,S)
+                    self.frames[e] = episode_frames(self.tokenizer, images)  # (N,3,S,S)
                 frames += len(images)
         return frames
 

@@ -355,7 +355,7 @@ def _bad_store_missing_shard(root: Path) -> Path:
     store = write_store(root / "missing")
     import shutil
 
-    shutil.rmtree(sorted(store.glob("shard-*.zarr"))[0])
+    shutil.rmtree(sorted(store.glob("shards/*/*/shard-*.zarr"))[0])
     return store
 
 
@@ -372,7 +372,7 @@ def _bad_store_action_dim(root: Path) -> Path:
     "case, expected",
     [
         ("empty", "no finalised episodes"),
-        ("missing_shard", "in manifest.json but missing"),
+        ("missing_shard", "is listed in the store but missing"),
         ("action_dim", "action_dim 10 but training.action_dim is 8"),
         ("image_size", "32x32 camera images but environment.image_size is [64, 64]"),
         ("no_tokenizer", "lacks tokenizer_config.json"),

@@ -3,7 +3,7 @@
 Mapping (flags, with defaults):
 - cameras: `--camera wrist=observation.images.wrist --camera head=observation.images.head`; by default
   the features of those names, or a dataset's only camera as the wrist; the wrist is required
-  (f1's tokenizer and teacher read it). All frames take one size: `--image-size H W`, else the wrist's.
+  (f1's tokenizer and teacher read it). All frames take one size: `--image-size N` (N x N), else the wrist's.
 - `--state KEY` (default observation.state) and `--action KEY` (default action): 1-D float features;
   each becomes the first dims of f1's state/action, zero-padded to 32 (or kept as they are if longer).
 - One LeRobot episode of n frames becomes one f1 episode of n steps: is_first at step 0, is_last at

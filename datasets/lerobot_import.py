@@ -78,6 +78,7 @@ def main(
     info = load_info(root)
     mapping = map_features(info["features"], camera or [], state or STATE, action or ACTION, image_size)
     episodes = load_episodes(root, info, mapping)
+    check_paths(root, info, mapping, episodes)  # every file named, inside the folder, before dst is created
     fps = info["fps"]
     real_state, real_action = (info["features"][k]["shape"][0] for k in (mapping.state, mapping.action))
     f1 = _f1_info(info, mapping, real_state, real_action)
@@ -286,6 +287,23 @@ def load_episodes(root: Path, info: dict[str, Any], mapping: Mapping) -> list[di
     return rows
 
 
+def data_path(root: Path, info: dict[str, Any], row: dict[str, Any]) -> Path:
+    return resolve_inside(root, info["data_path"].format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]))
+
+
+def video_path(root: Path, info: dict[str, Any], key: str, row: dict[str, Any]) -> Path:
+    fields = {"chunk_index": row[f"videos/{key}/chunk_index"], "file_index": row[f"videos/{key}/file_index"]}
+    return resolve_inside(root, info["video_path"].format(video_key=key, **fields))
+
+
+def check_paths(root: Path, info: dict[str, Any], mapping: Mapping, episodes: list[dict[str, Any]]) -> None:
+    """LeRobotError unless every data and video file the episodes name lies inside `root` and exists."""
+    for row in episodes:
+        for path in [data_path(root, info, row), *(video_path(root, info, key, row) for key in mapping.cameras.values())]:
+            if not path.is_file():
+                raise LeRobotError(f"{path} is named by meta/episodes but missing; re-download the dataset")
+
+
 # -- frames -----------------------------------------------------------------------------------
 
 
@@ -342,7 +360,7 @@ class FrameRows:
     """Reads data/ Parquet files in order, hands out one episode's columns at a time."""
 
     def __init__(self, root: Path, info: dict[str, Any], mapping: Mapping):
-        self.root, self.template = root, info["data_path"]
+        self.root, self.info = root, info
         self.columns = [mapping.state, mapping.action, "episode_index", "frame_index", *mapping.extra]
         self.widths = {k: int(np.prod(info["features"][k]["shape"])) for k in self.columns}
         self._path: Path | None = None
@@ -352,7 +370,7 @@ class FrameRows:
     def take(self, row: dict[str, Any]) -> dict[str, np.ndarray]:
         """{column: (n, width)} of the episode `row` describes; LeRobotError when the file disagrees."""
         index, n = row["episode_index"], row["length"]
-        path = resolve_inside(self.root, self.template.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]))
+        path = data_path(self.root, self.info, row)
         if path != self._path:
             self._open(path)
         parts: list[dict[str, np.ndarray]] = []
@@ -376,8 +394,6 @@ class FrameRows:
     def _open(self, path: Path) -> None:
         import pyarrow.parquet as pq
 
-        if not path.is_file():
-            raise LeRobotError(f"{path} is named by meta/episodes but missing; re-download the dataset")
         parquet = pq.ParquetFile(path)
         missing = [c for c in self.columns if c not in parquet.schema_arrow.names]
         if missing:
@@ -407,22 +423,16 @@ class VideoCursor:
     """One camera's frames, episode after episode, decoding each video file once when read in order."""
 
     def __init__(self, root: Path, info: dict[str, Any], key: str, hw: tuple[int, int]):
-        self.root, self.template, self.key, self.fps, self.hw = root, info["video_path"], key, info["fps"], hw
+        self.root, self.info, self.key, self.fps, self.hw = root, info, key, info["fps"], hw
         self._path: Path | None = None
         self._frames: Iterator[tuple[int, np.ndarray]] | None = None
         self._next = 0  # the frame number the iterator yields next
 
     def take(self, row: dict[str, Any], n: int) -> np.ndarray:
         """The episode's n frames (n, H, W, 3) uint8, from its from_timestamp on."""
-        key = self.key
-        path = resolve_inside(
-            self.root,
-            self.template.format(video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]),
-        )
-        start = int(round(row[f"videos/{key}/from_timestamp"] * self.fps))
+        path = video_path(self.root, self.info, self.key, row)
+        start = int(round(row[f"videos/{self.key}/from_timestamp"] * self.fps))
         if path != self._path or start < self._next:
-            if not path.is_file():
-                raise LeRobotError(f"{path} is named by meta/episodes but missing; re-download the dataset")
             self._path, self._next = path, 0
             self._frames = read_frames(path, self.fps, self.hw, MAX_FRAMES)
         out = np.empty((n, *self.hw, 3), np.uint8)

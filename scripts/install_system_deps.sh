@@ -32,7 +32,7 @@ lavapipe_is_recent() {
 if ! ldconfig -p 2>/dev/null | grep -q 'libavdevice.so'; then
   if command -v apt-get >/dev/null; then
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
     echo "[f1] installed $(dpkg-query -W -f='ffmpeg ${Version}' ffmpeg) (FFmpeg libraries for the LeRobot reader test)"
   else
     echo "[f1] warning: no apt-get; install FFmpeg's shared libraries by hand for tests/test_lerobot.py's LeRobot reader check." >&2

@@ -184,9 +184,9 @@ def test_a_single_foreign_camera_maps_to_the_wrist_and_resizes(exported, tmp_pat
     reader = open_store(tmp_path / "one")
     assert reader.spec.cameras == ("wrist",) and reader.spec.image_hw == (16, 16) and reader.spec.control_freq == SPEC.control_freq
     arrays = reader.read_episode(reader.episodes[0])
-    assert arrays["wrist_rgb"].shape == (5, 16, 16, 3)
+    assert arrays["wrist_rgb"].shape == (4, 16, 16, 3)  # 5 steps, the padding step not exported
     original = make_episode(0, 5)[0]
-    assert np.array_equal(arrays["state"][:, : SPEC.real_state_dims], original["state"][:, : SPEC.real_state_dims])
+    assert np.array_equal(arrays["state"][:, : SPEC.real_state_dims], original["state"][:4, : SPEC.real_state_dims])
 
 
 def _crafted(exported: Path, tmp_path: Path, edit) -> Path:

@@ -65,7 +65,7 @@ def main(root: Path, out: Path) -> None:
 
 def recomputed_stats(root: Path, meta) -> dict:
     """LeRobot's own stats code over f1's numbers: each episode's vector stats from its frames, and the
-    dataset's from the episodes' (images included), beside what f1 wrote; the largest difference of each."""
+    dataset's from the episodes' (images included), beside what f1 wrote; the largest relative difference of each."""
     frames = pd.concat([pd.read_parquet(p) for p in sorted((root / "data").glob("*/*.parquet"))])
     episodes = pd.concat([pd.read_parquet(p) for p in sorted((root / "meta/episodes").glob("*/*.parquet"))])
     vector_keys = [k for k, f in meta.features.items() if f["dtype"] not in ("video", "image", "string")]
@@ -78,7 +78,7 @@ def recomputed_stats(root: Path, meta) -> dict:
         for key, stats in theirs.items():
             for name, value in stats.items():
                 mine = np.asarray(row[f"stats/{key}/{name}"].tolist(), dtype=np.float64)
-                worst["episode"] = max(worst["episode"], float(np.max(np.abs(mine - np.asarray(value, dtype=np.float64)))))
+                worst["episode"] = max(worst["episode"], _relative(mine, np.asarray(value, dtype=np.float64)))
         per_episode.append(
             {
                 key: {name: np.asarray(_nested(row[f"stats/{key}/{name}"]), dtype=np.float64) for name in theirs[next(iter(theirs))]}
@@ -90,8 +90,13 @@ def recomputed_stats(root: Path, meta) -> dict:
     for key, stats in aggregated.items():
         for name, value in stats.items():
             mine = np.asarray(meta.stats[key][name], dtype=np.float64)
-            worst["dataset"] = max(worst["dataset"], float(np.max(np.abs(mine - value))))
+            worst["dataset"] = max(worst["dataset"], _relative(mine, value))
     return worst
+
+
+def _relative(mine: np.ndarray, theirs: np.ndarray) -> float:
+    """Largest difference relative to max(1, |value|): LeRobot computes in the data's dtype (float32), f1 in float64."""
+    return float(np.max(np.abs(mine - theirs) / np.maximum(1.0, np.abs(theirs))))
 
 
 def _nested(value):

@@ -302,7 +302,7 @@ def test_lerobot_reads_what_f1_writes(store, tmp_path, lossless):
     assert items["object_pose"] == [[spec.object_slots * 7], "torch.float32"] and items["object_valid"] == [[spec.object_slots], "torch.bool"]
     assert items["episode_index"] == items["index"] == [[], "torch.int64"] and items["timestamp"] == [[], "torch.float32"]
     # LeRobot's stats code over f1's numbers agrees with the stats f1 wrote.
-    assert report["stats"]["episode"] < 1e-6 and report["stats"]["dataset"] < 1e-6, report["stats"]
+    assert report["stats"]["episode"] < 1e-5 and report["stats"]["dataset"] < 1e-9, report["stats"]  # float32 vs float64
     for seen in report["episodes"]:  # the first and the last episode, frame by frame
         _, meta, arrays = source[seen["index"]]
         assert (seen["episode_id"], seen["length"]) == (meta.episode_id, STEPS)

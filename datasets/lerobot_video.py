@@ -11,7 +11,8 @@ Codecs:
   in files a tenth smaller (SVT-AV1's fastest preset codes tiny frames poorly). Lossy (chroma
   subsampled: 41 dB at best on those frames); even frame sizes only.
 - "lossless": libx264rgb at qp 0 in rgb24 (H.264 High 4:4:4 Predictive): every pixel comes back
-  bit-exact, through PyAV and through LeRobot's torchcodec decoder alike.
+  bit-exact, through PyAV and through LeRobot's torchcodec decoder alike. Preset ultrafast: 2.7x
+  the frames/s of veryfast on 128x128 frames for files 20% larger (qp 0 is exact at any preset).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from f1.datasets.lerobot_layout import LeRobotError
 
 CODECS = {
     "av1": ("libsvtav1", "yuv420p", {"g": "2", "crf": "20", "preset": "8"}),
-    "lossless": ("libx264rgb", "rgb24", {"qp": "0", "preset": "veryfast", "g": "2"}),
+    "lossless": ("libx264rgb", "rgb24", {"qp": "0", "preset": "ultrafast", "g": "2"}),
 }
 
 

@@ -77,8 +77,11 @@ def recomputed_stats(root: Path, meta) -> dict:
         theirs = compute_episode_stats(data, meta.features)
         for key, stats in theirs.items():
             for name, value in stats.items():
-                mine = np.asarray(row[f"stats/{key}/{name}"].tolist(), dtype=np.float64)
-                worst["episode"] = max(worst["episode"], _relative(mine, np.asarray(value, dtype=np.float64)))
+                mine, value = np.asarray(row[f"stats/{key}/{name}"].tolist(), dtype=np.float64), np.asarray(value, dtype=np.float64)
+                if name == "std":  # LeRobot: sqrt(E[x^2] - E[x]^2) in float32, which cancels to 0 for a tiny spread
+                    square = np.maximum(1.0, np.asarray(stats["mean"], dtype=np.float64) ** 2 + value**2)
+                    mine, value = mine**2 / square, value**2 / square  # variances, relative to E[x^2]
+                worst["episode"] = max(worst["episode"], _relative(mine, value))
         per_episode.append(
             {
                 key: {name: np.asarray(_nested(row[f"stats/{key}/{name}"]), dtype=np.float64) for name in theirs[next(iter(theirs))]}

@@ -6,10 +6,11 @@ from_timestamp s / fps, which is where LeRobot's reader seeks.
 
 Codecs:
 - "av1": LeRobot's default codec, libsvtav1 in yuv420p with a keyframe every 2 frames (what LeRobot's
-  reader expects for fast seeking), but crf 20 at preset 8 where LeRobot sets crf 30 at preset 12:
-  on f1's 64x64 head frames LeRobot's settings gave 33.9-36.1 dB per episode, these 37.6-38.4 dB
-  in files a tenth smaller (SVT-AV1's fastest preset codes tiny frames poorly). Lossy (chroma
-  subsampled: 41 dB at best on those frames); even frame sizes only.
+  reader expects for fast seeking), but crf 20 at preset 9 where LeRobot sets crf 30 at preset 12:
+  on f1's 64x64 head frames LeRobot's settings gave 33.9-36.1 dB per episode, these 37.5-38.2 dB
+  in files a tenth smaller (SVT-AV1's fastest presets code tiny frames poorly: preset 10 gave
+  34.8-36.9 dB; preset 8 the same as 9 at 15% fewer frames/s). Lossy (chroma subsampled: 41 dB at
+  best on those frames); even frame sizes only.
 - "lossless": libx264rgb at qp 0 in rgb24 (H.264 High 4:4:4 Predictive): every pixel comes back
   bit-exact, through PyAV and through LeRobot's torchcodec decoder alike. Preset ultrafast: 2.7x
   the frames/s of veryfast on 128x128 frames for files 20% larger (qp 0 is exact at any preset).
@@ -28,7 +29,7 @@ import numpy as np
 from f1.datasets.lerobot_layout import LeRobotError
 
 CODECS = {
-    "av1": ("libsvtav1", "yuv420p", {"g": "2", "crf": "20", "preset": "8"}),
+    "av1": ("libsvtav1", "yuv420p", {"g": "2", "crf": "20", "preset": "9"}),
     "lossless": ("libx264rgb", "rgb24", {"qp": "0", "preset": "ultrafast", "g": "2"}),
 }
 

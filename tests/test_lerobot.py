@@ -30,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the 
 
 EPISODES, STEPS = 3, 10  # N = STEPS + 1 steps an episode
 LEROBOT_VENV = REPO / ".venv-lerobot"
-AV1_PSNR = 35.0  # dB, every episode and camera at the default codec (datasets/lerobot_video.py says why crf 20, preset 8)
+AV1_PSNR = 35.0  # dB, every episode and camera at the default codec (datasets/lerobot_video.py says why crf 20, preset 9)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,14 @@
 # One-command set-up on a fresh Debian 12 machine; every target is idempotent.
 #   make test   set up, then run the test suite
 #   make demo   set up, then collect a tiny store and train on it end to end
+#   make lerobot-env   LeRobot 0.4.4's reader in .venv-lerobot (tests/test_lerobot.py builds it when missing)
 # A GPU machine may bring its own torch: make setup TORCH="torch==2.13.0 --index-url <your CUDA index>"
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.f1-installed
 
-.PHONY: setup system venv test demo bench clean
+.PHONY: setup system venv lerobot-env test demo bench clean
 
 setup: system venv
 
@@ -24,6 +25,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,ray]"
 	touch $(STAMP)
 
+lerobot-env: venv
+	bash scripts/lerobot_env.sh $(VENV) .venv-lerobot
+
 test: setup
 	$(VENV)/bin/pytest -q tests
 
@@ -34,4 +38,4 @@ bench: setup
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) .venv-lerobot demo_out .pytest_cache

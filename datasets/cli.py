@@ -42,17 +42,36 @@ def verify(store: StoreArg = DEFAULT_STORE) -> None:
 
 @app.command()
 def convert(
-    src: Annotated[str, typer.Argument(help="Source store (a directory or s3://bucket/prefix).")],
-    dst: Annotated[str, typer.Argument(help="Destination store (must not exist; a directory or s3://bucket/prefix).")],
-    format: Annotated[str, typer.Option("--format", help="Destination format: zarr or webdataset.")],
+    src: Annotated[str, typer.Argument(help="Source: a store (a directory or s3://bucket/prefix) or a LeRobot v3.0 dataset folder.")],
+    dst: Annotated[str, typer.Argument(help="Destination (must not exist): a store, or a folder for --format lerobot.")],
+    format: Annotated[str, typer.Option("--format", help="Destination format: zarr, webdataset or lerobot.")],
     image_codec: Annotated[
         Optional[str], typer.Option("--image-codec", "--image_codec", help="Lossless image codec (default: the source's).")
     ] = None,
+    lossless: Annotated[
+        bool, typer.Option("--lossless", help="lerobot: H.264 RGB at qp 0 (bit-exact frames) instead of LeRobot's AV1.")
+    ] = False,
+    keep_last: Annotated[
+        bool, typer.Option("--keep-last", "--keep_last", help="lerobot: also export each episode's last step (its action is zeros).")
+    ] = False,
+    task: Annotated[Optional[str], typer.Option("--task", help="lerobot: the task string (default: the store's task_name).")] = None,
+    camera: Annotated[
+        Optional[list[str]],
+        typer.Option("--camera", help="From lerobot: SLOT=FEATURE, SLOT wrist or head (repeat; default: observation.images.<slot>)."),
+    ] = None,
+    state: Annotated[Optional[str], typer.Option("--state", help="From lerobot: the state feature (default observation.state).")] = None,
+    action: Annotated[Optional[str], typer.Option("--action", help="From lerobot: the action feature (default action).")] = None,
+    image_size: Annotated[
+        Optional[int], typer.Option("--image-size", "--image_size", min=1, help="From lerobot: resize frames to this square size.")
+    ] = None,
 ) -> None:
-    """Copy a store into the other format, bit-exactly."""
-    from f1.datasets.convert import main
+    """Copy a store into the other format bit-exactly, export it as a LeRobot dataset, or import one."""
+    from f1.datasets.convert import route
 
-    main(src, dst, format, image_codec=image_codec)
+    route(
+        src, dst, format, image_codec=image_codec, lossless=lossless, keep_last=keep_last, task=task,
+        camera=camera, state=state, action=action, image_size=image_size,
+    )
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""`f1 dataset convert`: copy a store into the other format (or another codec), bit-exactly.
+"""`f1 dataset convert`: copy a store into the other format (or another codec), bit-exactly; or, through
+`route`, export a store as a LeRobot v3.0 dataset (lerobot_export) or import one (lerobot_import).
 
 Episodes keep their order, their metadata and their shard grouping: each
 source shard becomes one destination shard of the same worker, so
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,11 +22,45 @@ from f1.datasets.codecs import resolve_codec
 from f1.datasets.manifest import open_or_create_manifest
 from f1.datasets.reader import open_store
 from f1.datasets.s3 import store_path
-from f1.datasets.schema import StoreError, parse_shard_name
+from f1.datasets.schema import FORMATS, StoreError, parse_shard_name
 from f1.datasets.writer import EpisodeWriter, open_writer
 from f1.shared.normalizers import NORMALIZER_FILE
 
 _MAX_EPISODES_PER_SHARD = 1 << 30  # shards end where the source's do (finish_shard), never by count
+
+
+LEROBOT = "lerobot"
+EXPORT_OPTIONS = ("lossless", "keep_last", "task")
+IMPORT_OPTIONS = ("camera", "state", "action", "image_size")
+
+
+def route(src: str, dst: str, fmt: str, image_codec: str | None = None, **options: Any) -> None:
+    """Export to LeRobot, import from LeRobot, or convert between f1 formats; options of another direction refused."""
+    from f1.datasets.lerobot_import import is_lerobot_dataset
+
+    given = {k for k, v in options.items() if v not in (None, False, [])}
+    if fmt == LEROBOT:
+        direction, allowed = "an export to lerobot", EXPORT_OPTIONS
+    elif fmt not in FORMATS:
+        raise StoreError(f"unknown format {fmt!r}; use one of {[*FORMATS, LEROBOT]}")
+    elif is_lerobot_dataset(src):
+        direction, allowed = "an import from lerobot", IMPORT_OPTIONS
+    else:
+        direction, allowed = "a store-to-store convert", ()
+    wrong = sorted(given - set(allowed))
+    if wrong or (fmt == LEROBOT and image_codec):
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong + (["image_codec"] if fmt == LEROBOT and image_codec else []))
+        raise StoreError(f"{flags} do not apply to {direction}; drop them (see `f1 dataset convert --help`)")
+    if fmt == LEROBOT:
+        from f1.datasets.lerobot_export import main as export
+
+        export(src, dst, **{k: options[k] for k in EXPORT_OPTIONS if k in options})
+    elif direction == "an import from lerobot":
+        from f1.datasets.lerobot_import import main as import_
+
+        import_(src, dst, fmt, image_codec=image_codec, **{k: options[k] for k in IMPORT_OPTIONS if k in options})
+    else:
+        main(src, dst, fmt, image_codec=image_codec)
 
 
 def main(src: Path, dst: Path, fmt: str, image_codec: str | None = None) -> None:

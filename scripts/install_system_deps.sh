@@ -3,7 +3,9 @@
 #   - a Vulkan loader and Mesa's software Vulkan driver (lavapipe) from
 #     bookworm-backports, but only when no Vulkan device is usable already
 #     (Debian 12's own Mesa 22 is too old for SAPIEN; backports ships 25.x);
-#   - ffmpeg is not needed: imageio-ffmpeg ships its own binary in its wheel.
+#   - Debian's ffmpeg, for its shared libraries: torchcodec, the video decoder of LeRobot's reader in
+#     the test that LeRobot reads f1's exports (tests/test_lerobot.py), loads them. f1 itself needs
+#     none: imageio-ffmpeg and PyAV ship their own FFmpeg in their wheels.
 # The backports source is derived from the machine's existing Debian source
 # (same URIs and signing key), so no registry host is written here.
 set -euo pipefail
@@ -27,8 +29,18 @@ lavapipe_is_recent() {
   [ -n "$v" ] && dpkg --compare-versions "$v" ge 24.3
 }
 
+if ! ldconfig -p 2>/dev/null | grep -q 'libavdevice.so'; then
+  if command -v apt-get >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+    echo "[f1] installed $(dpkg-query -W -f='ffmpeg ${Version}' ffmpeg) (FFmpeg libraries for the LeRobot reader test)"
+  else
+    echo "[f1] warning: no apt-get; install FFmpeg's shared libraries by hand for tests/test_lerobot.py's LeRobot reader check." >&2
+  fi
+fi
+
 if have_vulkan_device && { ! dpkg-query -W mesa-vulkan-drivers >/dev/null 2>&1 || lavapipe_is_recent; }; then
-  echo "[f1] Vulkan device found; no system packages needed."
+  echo "[f1] Vulkan device found; no other system packages needed."
   exit 0
 fi
 

@@ -441,6 +441,52 @@ def test_evaluate_writes_its_report(student_run, work):
     assert "Explorer (sampled) / random coverage" in text and "Object contact fraction" in text
 
 
+@pytest.mark.slow
+def test_evaluate_gives_the_same_contact_figures_twice(student_run, work):
+    cfg = online_config(work)
+    reports = [
+        run_phase("evaluate", cfg, student_run["output_dir"] / "checkpoint-3", episodes=2, output_dir=work / f"evaluate_twice{i}")
+        for i in range(2)
+    ]
+    first, second = (r["exploration"]["policies"] for r in reports)
+    for name in first:
+        for key in ("contact_steps_per_episode", "objects_moved", "voxels_per_episode", "union_voxels"):
+            assert first[name][key] == second[name][key], (name, key, first[name][key], second[name][key])
+
+
+def test_a_new_scene_gives_the_same_physics_whatever_ran_before():
+    """Evaluation episode 14 (EVAL_STREAM, seed 0): random touched the clutter for 19 steps in a fresh scene and for 17
+    after an OU episode in the same scene (PhysX keeps contact state across resets); `new_scene` rebuilds it."""
+    from f1.collect.env import StudentEnv
+    from f1.collect.policies import make_policy
+    from f1.train.evaluate import EVAL_STREAM
+    from f1.train.online.rollout import plan_round
+
+    cfg = load_config(overrides=[f"environment.image_size=[{SIZE},{SIZE}]", "training.steps_per_episode=40"])
+    env = StudentEnv(cfg)
+    (slot,) = plan_round(0, EVAL_STREAM, 14, 0, 1, 1, "evaluate")
+
+    def run(policy_name: str) -> tuple[np.ndarray, np.ndarray]:
+        _, info = env.reset(seed=slot.seed, options={"scene_seed": slot.scene_seed, "new_scene": True})
+        policy = make_policy(policy_name, env.action_dim)
+        policy.reset(slot.seed)
+        poses, contact = [info["object_pose"]], []
+        for _ in range(40):
+            _, _, _, _, info = env.step(policy.act())
+            poses.append(info["object_pose"])
+            contact.append(info["object_contact"])
+        return np.stack(poses), np.array(contact)
+
+    try:
+        first = run("random")
+        assert first[1].sum() > 5, first[1].sum()  # contact-rich: where the physics state shows
+        run("ou")
+        again = run("random")
+    finally:
+        env.close()
+    assert np.array_equal(first[1], again[1]) and np.array_equal(first[0], again[0])
+
+
 def test_evaluate_needs_data_for_a_teacher(work, teacher_path):
     with pytest.raises(UserError, match="--data"):
         run_phase("evaluate", online_config(work), teacher_path, output_dir=work / "evaluate_teacher")

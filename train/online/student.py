@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 from f1.shared.gpu import pin_from_local_rank
-from f1.train.checkpoint import load_checkpoint, resolve_resume
+from f1.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
 from f1.train.online.models import WORLD_MODEL_PHASES, checkpoint_phase, read_model_file
 from f1.train.online.record import check_record_store
@@ -64,6 +64,15 @@ def check_teacher(path: Optional[str], flag: str) -> Path:
     return Path(path)
 
 
+def check_privileged_terms(cfg: F1Config) -> None:
+    """A reward term that reads the simulator's object poses needs an env that exposes them."""
+    if not cfg.environment.privileged_info and cfg.student.clutter_motion_weight != 0:
+        raise UserError(
+            "student.clutter_motion_weight pays for the simulator's object poses, which environment.privileged_info=false "
+            "hides; set student.clutter_motion_weight=0 or environment.privileged_info=true"
+        )
+
+
 def main(
     cfg: F1Config,
     record: Optional[Path] = None,
@@ -82,6 +91,7 @@ def main(
 
     # ---- inputs: every check before a rank starts or a file is written
     teacher_path = check_teacher(s.teacher_path, "--teacher_path")
+    check_privileged_terms(cfg)
     resume_path = resolve_resume(output_dir, resume, auto_resume)
     check_fresh_output_dir(output_dir, resuming=resume_path is not None)
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
@@ -113,6 +123,7 @@ def main(
     )  # fmt: skip
     from f1.train.optim import count_parameters, make_optimizer
     from f1.train.online.ppo import ActionScorer
+    from f1.train.online.curiosity import Curiosity
     from f1.train.online.rewards import StudentReward
     from f1.train.online.rollout import ExplorerPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
     from f1.train.run_outputs import MetricsLog
@@ -135,13 +146,18 @@ def main(
     if checkpoint is not None:
         load_explorer_parts(explorer, checkpoint.model["model"], checkpoint.path)
     optimizer = make_optimizer(explorer, t, learning_rate=s.learning_rate)
+    curiosity = Curiosity.from_config(cfg, device)  # each rank's own, trained on its own rollouts
     progress = Progress()
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint.training_state["optimizer"])
         progress = Progress(**checkpoint.training_state["progress"])
     scorer, optimizer = accelerator.prepare(ActionScorer(explorer), optimizer)
     if checkpoint is not None:
-        restore_rng_state(checkpoint.rank_state(rank)["rng"])  # last: nothing above may draw after it
+        rank_state = checkpoint.rank_state(rank)
+        if "curiosity" not in rank_state:
+            raise CheckpointError(f"checkpoint {checkpoint.path} has no curiosity ensemble (an older f1's); start a new output dir")
+        curiosity.load_state_dict(rank_state["curiosity"])
+        restore_rng_state(rank_state["rng"])  # last: nothing above may draw after it
         log.info("resumed from %s at iteration %d (%d episodes)", checkpoint.path, progress.iteration, progress.episodes)
     else:
         set_seed(t.seed + rank)  # ranks draw different action noise
@@ -165,8 +181,8 @@ def main(
     last_metrics: dict[str, Any] = {}
 
     def save() -> None:
-        """Every rank gathers its RNG state; rank 0 writes checkpoint-<iteration>."""
-        ranks = gather_rank_states({"rng": capture_rng_state()}, rank, world_size)
+        """Every rank gathers its RNG state and curiosity ensemble; rank 0 writes checkpoint-<iteration>."""
+        ranks = gather_rank_states({"rng": capture_rng_state(), "curiosity": curiosity.state_dict()}, rank, world_size)
         if is_main:
             training_state = {
                 "phase": PHASE,
@@ -207,6 +223,9 @@ def main(
                 record=recorder is not None, keep_video=sample_now, predict=predict,
             )  # fmt: skip
             rollout_s = time.perf_counter() - start
+            start = time.perf_counter()
+            curiosity_figures = curiosity(buf)  # scores the rollout, pays its part of buf.rewards, then learns from it
+            curiosity_s = time.perf_counter() - start
 
             update, update_s = explorer_update(buf, scorer, optimizer, explorer, cfg, accelerator)
 
@@ -221,7 +240,9 @@ def main(
                 metrics = {
                     **rollout_metrics(buf),
                     **update,
+                    **curiosity_figures,
                     "perf/rollout_s": rollout_s,
+                    "perf/curiosity_s": curiosity_s,
                     "perf/update_s": update_s,
                     "perf/env_steps_per_s": t.steps_per_episode * s.envs / max(rollout_s, 1e-9),
                 }

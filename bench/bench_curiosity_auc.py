@@ -122,8 +122,8 @@ def main() -> None:
     signals = {
         "ensemble disagreement (proprioception)": scores["disagreement"].numpy(),
         "ensemble error (proprioception)": scores["error"].numpy(),
-        "joint residual |achieved - commanded| (no model)": joint_residual(y[:, test]).numpy(),
-        "joint speed after the step (no model)": y[:, test, :, 8:15].abs().mean(-1).numpy(),
+        "joint residual, achieved - commanded (no model)": joint_residual(y[:, test]).numpy(),
+        "joint speed after the step (no model)": y[:, test, 8:15].abs().mean(-1).numpy(),
         "gripper height, low (baseline)": -height[:, test],
         "clutter motion (privileged: object poses)": clutter[:, test],
     }

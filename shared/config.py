@@ -256,19 +256,21 @@ class StudentConfig:
     """Weight of surprise = prediction error - uncertainty (f1.train.online.rewards; 0: off)."""
     unexplained_change_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the frame change the world model's motion stage does not explain (f1.train.online.rewards; 0: off)."""
-    clutter_motion_weight: float = field(default=1.0, metadata=_range(ge=0))
-    """Weight of the clutter objects the action moved, from the simulator's poses (f1.train.online.rewards; 0: off)."""
+    clutter_motion_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of the clutter objects the action moved, from the simulator's poses (f1.train.online.rewards; privileged:
+    the measured ceiling, 1 before issue 27; 0: off)."""
     ensemble_disagreement_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the proprioceptive ensemble's disagreement (f1.train.online.curiosity; normalised, 0: off)."""
-    ensemble_error_weight: float = field(default=0.0, metadata=_range(ge=0))
-    """Weight of the proprioceptive ensemble's prediction error (f1.train.online.curiosity; normalised, 0: off)."""
+    ensemble_error_weight: float = field(default=1.0, metadata=_range(ge=0))
+    """Weight of the proprioceptive ensemble's prediction error (f1.train.online.curiosity; normalised; the default
+    reward: the best non-privileged contact signal measured, bench/RESULTS.md "bench_curiosity_auc")."""
     ensemble_heads: int = field(default=5, metadata=_range(ge=2))
     """Heads of the curiosity ensemble, each trained on its own bootstrap mask."""
     ensemble_hidden: int = field(default=64, metadata=_range(ge=1))
     """Width of each head's two hidden layers."""
     ensemble_replay: int = field(default=8192, metadata=_range(ge=1))
     """Transitions the ensemble's FIFO replay keeps (per rank)."""
-    ensemble_updates: int = field(default=32, metadata=_range(ge=0))
+    ensemble_updates: int = field(default=16, metadata=_range(ge=0))
     """Ensemble minibatch updates (256 transitions each) per iteration, after the rollout is scored."""
     ensemble_learning_rate: float = field(default=1e-3, metadata=_range(gt=0))
     """The ensemble's Adam learning rate."""

@@ -309,7 +309,10 @@ def test_student_rewards_are_finite_and_nonzero(student_run):
         assert r["reward/clutter_motion"] >= 0
         assert 0 <= r["explore/object_contact_fraction"] <= 1 and r["explore/objects_moved"] >= 0
         assert r["explore/ee_voxels"] <= r["explore/union_voxels"] and r["explore/objects_on_table"] >= 1
-        assert r["reward/total"] == pytest.approx(r["reward/clutter_motion"], rel=1e-5, abs=1e-9)  # the default reward
+        for key in ("reward/ensemble_error", "reward/ensemble_disagreement", "reward/joint_residual", "curiosity/loss", "curiosity/return_std"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        # the default reward: the ensemble's error over the running spread of its return (f1.train.online.curiosity)
+        assert r["reward/total"] == pytest.approx(r["reward/ensemble_error"] / r["curiosity/return_std"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -352,11 +355,33 @@ def test_student_resume_continues_exactly(student_run, work):
     run_phase("student", online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}"), resume=checkpoint)
     (resumed,), uninterrupted = read_metrics(resumed_dir), read_metrics(student_run["output_dir"])[-1]
     assert resumed["step"] == uninterrupted["step"] == 3
-    for key in ("reward/total", "policy/loss", "policy/approx_kl", "explore/ee_voxels"):
+    for key in ("reward/total", "policy/loss", "policy/approx_kl", "explore/ee_voxels", "reward/ensemble_error", "curiosity/loss"):
         assert resumed[key] == uninterrupted[key], (key, resumed[key], uninterrupted[key])
 
     with pytest.raises(CheckpointError, match="--envs"):
         run_phase("student", online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}", "student.envs=1"), auto_resume=True)
+
+
+@pytest.mark.slow
+def test_the_default_student_runs_without_the_object_poses(student_run, work):
+    """The env hiding the clutter's poses and contacts changes nothing but the privileged term and the explore/ figures."""
+    out = work / "student_blind"
+    sets = (*student_run["sets"], "environment.privileged_info=false", f"student.output_dir={out}")
+    run_phase("student", online_config(work, *sets))
+    seen, blind = read_metrics(student_run["output_dir"]), read_metrics(out)
+    assert [r["step"] for r in blind] == [r["step"] for r in seen]
+    for with_poses, without in zip(seen, blind):
+        privileged = {k for k in with_poses if k.startswith("explore/") or k == "reward/clutter_motion"}
+        assert privileged and set(without) == set(with_poses) - privileged, sorted(set(without) ^ set(with_poses))
+        for key in without:
+            if not key.startswith("perf/"):
+                assert without[key] == with_poses[key], (key, without[key], with_poses[key])
+
+
+def test_a_privileged_reward_needs_the_object_poses(work):
+    with pytest.raises(UserError, match="privileged_info"):
+        run_phase("student", online_config(work / "none", f"student.teacher_path={work}", "environment.privileged_info=false",
+                                           "student.clutter_motion_weight=1"))  # fmt: skip
 
 
 def test_student_needs_a_teacher(work):

@@ -90,8 +90,8 @@ def main(
     output_dir = Path(s.output_dir)
 
     # ---- inputs: every check before a rank starts or a file is written
-    teacher_path = check_teacher(s.teacher_path, "--teacher_path")
     check_privileged_terms(cfg)
+    teacher_path = check_teacher(s.teacher_path, "--teacher_path")
     resume_path = resolve_resume(output_dir, resume, auto_resume)
     check_fresh_output_dir(output_dir, resuming=resume_path is not None)
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None

@@ -110,18 +110,28 @@ def main() -> None:
 
     episodes = x.shape[1]
     train = np.arange(episodes) < int(episodes * args.train_fraction)
-    ensemble = ProprioEnsemble(heads=args.heads, replay=int(train.sum()) * x.shape[0])
-    optimizer = torch.optim.Adam(ensemble.net.parameters(), lr=1e-3)
-    ensemble.add(x[:, train].reshape(-1, x.shape[-1]), y[:, train].reshape(-1, y.shape[-1]))
-    fit_start = time.perf_counter()
-    loss = ensemble.fit(optimizer, args.updates, 256)
-    fit_s = time.perf_counter() - fit_start
     test = ~train
-    scores = ensemble.score(x[:, test], y[:, test])
+
+    def trained_scores(x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], float, float]:
+        """A fresh ensemble trained on the training episodes; its scores on the held-out ones, its loss and seconds."""
+        ensemble = ProprioEnsemble(heads=args.heads, replay=int(train.sum()) * x.shape[0])
+        optimizer = torch.optim.Adam(ensemble.net.parameters(), lr=1e-3)
+        ensemble.add(x[:, train].reshape(-1, x.shape[-1]), y[:, train].reshape(-1, y.shape[-1]))
+        fit_start = time.perf_counter()
+        loss = ensemble.fit(optimizer, args.updates, 256)
+        return ensemble.score(x[:, test], y[:, test]), loss, time.perf_counter() - fit_start
+
+    scores, loss, fit_s = trained_scores(x, y)
+    # The same without joint velocities (what a store keeps): those input and target dims held at zero.
+    no_velocity_x, no_velocity_y = x.clone(), y.clone()
+    no_velocity_x[..., 8:17], no_velocity_y[..., 8:17] = 0, 0
+    store_only, _, _ = trained_scores(no_velocity_x, no_velocity_y)
     label = contact[:, test].reshape(-1)
     signals = {
         "ensemble disagreement (proprioception)": scores["disagreement"].numpy(),
         "ensemble error (proprioception)": scores["error"].numpy(),
+        "ensemble disagreement, no joint velocities (the store's keys)": store_only["disagreement"].numpy(),
+        "ensemble error, no joint velocities (the store's keys)": store_only["error"].numpy(),
         "joint residual, achieved - commanded (no model)": joint_residual(y[:, test]).numpy(),
         "joint speed after the step (no model)": y[:, test, 8:15].abs().mean(-1).numpy(),
         "gripper height, low (baseline)": -height[:, test],

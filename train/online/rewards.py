@@ -41,7 +41,9 @@ below is a per-env tensor (B,) for action a_t, computed from that one step:
 Student reward  r_t = student.memory_divergence_weight x d_t + student.wm_uncertainty_weight x u_t
                       + student.prediction_error_weight x e_t + student.surprise_weight x s_t
                       + student.unexplained_change_weight x c_t + student.clutter_motion_weight x o_t
-Every term is logged, weighted or not.
+                      + the proprioceptive ensemble's normalised terms, added after the rollout
+                        (f1.train.online.curiosity: the default reward, the others 0)
+Every term is logged, weighted or not; clutter motion only where the env exposes the objects' poses.
 Adversarial reward  r_t = adversarial.prediction_error_weight x e_t.
 """
 

@@ -15,15 +15,19 @@ iteration:
               (+ student.prediction_error_weight x prediction error + student.surprise_weight x surprise
               + student.unexplained_change_weight x unexplained change
               + student.clutter_motion_weight x clutter motion)             (f1.train.online.rewards)
-              A departure from DESIGN §5, which names the first two only: by default only clutter
-              motion is paid (weight 1, the others 0), because the world-model terms, measured, lead
-              the explorer to odd views instead of the clutter (docs/online.md, "Rewards").
+              + student.ensemble_error_weight x ensemble error + student.ensemble_disagreement_weight
+                x ensemble disagreement, over the running spread of their return  (f1.train.online.curiosity)
+              A departure from DESIGN §5, which names the first two only: by default only the ensemble's
+              error is paid (the others 0). The world-model terms, measured, lead the explorer to odd
+              views instead of the clutter; the ensemble predicts the arm's next proprioceptive state,
+              which contact perturbs, and reads nothing a real robot lacks (docs/online.md, "Rewards").
+    curiosity the ensemble scores the rollout (before it trains on it), then learns from it
     update    GAE, then PPO epochs over shuffled minibatches (f1.train.online.ppo)
 
 The world model's prediction (motion warp, proposal codes, a backbone pass: most of a rollout's
 time on a CPU) runs only in rollouts where a paid term needs it or where every term is logged
 (the logging and sampling iterations); elsewhere the world model only carries the memory the
-explorer reads. With the default reward (clutter motion) that is 1 rollout in training.log_every.
+explorer reads. With the default reward (the ensemble's error) that is 1 rollout in training.log_every.
 
 Logging (`reward/...`, `policy/...`, `explore/...`, `perf/...`), videos and
 checkpoints on the config's cadence, counted in iterations. The run lasts

@@ -247,7 +247,7 @@ class StudentConfig:
     teacher_path: Optional[str] = None
     """Teacher checkpoint directory."""
     memory_divergence_weight: float = field(default=0.0, metadata=_range(ge=0))
-    """Weight of the memory-divergence reward term (the seed's 1.0; f1's default pays for clutter motion instead)."""
+    """Weight of the memory-divergence reward term (the seed's 1.0; f1's default pays the proprioceptive ensemble's error instead)."""
     wm_uncertainty_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the world-model-uncertainty reward term (the seed's 1.0)."""
     prediction_error_weight: float = field(default=0.0, metadata=_range(ge=0))

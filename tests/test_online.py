@@ -181,6 +181,12 @@ def test_reward_terms_match_their_definitions():
     terms = StudentReward(codes, 0, 0, clutter_motion_weight=3.0)(signals(before, after, logits, next_tokens, objects=objects, next_objects=moved, valid=valid))
     assert torch.allclose(terms["reward/clutter_motion"], torch.tensor([0.5, 2.0, 0.0]))
     assert torch.allclose(terms["reward/total"], 3.0 * terms["reward/clutter_motion"])
+    # Without the objects' poses (environment.privileged_info off) clutter motion is neither computed nor payable.
+    blind = replace(signals(before, after, logits, next_tokens), object_pos=None, next_object_pos=None, object_valid=None)
+    blind_terms = StudentReward(codes, 2.0, 0.5)(blind)
+    assert "reward/clutter_motion" not in blind_terms and torch.equal(blind_terms["reward/total"], seed_reward["reward/total"])
+    with pytest.raises(AssertionError, match="hides the objects"):
+        StudentReward(codes, 0, 0, clutter_motion_weight=1.0)(blind)
 
 
 def test_gae_matches_a_direct_sum_and_stops_at_terminal_steps():

@@ -136,6 +136,9 @@ class PandaRobot:
     def qpos(self) -> np.ndarray:
         return self.articulation.get_qpos()  # (9,) float32
 
+    def qvel(self) -> np.ndarray:
+        return self.articulation.get_qvel()  # (9,) float32, rad/s
+
     def tcp_pose(self) -> sapien.Pose:
         """The tool centre point between the finger tips, in the world (= robot base) frame."""
         return self.tcp.entity_pose

@@ -8,9 +8,15 @@ from typing import Optional
 from f1.collect.env_spec import REAL_ACTION_DIMS, REAL_STATE_DIMS
 from f1.datasets.schema import StoreSpec
 from f1.shared.config import F1Config
+from f1.shared.errors import UserError
 
 
 def collection_spec(cfg: F1Config, cameras: tuple[str, ...] = ("head", "wrist")) -> StoreSpec:
+    if not cfg.environment.privileged_info:
+        raise UserError(
+            "a store keeps the clutter's poses and contacts, which environment.privileged_info=false hides; "
+            "set environment.privileged_info=true to collect or --record"
+        )
     return StoreSpec(
         image_hw=tuple(cfg.environment.image_size),
         cameras=cameras,

@@ -187,6 +187,10 @@ class EnvironmentConfig:
     """Robot visuals: light draws the collision meshes (~2k triangles, ~10x faster on lavapipe); full the detailed ones."""
     robot_assets_dir: Optional[str] = None
     """Folder with panda_v2.urdf and franka_description/ (a copy of mani-skill's assets/robots/panda); unset: F1_ROBOT_ASSETS, then mani-skill."""
+    privileged_info: bool = True
+    """Whether the env's info carries the clutter's poses and the robot-object contacts (simulator state no real
+    robot reports). Off: the privileged reward term and the explore/ figures are skipped; `f1 collect` and
+    --record need it on (the store keeps them)."""
     domain_randomization: DomainRandomizationConfig = field(default_factory=DomainRandomizationConfig)
 
 
@@ -248,7 +252,7 @@ class StudentConfig:
     teacher_path: Optional[str] = None
     """Teacher checkpoint directory."""
     memory_divergence_weight: float = field(default=0.0, metadata=_range(ge=0))
-    """Weight of the memory-divergence reward term (the seed's 1.0; f1's default pays for clutter motion instead)."""
+    """Weight of the memory-divergence reward term (the seed's 1.0; f1's default pays the proprioceptive ensemble's error instead)."""
     wm_uncertainty_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the world-model-uncertainty reward term (the seed's 1.0)."""
     prediction_error_weight: float = field(default=0.0, metadata=_range(ge=0))
@@ -257,8 +261,24 @@ class StudentConfig:
     """Weight of surprise = prediction error - uncertainty (f1.train.online.rewards; 0: off)."""
     unexplained_change_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the frame change the world model's motion stage does not explain (f1.train.online.rewards; 0: off)."""
-    clutter_motion_weight: float = field(default=1.0, metadata=_range(ge=0))
-    """Weight of the clutter objects the action moved, from the simulator's poses (f1.train.online.rewards; 0: off)."""
+    clutter_motion_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of the clutter objects the action moved, from the simulator's poses (f1.train.online.rewards; privileged:
+    the measured ceiling, 1 before issue 27; 0: off)."""
+    ensemble_disagreement_weight: float = field(default=0.0, metadata=_range(ge=0))
+    """Weight of the proprioceptive ensemble's disagreement (f1.train.online.curiosity; normalised, 0: off)."""
+    ensemble_error_weight: float = field(default=1.0, metadata=_range(ge=0))
+    """Weight of the proprioceptive ensemble's prediction error (f1.train.online.curiosity; normalised; the default
+    reward: the best non-privileged contact signal measured, bench/RESULTS.md "bench_curiosity_auc")."""
+    ensemble_heads: int = field(default=5, metadata=_range(ge=2))
+    """Heads of the curiosity ensemble, each trained on its own bootstrap mask."""
+    ensemble_hidden: int = field(default=64, metadata=_range(ge=1))
+    """Width of each head's two hidden layers."""
+    ensemble_replay: int = field(default=8192, metadata=_range(ge=1))
+    """Transitions the ensemble's FIFO replay keeps (per rank)."""
+    ensemble_updates: int = field(default=16, metadata=_range(ge=0))
+    """Ensemble minibatch updates (256 transitions each) per iteration, after the rollout is scored."""
+    ensemble_learning_rate: float = field(default=1e-3, metadata=_range(gt=0))
+    """The ensemble's Adam learning rate."""
     total_iterations: int = field(default=20, metadata=_range(ge=1))
     """PPO iterations (one rollout + update each)."""
     envs: int = field(default=1, metadata=_range(ge=1))

@@ -181,6 +181,12 @@ def test_reward_terms_match_their_definitions():
     terms = StudentReward(codes, 0, 0, clutter_motion_weight=3.0)(signals(before, after, logits, next_tokens, objects=objects, next_objects=moved, valid=valid))
     assert torch.allclose(terms["reward/clutter_motion"], torch.tensor([0.5, 2.0, 0.0]))
     assert torch.allclose(terms["reward/total"], 3.0 * terms["reward/clutter_motion"])
+    # Without the objects' poses (environment.privileged_info off) clutter motion is neither computed nor payable.
+    blind = replace(signals(before, after, logits, next_tokens), object_pos=None, next_object_pos=None, object_valid=None)
+    blind_terms = StudentReward(codes, 2.0, 0.5)(blind)
+    assert "reward/clutter_motion" not in blind_terms and torch.equal(blind_terms["reward/total"], seed_reward["reward/total"])
+    with pytest.raises(AssertionError, match="hides the objects"):
+        StudentReward(codes, 0, 0, clutter_motion_weight=1.0)(blind)
 
 
 def test_gae_matches_a_direct_sum_and_stops_at_terminal_steps():
@@ -309,7 +315,10 @@ def test_student_rewards_are_finite_and_nonzero(student_run):
         assert r["reward/clutter_motion"] >= 0
         assert 0 <= r["explore/object_contact_fraction"] <= 1 and r["explore/objects_moved"] >= 0
         assert r["explore/ee_voxels"] <= r["explore/union_voxels"] and r["explore/objects_on_table"] >= 1
-        assert r["reward/total"] == pytest.approx(r["reward/clutter_motion"], rel=1e-5, abs=1e-9)  # the default reward
+        for key in ("reward/ensemble_error", "reward/ensemble_disagreement", "reward/joint_residual", "curiosity/loss", "curiosity/return_std"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        # the default reward: the ensemble's error over the running spread of its return (f1.train.online.curiosity)
+        assert r["reward/total"] == pytest.approx(r["reward/ensemble_error"] / r["curiosity/return_std"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -352,11 +361,33 @@ def test_student_resume_continues_exactly(student_run, work):
     run_phase("student", online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}"), resume=checkpoint)
     (resumed,), uninterrupted = read_metrics(resumed_dir), read_metrics(student_run["output_dir"])[-1]
     assert resumed["step"] == uninterrupted["step"] == 3
-    for key in ("reward/total", "policy/loss", "policy/approx_kl", "explore/ee_voxels"):
+    for key in ("reward/total", "policy/loss", "policy/approx_kl", "explore/ee_voxels", "reward/ensemble_error", "curiosity/loss"):
         assert resumed[key] == uninterrupted[key], (key, resumed[key], uninterrupted[key])
 
     with pytest.raises(CheckpointError, match="--envs"):
         run_phase("student", online_config(work, *student_run["sets"], f"student.output_dir={resumed_dir}", "student.envs=1"), auto_resume=True)
+
+
+@pytest.mark.slow
+def test_the_default_student_runs_without_the_object_poses(student_run, work):
+    """The env hiding the clutter's poses and contacts changes nothing but the privileged term and the explore/ figures."""
+    out = work / "student_blind"
+    sets = (*student_run["sets"], "environment.privileged_info=false", f"student.output_dir={out}")
+    run_phase("student", online_config(work, *sets))
+    seen, blind = read_metrics(student_run["output_dir"]), read_metrics(out)
+    assert [r["step"] for r in blind] == [r["step"] for r in seen]
+    for with_poses, without in zip(seen, blind):
+        privileged = {k for k in with_poses if k.startswith("explore/") or k == "reward/clutter_motion"}
+        assert privileged and set(without) == set(with_poses) - privileged, sorted(set(without) ^ set(with_poses))
+        for key in without:
+            if not key.startswith("perf/"):
+                assert without[key] == with_poses[key], (key, without[key], with_poses[key])
+
+
+def test_a_privileged_reward_needs_the_object_poses(work):
+    with pytest.raises(UserError, match="privileged_info"):
+        run_phase("student", online_config(work / "none", f"student.teacher_path={work}", "environment.privileged_info=false",
+                                           "student.clutter_motion_weight=1"))  # fmt: skip
 
 
 def test_student_needs_a_teacher(work):
@@ -439,6 +470,52 @@ def test_evaluate_writes_its_report(student_run, work):
         assert result["objects_on_table"] >= 1  # min_objects is 2: something to touch
     text = (out / "report.md").read_text()
     assert "Explorer (sampled) / random coverage" in text and "Object contact fraction" in text
+
+
+@pytest.mark.slow
+def test_evaluate_gives_the_same_contact_figures_twice(student_run, work):
+    cfg = online_config(work)
+    reports = [
+        run_phase("evaluate", cfg, student_run["output_dir"] / "checkpoint-3", episodes=2, output_dir=work / f"evaluate_twice{i}")
+        for i in range(2)
+    ]
+    first, second = (r["exploration"]["policies"] for r in reports)
+    for name in first:
+        for key in ("contact_steps_per_episode", "objects_moved", "voxels_per_episode", "union_voxels"):
+            assert first[name][key] == second[name][key], (name, key, first[name][key], second[name][key])
+
+
+def test_a_new_scene_gives_the_same_physics_whatever_ran_before():
+    """Evaluation episode 14 (EVAL_STREAM, seed 0): random touched the clutter for 19 steps in a fresh scene and for 17
+    after an OU episode in the same scene (PhysX keeps contact state across resets); `new_scene` rebuilds it."""
+    from f1.collect.env import StudentEnv
+    from f1.collect.policies import make_policy
+    from f1.train.evaluate import EVAL_STREAM
+    from f1.train.online.rollout import plan_round
+
+    cfg = load_config(overrides=[f"environment.image_size=[{SIZE},{SIZE}]", "training.steps_per_episode=40"])
+    env = StudentEnv(cfg)
+    (slot,) = plan_round(0, EVAL_STREAM, 14, 0, 1, 1, "evaluate")
+
+    def run(policy_name: str) -> tuple[np.ndarray, np.ndarray]:
+        _, info = env.reset(seed=slot.seed, options={"scene_seed": slot.scene_seed, "new_scene": True})
+        policy = make_policy(policy_name, env.action_dim)
+        policy.reset(slot.seed)
+        poses, contact = [info["object_pose"]], []
+        for _ in range(40):
+            _, _, _, _, info = env.step(policy.act())
+            poses.append(info["object_pose"])
+            contact.append(info["object_contact"])
+        return np.stack(poses), np.array(contact)
+
+    try:
+        first = run("random")
+        assert first[1].sum() > 5, first[1].sum()  # contact-rich: where the physics state shows
+        run("ou")
+        again = run("random")
+    finally:
+        env.close()
+    assert np.array_equal(first[1], again[1]) and np.array_equal(first[0], again[0])
 
 
 def test_evaluate_needs_data_for_a_teacher(work, teacher_path):

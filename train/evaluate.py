@@ -12,7 +12,8 @@
 2. Exploration (student and adversarial checkpoints). N live episodes, each on
    its own seed and scene, run by the explorer (actions sampled, as in training,
    and its mean action), by the random policy and by the OU policy of `f1 collect`,
-   every policy on the same seeds. State coverage = distinct 5 cm voxels the end
+   every policy on the same seeds and each episode in a freshly built scene (the same physics state
+   whatever ran before it: contact figures repeat exactly). State coverage = distinct 5 cm voxels the end
    effector visits in an episode (f1.train.online.coverage); union_voxels = distinct
    voxels over all its episodes; object_contact_fraction = the fraction of steps in
    which the robot touched a clutter object (SAPIEN's contacts); objects_moved = the
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -89,6 +91,7 @@ def main(
         run_cfg = config_from_dict(model_file["model_config"]["config"])
         run_cfg.training.steps_per_episode = cfg.training.steps_per_episode
         run_cfg.training.seed = cfg.training.seed
+        run_cfg.environment.privileged_info = True  # the contact figures read the simulator's object state
         explorer, _ = load_explorer(checkpoint, "--checkpoint", run_cfg, device, base=bundle if phase == "student" else None)
         freeze(explorer)
         log.info("exploration: %d episodes of %d steps per policy", episodes, run_cfg.training.steps_per_episode)
@@ -224,8 +227,10 @@ def evaluate_exploration(cfg: F1Config, bundle: Any, explorer: Any, episodes: in
     terms: dict[str, list[dict[str, float]]] = {name: [] for name in policies}
     try:
         for episode in range(episodes):
-            # scene_reset_interval 1: every episode its own scene; every policy the same seed and scene
+            # scene_reset_interval 1: every episode its own scene; every policy the same seed and scene, each
+            # built anew (new_scene): the same physics state whatever the policy before it did
             (slot,) = plan_round(t.seed, EVAL_STREAM, episode, 0, 1, 1, "evaluate")
+            slot = replace(slot, new_scene=True)
             for name, policy in policies.items():
                 buf = collect_rollout(venv, [slot], policy, stepper, reward, num_steps=t.steps_per_episode, device=device)
                 curves[name].append(coverage_curve(buf.ee_pos[:, 0]))

@@ -131,15 +131,17 @@ def rollout_metrics(buf: RolloutBuffer) -> dict[str, float]:
     """Per-step means of each reward term, the mean episode return, exploration and the world model's loss on it.
 
     explore/...: f1.datasets.exploration's figures over this rollout's M episodes (ee_voxels, union_voxels,
-    object_contact_fraction, episodes_with_contact, objects_moved, objects_on_table).
+    object_contact_fraction, episodes_with_contact, objects_moved, objects_on_table); absent when the env
+    hides the simulator's object state (environment.privileged_info off).
     """
     metrics = {name: float(term.mean()) for name, term in buf.terms.items()}
     envs = range(buf.num_envs)
-    explore = exploration_summary(
-        [buf.ee_pos[:, e] for e in envs], [buf.object_contact[:, e] for e in envs],
-        [buf.object_pose[:, e] for e in envs], [buf.object_valid[:, e] for e in envs],
-    )  # fmt: skip
-    metrics.update({f"explore/{name}": value for name, value in explore.items()})
+    if buf.object_contact is not None:  # the env exposed the simulator's object state
+        explore = exploration_summary(
+            [buf.ee_pos[:, e] for e in envs], [buf.object_contact[:, e] for e in envs],
+            [buf.object_pose[:, e] for e in envs], [buf.object_valid[:, e] for e in envs],
+        )  # fmt: skip
+        metrics.update({f"explore/{name}": value for name, value in explore.items()})
     metrics.update({
         "policy/episode_return": float(buf.rewards.sum(0).mean()),
         "wm/prediction_ce": float(buf.prediction_ce.mean()),

@@ -35,6 +35,7 @@ def check_record_store(store_dir: Path, cfg: F1Config) -> None:
     from f1.datasets.schema import StoreError, StoreSpec
 
     store_dir = store_path(store_dir)  # a directory or s3://bucket/prefix
+    want = collection_spec(cfg)  # first: it refuses an env that hides what a store keeps
     if not (store_dir / MANIFEST_NAME).is_file():
         if store_dir.exists() and any(store_dir.iterdir()):
             raise StoreError(f"--record {store_dir} exists and is not an f1 store (no {MANIFEST_NAME}); choose an empty or new directory")
@@ -44,7 +45,7 @@ def check_record_store(store_dir: Path, cfg: F1Config) -> None:
         raise StoreError(
             f"--record {store_dir} holds {manifest['format']} shards; pass --set collect.format={manifest['format']} or a new directory"
         )
-    have, want = StoreSpec.from_dict(manifest["spec"]), collection_spec(cfg)
+    have = StoreSpec.from_dict(manifest["spec"])
     diff = {k: v for k, v in have.to_dict().items() if k != "image_codec" and want.to_dict()[k] != v}
     if diff:
         raise StoreError(f"--record {store_dir} was written with other settings {diff}; match them or record to a new directory")

@@ -41,7 +41,9 @@ below is a per-env tensor (B,) for action a_t, computed from that one step:
 Student reward  r_t = student.memory_divergence_weight x d_t + student.wm_uncertainty_weight x u_t
                       + student.prediction_error_weight x e_t + student.surprise_weight x s_t
                       + student.unexplained_change_weight x c_t + student.clutter_motion_weight x o_t
-Every term is logged, weighted or not.
+                      + the proprioceptive ensemble's normalised terms, added after the rollout
+                        (f1.train.online.curiosity: the default reward, the others 0)
+Every term is logged, weighted or not; clutter motion only where the env exposes the objects' poses.
 Adversarial reward  r_t = adversarial.prediction_error_weight x e_t.
 """
 
@@ -70,9 +72,10 @@ class StepSignals:
     # logits and warped are None where the rollout skipped the world model's prediction: the student's rollouts
     # in which no paid term needs it and none is logged (f1.train.online.student)
     next_frame: Tensor  # (M,3,S,S) frame t+1 at the tokenizer's size, in [0, 1]
-    object_pos: Tensor  # (M,slots,3) clutter positions (m) at step t (the simulator's, zeros in empty slots)
-    next_object_pos: Tensor  # (M,slots,3) at step t+1
-    object_valid: Tensor  # (M,slots) bool: the slot holds an object on the table at t and at t+1
+    # The simulator's privileged state, None when the env does not expose it (environment.privileged_info off):
+    object_pos: Optional[Tensor]  # (M,slots,3) clutter positions (m) at step t (the simulator's, zeros in empty slots)
+    next_object_pos: Optional[Tensor]  # (M,slots,3) at step t+1
+    object_valid: Optional[Tensor]  # (M,slots) bool: the slot holds an object on the table at t and at t+1
 
 
 def memory_divergence(memory_before: Tensor, memory_after: Tensor) -> Tensor:
@@ -140,13 +143,19 @@ class StudentReward:
 
     def __call__(self, step: StepSignals) -> dict[str, Tensor]:
         """Each term (B,) under its metric name; `reward/total` is what PPO maximises. Without a prediction
-        (step.logits None) only memory divergence and clutter motion are computed, and only they may be paid."""
+        (step.logits None) only memory divergence and clutter motion are computed, and only they may be paid;
+        without the objects' poses (step.object_pos None) clutter motion is neither computed nor paid."""
         divergence = memory_divergence(step.memory_before, step.memory_after)
-        motion = clutter_motion(step.object_pos, step.next_object_pos, step.object_valid)
+        privileged: dict[str, Tensor] = {}
+        if step.object_pos is not None:
+            privileged["reward/clutter_motion"] = clutter_motion(step.object_pos, step.next_object_pos, step.object_valid)
+        else:
+            assert self.clutter_motion_weight == 0, "clutter motion is paid but the env hides the objects' poses"
+        motion = privileged.get("reward/clutter_motion", 0.0)
         if step.logits is None:
             assert not self.needs_prediction, "a paid reward term needs the world model's prediction"
             total = self.memory_divergence_weight * divergence + self.clutter_motion_weight * motion
-            return {"reward/memory_divergence": divergence, "reward/clutter_motion": motion, "reward/total": total}
+            return {"reward/memory_divergence": divergence, **privileged, "reward/total": total}
         uncertainty = wm_uncertainty(self.codes, step.logits)
         error = prediction_error(self.codes, step.logits, step.next_tokens)
         change = unexplained_change(step.warped, step.next_frame)
@@ -156,7 +165,7 @@ class StudentReward:
             "reward/prediction_error": error,
             "reward/surprise": error - uncertainty,
             "reward/unexplained_change": change,
-            "reward/clutter_motion": motion,
+            **privileged,
         }
         total = (
             self.memory_divergence_weight * divergence

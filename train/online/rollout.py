@@ -50,6 +50,7 @@ class EpisodeSlot:
     seed: int
     scene_seed: int
     scene_id: int
+    new_scene: bool = False  # build the scene anew at reset: a fresh physics state (F1RLEnv.reset's options)
 
 
 def _seed(*words: int) -> int:
@@ -151,10 +152,12 @@ class RolloutBuffer:
     predicted_tokens: Tensor  # (T, M, n) the most likely codes of frame t+1 (the mixture's mode)
     terms: dict[str, Tensor]  # name -> (T, M), every reward term
     next_value: Tensor  # (M,) value of the final observation (the episodes are truncated there)
+    joint_velocity: Tensor  # (T+1, M, 9) joint velocities at step k (rad/s, arm then fingers; from the live env only)
     ee_pos: np.ndarray  # (T+1, M, 3) end-effector positions, metres
-    object_pose: np.ndarray  # (T+1, M, slots, 7) clutter poses (position, quaternion wxyz), zeros where not valid
-    object_valid: np.ndarray  # (T+1, M, slots) bool: the slot holds an object on the table
-    object_contact: np.ndarray  # (T+1, M) bool: the robot touched the clutter in the physics leading to step k
+    # The simulator's privileged state; None when the env does not expose it (environment.privileged_info off):
+    object_pose: Optional[np.ndarray]  # (T+1, M, slots, 7) clutter poses (position, quaternion wxyz), zeros where not valid
+    object_valid: Optional[np.ndarray]  # (T+1, M, slots) bool: the slot holds an object on the table
+    object_contact: Optional[np.ndarray]  # (T+1, M) bool: the robot touched the clutter in the physics leading to step k
     slots: list[EpisodeSlot]
     wrist_frames: Optional[np.ndarray] = None  # (T+1, H, W, 3) env 0's frames, when kept for a video
     episodes: list[tuple[dict[str, np.ndarray], Any]] = field(default_factory=list)  # (arrays, EpisodeMeta) to record
@@ -287,7 +290,8 @@ def collect_rollout(
 
     t0 = time.perf_counter()
     obs, infos = venv.reset(
-        seeds=[s.seed for s in slots], options=[{"scene_seed": s.scene_seed, "scene_id": s.scene_id} for s in slots]
+        seeds=[s.seed for s in slots],
+        options=[{"scene_seed": s.scene_seed, "scene_id": s.scene_id, "new_scene": s.new_scene} for s in slots],
     )
     timers["env"] += time.perf_counter() - t0
     policy.reset([s.seed for s in slots])
@@ -296,7 +300,8 @@ def collect_rollout(
         return torch.zeros(*shape, dtype=dtype, device=device)
 
     memory0 = wm.initial_memory(m, device)  # (L_m,M,Hm)
-    object_slots = len(infos[0]["object_valid"])
+    privileged = "object_valid" in infos[0]  # the env exposes the clutter's poses and contacts
+    object_slots = len(infos[0]["object_valid"]) if privileged else 0
     buf = RolloutBuffer(
         tokens=zeros(num_steps + 1, m, n, dtype=torch.long),
         frames=zeros(num_steps + 1, m, 3, tokenizer.image_size, tokenizer.image_size),
@@ -312,10 +317,11 @@ def collect_rollout(
         predicted_tokens=zeros(num_steps, m, n, dtype=torch.long),
         terms={},
         next_value=zeros(m),
+        joint_velocity=zeros(num_steps + 1, m, len(infos[0]["joint_velocity"])),
         ee_pos=np.zeros((num_steps + 1, m, 3), np.float32),
-        object_pose=np.zeros((num_steps + 1, m, object_slots, 7), np.float32),
-        object_valid=np.zeros((num_steps + 1, m, object_slots), bool),
-        object_contact=np.zeros((num_steps + 1, m), bool),
+        object_pose=np.zeros((num_steps + 1, m, object_slots, 7), np.float32) if privileged else None,
+        object_valid=np.zeros((num_steps + 1, m, object_slots), bool) if privileged else None,
+        object_contact=np.zeros((num_steps + 1, m), bool) if privileged else None,
         slots=list(slots),
     )
     episode_buffers = [EpisodeBuffer(num_steps, action_dim, object_slots) for _ in slots] if record else []
@@ -329,9 +335,11 @@ def collect_rollout(
         timers["world_model"] += time.perf_counter() - start
         buf.states[k] = torch.from_numpy(np.stack([o["state"] for o in obs])).to(device)
         buf.ee_pos[k] = np.stack([info["ee_pos"] for info in infos])
-        buf.object_pose[k] = np.stack([info["object_pose"] for info in infos])
-        buf.object_valid[k] = np.stack([info["object_valid"] for info in infos])
-        buf.object_contact[k] = [info["object_contact"] for info in infos]
+        buf.joint_velocity[k] = torch.from_numpy(np.stack([info["joint_velocity"] for info in infos])).to(device)
+        if privileged:
+            buf.object_pose[k] = np.stack([info["object_pose"] for info in infos])
+            buf.object_valid[k] = np.stack([info["object_valid"] for info in infos])
+            buf.object_contact[k] = [info["object_contact"] for info in infos]
 
     observe(0, obs, infos)
     step_infos = infos  # the infos that came with `obs`
@@ -360,8 +368,10 @@ def collect_rollout(
         else:
             logits, warped, next_memory = None, None, stepper.advance(buf, t)  # (L_m,M,Hm)
         buf.memory[t + 1] = next_memory.transpose(0, 1)
-        objects = torch.from_numpy(buf.object_pose[t : t + 2, :, :, :3]).to(device)  # (2,M,slots,3)
-        on_table = torch.from_numpy(buf.object_valid[t] & buf.object_valid[t + 1]).to(device)  # (M,slots)
+        objects, on_table = (None, None), None
+        if privileged:
+            objects = torch.from_numpy(buf.object_pose[t : t + 2, :, :, :3]).to(device)  # (2,M,slots,3)
+            on_table = torch.from_numpy(buf.object_valid[t] & buf.object_valid[t + 1]).to(device)  # (M,slots)
         terms = reward_fn(
             StepSignals(memory, next_memory, logits, buf.tokens[t + 1], warped, buf.frames[t + 1], objects[0], objects[1], on_table)
         )

@@ -15,15 +15,19 @@ iteration:
               (+ student.prediction_error_weight x prediction error + student.surprise_weight x surprise
               + student.unexplained_change_weight x unexplained change
               + student.clutter_motion_weight x clutter motion)             (f1.train.online.rewards)
-              A departure from DESIGN §5, which names the first two only: by default only clutter
-              motion is paid (weight 1, the others 0), because the world-model terms, measured, lead
-              the explorer to odd views instead of the clutter (docs/online.md, "Rewards").
+              + student.ensemble_error_weight x ensemble error + student.ensemble_disagreement_weight
+                x ensemble disagreement, over the running spread of their return  (f1.train.online.curiosity)
+              A departure from DESIGN §5, which names the first two only: by default only the ensemble's
+              error is paid (the others 0). The world-model terms, measured, lead the explorer to odd
+              views instead of the clutter; the ensemble predicts the arm's next proprioceptive state,
+              which contact perturbs, and reads nothing a real robot lacks (docs/online.md, "Rewards").
+    curiosity the ensemble scores the rollout (before it trains on it), then learns from it
     update    GAE, then PPO epochs over shuffled minibatches (f1.train.online.ppo)
 
 The world model's prediction (motion warp, proposal codes, a backbone pass: most of a rollout's
 time on a CPU) runs only in rollouts where a paid term needs it or where every term is logged
 (the logging and sampling iterations); elsewhere the world model only carries the memory the
-explorer reads. With the default reward (clutter motion) that is 1 rollout in training.log_every.
+explorer reads. With the default reward (the ensemble's error) that is 1 rollout in training.log_every.
 
 Logging (`reward/...`, `policy/...`, `explore/...`, `perf/...`), videos and
 checkpoints on the config's cadence, counted in iterations. The run lasts
@@ -42,7 +46,7 @@ from typing import Any, Callable, Optional
 from f1.shared.config import F1Config
 from f1.shared.errors import UserError
 from f1.shared.gpu import pin_from_local_rank
-from f1.train.checkpoint import load_checkpoint, resolve_resume
+from f1.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
 from f1.train.online.models import WORLD_MODEL_PHASES, checkpoint_phase, read_model_file
 from f1.train.online.record import check_record_store
@@ -64,6 +68,15 @@ def check_teacher(path: Optional[str], flag: str) -> Path:
     return Path(path)
 
 
+def check_privileged_terms(cfg: F1Config) -> None:
+    """A reward term that reads the simulator's object poses needs an env that exposes them."""
+    if not cfg.environment.privileged_info and cfg.student.clutter_motion_weight != 0:
+        raise UserError(
+            "student.clutter_motion_weight pays for the simulator's object poses, which environment.privileged_info=false "
+            "hides; set student.clutter_motion_weight=0 or environment.privileged_info=true"
+        )
+
+
 def main(
     cfg: F1Config,
     record: Optional[Path] = None,
@@ -81,6 +94,7 @@ def main(
     output_dir = Path(s.output_dir)
 
     # ---- inputs: every check before a rank starts or a file is written
+    check_privileged_terms(cfg)
     teacher_path = check_teacher(s.teacher_path, "--teacher_path")
     resume_path = resolve_resume(output_dir, resume, auto_resume)
     check_fresh_output_dir(output_dir, resuming=resume_path is not None)
@@ -113,6 +127,7 @@ def main(
     )  # fmt: skip
     from f1.train.optim import count_parameters, make_optimizer
     from f1.train.online.ppo import ActionScorer
+    from f1.train.online.curiosity import Curiosity
     from f1.train.online.rewards import StudentReward
     from f1.train.online.rollout import ExplorerPolicy, WorldModelStepper, collect_rollout, make_online_env, plan_round
     from f1.train.run_outputs import MetricsLog
@@ -135,13 +150,18 @@ def main(
     if checkpoint is not None:
         load_explorer_parts(explorer, checkpoint.model["model"], checkpoint.path)
     optimizer = make_optimizer(explorer, t, learning_rate=s.learning_rate)
+    curiosity = Curiosity.from_config(cfg, device)  # each rank's own, trained on its own rollouts
     progress = Progress()
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint.training_state["optimizer"])
         progress = Progress(**checkpoint.training_state["progress"])
     scorer, optimizer = accelerator.prepare(ActionScorer(explorer), optimizer)
     if checkpoint is not None:
-        restore_rng_state(checkpoint.rank_state(rank)["rng"])  # last: nothing above may draw after it
+        rank_state = checkpoint.rank_state(rank)
+        if "curiosity" not in rank_state:
+            raise CheckpointError(f"checkpoint {checkpoint.path} has no curiosity ensemble (an older f1's); start a new output dir")
+        curiosity.load_state_dict(rank_state["curiosity"])
+        restore_rng_state(rank_state["rng"])  # last: nothing above may draw after it
         log.info("resumed from %s at iteration %d (%d episodes)", checkpoint.path, progress.iteration, progress.episodes)
     else:
         set_seed(t.seed + rank)  # ranks draw different action noise
@@ -165,8 +185,8 @@ def main(
     last_metrics: dict[str, Any] = {}
 
     def save() -> None:
-        """Every rank gathers its RNG state; rank 0 writes checkpoint-<iteration>."""
-        ranks = gather_rank_states({"rng": capture_rng_state()}, rank, world_size)
+        """Every rank gathers its RNG state and curiosity ensemble; rank 0 writes checkpoint-<iteration>."""
+        ranks = gather_rank_states({"rng": capture_rng_state(), "curiosity": curiosity.state_dict()}, rank, world_size)
         if is_main:
             training_state = {
                 "phase": PHASE,
@@ -207,6 +227,9 @@ def main(
                 record=recorder is not None, keep_video=sample_now, predict=predict,
             )  # fmt: skip
             rollout_s = time.perf_counter() - start
+            start = time.perf_counter()
+            curiosity_figures = curiosity(buf)  # scores the rollout, pays its part of buf.rewards, then learns from it
+            curiosity_s = time.perf_counter() - start
 
             update, update_s = explorer_update(buf, scorer, optimizer, explorer, cfg, accelerator)
 
@@ -221,7 +244,9 @@ def main(
                 metrics = {
                     **rollout_metrics(buf),
                     **update,
+                    **curiosity_figures,
                     "perf/rollout_s": rollout_s,
+                    "perf/curiosity_s": curiosity_s,
                     "perf/update_s": update_s,
                     "perf/env_steps_per_s": t.steps_per_episode * s.envs / max(rollout_s, 1e-9),
                 }

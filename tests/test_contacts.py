@@ -110,7 +110,7 @@ def test_a_hand_pressed_onto_the_empty_table_registers_no_contact(env):
 def test_recorded_episodes_keep_their_contacts_through_a_store(env, cfg, tmp_path, fmt):
     """EpisodeBuffer -> the collector's writer -> a reader: the same figures from the store as from the env."""
     from f1.collect.store_spec import collection_spec
-    from f1.datasets import EpisodeMeta, open_store, open_writer, verify_store
+    from f1.datasets import FORMAT_VERSION, EpisodeMeta, open_store, open_writer, verify_store
     from f1.datasets.stats import compute_stats
 
     episodes = [press_down(env, seed)[0] for seed in (PRESS_ON_OBJECT, PRESS_ON_EMPTY_TABLE)]
@@ -120,7 +120,7 @@ def test_recorded_episodes_keep_their_contacts_through_a_store(env, cfg, tmp_pat
         for i, arrays in enumerate(episodes):
             writer.add_episode(arrays, EpisodeMeta(f"e{i}", i, i, {}, T + 1))
     store = open_store(tmp_path / "s")
-    assert store.manifest["format_version"] == 2 and verify_store(tmp_path / "s") == []
+    assert store.manifest["format_version"] == FORMAT_VERSION and verify_store(tmp_path / "s") == []
     for info, arrays in zip(store.episodes, episodes):
         got = store.read_episode(info, keys=("object_pose", "object_valid", "object_contact"))
         for key, value in got.items():

@@ -141,10 +141,12 @@ def test_ray_worker_node_lost_mid_run_the_head_finishes_the_exact_store(tmp_path
     out = tmp_path / "store"
     worker = ray_worker_node(ray_cluster)
     raylet = worker.all_processes["raylet"][0].process.pid  # ray_constants.PROCESS_TYPE_RAYLET
-    # Two actors of 1 CPU on two nodes of 1 CPU: one on each. One episode a task and a shard, eight tasks.
+    # Two actors of 1 CPU on two nodes of 1 CPU: one on each. One episode a task and a shard, eight tasks, each
+    # long enough (~0.5 s) that the caught task is still running when the node goes (at 30 steps, 0.1 s a task,
+    # the worker's actor once finished its last task first and nothing was lost).
     episodes = 8
     args = [*F1, "collect", "--backend", "ray", "--ray-address", ray_address, "--workers", "2", "--episodes", str(episodes),
-            "--episodes-per-shard", "1", "--out", str(out), *SMALL, "--image-size", "16", "--steps-per-episode", "30"]  # fmt: skip
+            "--episodes-per-shard", "1", "--out", str(out), *SMALL, "--image-size", "16", "--steps-per-episode", "150"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     victim = _wait_for_busy_actor(proc, out, raylet_pid=raylet)  # the worker node's actor, mid-task
     assert _listed(out) < episodes

@@ -172,7 +172,7 @@ print(rss_anon_bytes() - start, view.nbytes)
 
 
 def test_reading_the_token_store_keeps_anonymous_memory_flat_as_the_store_grows(assets, tmp_path):
-    """Reading every frame's tokens and wrist frame of a store 10x larger grows RssAnon by far less than the
+    """Reading every frame's tokens and wrist frame of a store 100x larger grows RssAnon by far less than the
     store holds; the in-memory cache over the same store grows by what it holds (so the test can fail)."""
     if rss_anon_bytes() is None:
         pytest.skip("no /proc/self/status RssAnon on this system")
@@ -192,9 +192,11 @@ def test_reading_the_token_store_keeps_anonymous_memory_flat_as_the_store_grows(
         return grown, stored
 
     small, small_bytes = growth()
-    write_store(store_dir, lengths=[20] * 36, first=4, worker="n0w1")  # the store grows 10x
+    write_store(store_dir, lengths=[20] * 396, first=4, worker="n0w1")  # the store grows 100x
     large, large_bytes = growth()
-    assert large_bytes >= 9 * small_bytes, (large_bytes, small_bytes)
-    assert large < 0.1 * large_bytes and large < small + (1 << 20), (small, large, large_bytes)
+    assert large_bytes >= 99 * small_bytes, (large_bytes, small_bytes)
+    # The reader's growth is ~50 KB alone but reached 0.8 MB once in the full suite (a 2.5 MB store then failed
+    # the 10 % bound): hence a store of ~25 MB, whose 10 % lies well above that noise.
+    assert large < 0.1 * large_bytes and large < small + (2 << 20), (small, large, large_bytes)
     in_memory, _ = growth(in_memory=True)
     assert in_memory > 0.5 * large_bytes, (in_memory, large_bytes)

@@ -1,7 +1,9 @@
 """One WebDataset shard: a plain tar, one sample a step, key `<episode_id>_<k:06d>`, steps in order.
 
 Members of a step, in this order: `<cam>_rgb.<png|npy>` per camera,
-`state.npy`, `action.npy`, with object slots `object_pose.npy`, then
+`state.npy`, `action.npy`, with object slots `object_pose.npy`, with camera
+geometry (format 4) `<cam>_pose.npy` and `<cam>_intrinsics.npy` per camera,
+with depth `<cam>_depth.<png|npy>` (a 16-bit greyscale PNG), then
 `flags.json` ({"is_first", "is_last", "is_terminal"}, and with object slots
 "object_valid" (a list, one bool per slot) and "object_contact": one readable
 member rather than several). Every sample has the same members, as Hugging
@@ -29,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from f1.datasets.codecs import decode_image, decode_npy, encode_image, encode_npy, image_extension
+from f1.datasets.codecs import decode_depth, decode_image, decode_npy, encode_depth, encode_image, encode_npy, image_extension
 from f1.datasets.schema import FLAG_KEYS, TAR_INDEX_SUFFIX, EpisodeMeta, StoreError, StoreSpec
 
 OBJECT_FLAG_KEYS = ("object_valid", "object_contact")  # format 2: kept in flags.json beside the markers
@@ -44,7 +46,8 @@ def member_names(spec: StoreSpec) -> list[str]:
     """Member suffixes in tar order; the index's column m is member_names(spec)[m]."""
     ext = image_extension(spec.image_codec)
     objects = ["object_pose.npy"] if spec.object_slots else []
-    return [*(f"{k}.{ext}" for k in spec.image_keys), "state.npy", "action.npy", *objects, FLAGS_MEMBER, EPISODE_MEMBER]
+    cameras = [f"{k}.npy" for k in spec.camera_keys] + [f"{k}.{ext}" for k in spec.depth_keys]
+    return [*(f"{k}.{ext}" for k in spec.image_keys), "state.npy", "action.npy", *objects, *cameras, FLAGS_MEMBER, EPISODE_MEMBER]
 
 
 def flag_keys(spec: StoreSpec) -> tuple[str, ...]:
@@ -85,6 +88,8 @@ class TarShardWriter:
             if self.spec.object_slots:
                 payloads.append(encode_npy(arrays["object_pose"][k]))
                 flags.update(object_valid=[bool(v) for v in arrays["object_valid"][k]], object_contact=bool(arrays["object_contact"][k]))
+            payloads += [encode_npy(arrays[key][k]) for key in self.spec.camera_keys]
+            payloads += [encode_depth(codec, arrays[key][k]) for key in self.spec.depth_keys]
             payloads.append(json.dumps(flags).encode())
             for m, data in enumerate(payloads):
                 row[m] = self._add(f"{key}.{self._members[m]}", data)
@@ -192,6 +197,8 @@ class TarShardReader:
         dtype, shape = self._dtypes[key]
         if key in self.spec.image_keys:
             return decode_image(self.spec.image_codec, data, shape)
+        if key in self.spec.depth_keys:
+            return decode_depth(self.spec.image_codec, data, shape)
         return decode_npy(data, dtype, shape)
 
     def read(self, start: int, stop: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -204,7 +211,7 @@ class TarShardReader:
         present = rows[:, :, 1] >= 0
         lo = int(rows[:, :, 0][present].min())
         hi = int((rows[:, :, 0] + rows[:, :, 1])[present].max())
-        span = any(key in self.spec.image_keys for key in keys)
+        span = any(key in self.spec.frame_keys for key in keys)
         buf = self._pread(hi - lo, lo) if span else None
         if span and len(buf) != hi - lo:
             raise StoreError(f"{self.path} is truncated (read {len(buf)} of {hi - lo} bytes at {lo}); re-collect it")
@@ -227,7 +234,7 @@ class TarShardReader:
     def _member_name(self, key: str) -> str:
         if key in self._flag_keys:
             return FLAGS_MEMBER
-        if key in self.spec.image_keys:
+        if key in self.spec.frame_keys:
             return f"{key}.{image_extension(self.spec.image_codec)}"
         return f"{key}.npy"
 

@@ -497,7 +497,7 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     shard = shard_at(store, "shard-n0w0-000000.tar")
     listing = subprocess.run(["tar", "tf", str(shard)], capture_output=True, text=True, check=True).stdout.split()
     members = ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "object_pose.npy")
-    members += ("head_pose.npy", "head_intrinsics.npy", "wrist_pose.npy", "wrist_intrinsics.npy", "wrist_depth.png", "flags.json")
+    members += ("cameras.json", "wrist_depth.png", "flags.json")
     # Format version 2: every sample has the same members (no episode.json at k = 0), as HF datasets requires.
     assert listing == [f"{key}.{m}" for key in [f"s0-e0000000_{k:06d}" for k in range(4)] + [
         f"s0-e0000001_{k:06d}" for k in range(6)
@@ -511,8 +511,9 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     assert np.array_equal(s["wrist_rgb.png"], arrays["wrist_rgb"][2])
     assert np.array_equal(s["state.npy"], arrays["state"][2])
     assert np.array_equal(s["object_pose.npy"], arrays["object_pose"][2])
-    assert np.array_equal(s["wrist_pose.npy"], arrays["wrist_pose"][2]) and s["wrist_pose.npy"].dtype == np.float32
-    assert np.array_equal(s["head_intrinsics.npy"], arrays["head_intrinsics"][2])
+    cameras = s["cameras.json"]  # nested lists; float32 values exactly
+    assert np.array_equal(np.float32(cameras["wrist_pose"]), arrays["wrist_pose"][2])
+    assert np.array_equal(np.float32(cameras["head_intrinsics"]), arrays["head_intrinsics"][2])
     from PIL import Image
 
     raw = list(wds.WebDataset(str(shard), shardshuffle=False))[4 + 2]  # undecoded: the depth PNG is 16-bit greyscale

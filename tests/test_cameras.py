@@ -184,3 +184,17 @@ def test_depth_off_leaves_it_out_of_info_and_spec(cfg):
     spec = collection_spec(off)
     assert spec.camera_geometry and spec.depth_keys == () and "wrist_depth" not in spec.keys
     assert "wrist_pose" in spec.keys and "head_intrinsics" in spec.keys
+
+
+def test_intrinsics_follow_a_resize_on_lerobot_import():
+    """A picture resized from 24x32 to 48x96: the same ray lands on the same place of the picture."""
+    from f1.datasets.lerobot_import import scaled_intrinsics
+
+    k = np.array([[[15.6, 0, 15.5], [0, 15.6, 11.5], [0, 0, 1]]], np.float32)
+    big = scaled_intrinsics(k, (24, 32), (48, 96))[0]
+    ray = np.array([0.3, -0.2, 1.0])
+    u, v = (k[0] @ ray)[:2]
+    u2, v2 = (big @ ray)[:2]
+    # Pixel centres on integers: continuous coordinate u + 0.5 scales with the picture.
+    assert (u2 + 0.5) == pytest.approx((u + 0.5) * 3) and (v2 + 0.5) == pytest.approx((v + 0.5) * 2)
+    assert np.array_equal(scaled_intrinsics(k, (24, 32), (24, 32)), k)

@@ -60,8 +60,8 @@ class _ZstdFrameLayout:
         self._meta = array.metadata
 
     def file_key(self, i: int) -> str:
-        """Path of shard file i relative to array_dir: 'c/<i>/0/0/0' with the default '/' separator."""
-        return self._meta.encode_chunk_key((i, 0, 0, 0))
+        """Path of shard file i relative to array_dir: 'c/<i>/0/0/0' ('c/<i>/0/0' for depth) with the default '/' separator."""
+        return self._meta.encode_chunk_key((i,) + (0,) * (len(self.shape) - 1))
 
     @classmethod
     def of(cls, array: Any, remote: bool = False) -> "_ZstdFrameLayout | None":

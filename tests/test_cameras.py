@@ -176,7 +176,8 @@ def test_poses_intrinsics_and_depth_round_trip_through_a_store(env, cfg, episode
                 assert got[key].dtype == info[key].dtype and np.array_equal(got[key][k], info[key]), (store, key, k)
 
 
-def test_depth_off_leaves_it_out_of_info_and_spec(cfg):
+def test_depth_off_by_default_leaves_it_out_of_info_and_spec(env):
+    from f1.collect.env import StudentEnv
     from f1.collect.store_spec import collection_spec
 
     off = load_config(overrides=[f"environment.image_size=[{H},{W}]"])
@@ -184,6 +185,10 @@ def test_depth_off_leaves_it_out_of_info_and_spec(cfg):
     spec = collection_spec(off)
     assert spec.camera_geometry and spec.depth_keys == () and "wrist_depth" not in spec.keys
     assert "wrist_pose" in spec.keys and "head_intrinsics" in spec.keys
+    student = StudentEnv(off)  # wrist only; renders fast now that the module's env compiled the shaders
+    _, info = student.reset(seed=SEED)
+    assert "wrist_depth" not in info and "head_pose" not in info and info["wrist_pose"].shape == (4, 4)
+    student.close()
 
 
 def test_intrinsics_follow_a_resize_on_lerobot_import():

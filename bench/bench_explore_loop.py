@@ -1,17 +1,19 @@
-"""The closed loop: does the explorer's data train a better world model than random data of the same size?
+"""The closed loop: does the explorer's data, or a 50/50 mix, train a better world model than random data of the same size?
 
     .venv/bin/python bench/bench_explore_loop.py --student STUDENT/checkpoint-N --tokenizer TOK [--work DIR]
         [--episodes 24] [--heldout-episodes 8] [--teacher-steps 400]
 
 From a trained student (`f1 train student`, whose teacher's tokenizer is TOK) and the CPU recipe's
 settings (64x64 cameras, 40 actions an episode):
-1. data, all format 2 (with the clutter's poses and contacts):
+1. data (stores with the clutter's poses and contacts):
    random  `f1 collect --policy random` (seed 10) for training, seed 11 for held-out;
    explorer  the student resumed from its checkpoint with `--record`, its sampled actions (still
-             training by PPO), E / envs iterations into one store, then H / envs more into another.
-2. two world models, `f1 train teacher` on each training store with the same tokenizer and the
+             training by PPO), E / envs iterations into one store, then H / envs more into another;
+   mix  E / 2 random episodes (seed 10) and E / 2 explorer episodes (the student resumed again from
+        the same checkpoint), joined by `f1 dataset merge`: the same size as the others.
+2. three world models, `f1 train teacher` on each training store with the same tokenizer and the
    same number of optimizer steps (`--max-steps`), wrist only (`teacher.use_head_camera=false`).
-3. both evaluated on the same held-out episodes, random and explorer mixed, with
+3. all evaluated on the same held-out episodes, random and explorer mixed, with
    f1.train.prediction_eval.PredictionEvaluator: one-step and k = 8 open-loop PSNR, one-step token
    accuracy (with copying the frame as the baseline), pooled over all predicted frames and split
    by contact: a one-step frame t+1 is "contact" when the robot touched the clutter in the step
@@ -32,6 +34,7 @@ from results import REPO, fresh_work_dir, load_average, machine, report, run_f1
 
 SIZE = ["--set", "environment.image_size=[64,64]"]
 K = 8
+ARMS = ("random", "explorer", "mix")  # the training data of the three world models
 
 
 def record_explorer(student: Path, work: Path, name: str, iterations: int, envs: int, timings: dict) -> Path:
@@ -110,19 +113,23 @@ def main() -> None:
     student = args.student.resolve()
     record_explorer(student, work, "explorer_train", -(-args.episodes // args.envs), args.envs, timings)
     record_explorer(student, work, "explorer_heldout", -(-args.heldout_episodes // args.envs), args.envs, timings)
+    half = args.episodes // 2
+    run_f1("bench_explore_loop", [*collect, "--episodes", half, "--seed", 10, "--out", work / "random_half"], "collect random (half)", timings)
+    record_explorer(student, work, "explorer_half", -(-half // args.envs), args.envs, timings)
+    run_f1("bench_explore_loop", ["dataset", "merge", work / "random_half", work / "explorer_half", "--out", work / "mix_train"], "merge mix", timings)
 
     from f1.datasets import open_store
     from f1.datasets.stats import compute_stats
 
     data = {}
-    for name in ("random", "explorer"):
+    for name in ARMS:
         store = work / f"{name}_train"
         data[name] = compute_stats(open_store(store), sample_images=1)
         run_f1("bench_explore_loop", ["train", "teacher", "--data", store, "--tokenizer", args.tokenizer.resolve(), "--output-dir", work / f"wm_{name}",
              "--max-steps", args.teacher_steps, "--set", "teacher.use_head_camera=false", *SIZE], f"teacher on {name} data", timings)  # fmt: skip
     heldout = [work / "random_heldout", work / "explorer_heldout"]
     held = {name: compute_stats(open_store(path), sample_images=1)["exploration"] for name, path in zip(("random", "explorer"), heldout)}
-    results = {name: evaluate(work / f"wm_{name}", heldout) for name in ("random", "explorer")}
+    results = {name: evaluate(work / f"wm_{name}", heldout) for name in ARMS}
     (work / "results.json").write_text(json.dumps({"train_data": {k: v["exploration"] for k, v in data.items()}, "heldout": held, "results": results}, indent=1))
 
     e = {k: v["exploration"] for k, v in data.items()}
@@ -132,7 +139,8 @@ def main() -> None:
         f"{args.episodes} episodes x 40 actions each, random (contact fraction {e['random']['object_contact_fraction']:.3f}, "
         f"objects moved {e['random']['objects_moved']:.2f}/episode, union voxels {e['random']['union_voxels']:.0f}) vs the "
         f"explorer's --record (contact fraction {e['explorer']['object_contact_fraction']:.3f}, objects moved "
-        f"{e['explorer']['objects_moved']:.2f}, union voxels {e['explorer']['union_voxels']:.0f}); a world model on each, "
+        f"{e['explorer']['objects_moved']:.2f}, union voxels {e['explorer']['union_voxels']:.0f}) vs a 50/50 mix (contact "
+        f"fraction {e['mix']['object_contact_fraction']:.3f}, {data['mix']['episodes']} episodes); a world model on each, "
         f"{args.teacher_steps} teacher steps, wrist only. Held-out: {args.heldout_episodes} random (contact "
         f"{held['random']['object_contact_fraction']:.3f}) + {args.heldout_episodes} explorer (contact "
         f"{held['explorer']['object_contact_fraction']:.3f}) episodes; one-step frames with/without contact "
@@ -141,7 +149,7 @@ def main() -> None:
     )
     rows = []
     for split in ("all", "contact", "no contact"):
-        for name in ("random", "explorer"):
+        for name in ARMS:
             r = results[name][split]
             rows.append((
                 f"{split}: world model on {name} data", f"{r['psnr_model']:.2f}", f"{r['psnr_copy_current']:.2f}",

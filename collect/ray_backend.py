@@ -9,7 +9,7 @@
 - Actors: one per GPU (`num_gpus=1`) or one per CPU slot (`num_cpus=1`, no
   GPU). Each builds its M envs once and keeps them from task to task; a task
   writes its own shards under the actor's name `n<node>r<k>` and finalises
-  them before it returns, so a task reported done is in the manifest.
+  them before it returns, so a task reported done is in the store.
 - GPU pinning (DESIGN.md section 6, haosulab/SAPIEN#101: by CUDA_VISIBLE_DEVICES
   or by an explicit device, never both): a GPU actor takes the one GPU Ray gave
   it (`ray.get_gpu_ids()`), sets CUDA_VISIBLE_DEVICES and the seed's variables
@@ -18,13 +18,13 @@
   RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO, Ray gives a num_gpus=0 actor an empty
   value or the node's own, and SAPIEN would render on a GPU it was not given.
 - A lost actor (its process killed, its node gone): its task goes back to the
-  queue with the episodes the manifest does not list yet, another actor runs
+  queue with the episodes the store does not list yet, another actor runs
   it, and a fresh actor takes the lost one's place. Tasks are at-least-once,
-  so every run of a task first drops the episodes the manifest lists, and the
-  manifest refuses a shard whose episodes it already lists
-  (`f1.datasets.manifest.DuplicateEpisodes`): a block that reached the
-  manifest is never added again. When the queue is empty the driver checks the
-  manifest and collects whatever is still missing, so the store ends with
+  so every run of a task first drops the episodes the store lists, and the
+  writer drops a shard whose episodes the store already lists (the reader
+  keeps the lowest-named record should two race): a block that reached the
+  store is never added again. When the queue is empty the driver checks the
+  store and collects whatever is still missing, so the store ends with
   exactly the asked episodes. A task lost `MAX_ATTEMPTS` times, or one that
   fails (an error inside it: a full disk, a render device that does not
   open), is reported as a failed worker is, and its actor retired.
@@ -37,7 +37,7 @@
   driver's actors and its bookkeeping are gone, so the run stops with
   `RunLost`, one line naming the cause (`f1.collect.collector.main` adds the
   rerun command; the traceback goes to the log file), exit 1; what reached
-  the manifest is kept and the rerun resumes from it.
+  the store is kept and the rerun resumes from it.
 - Without `--ray-address` the driver starts a local Ray instance with the
   run's CPUs and GPUs, listening on 127.0.0.1 only and with no dashboard:
   Ray's ports take jobs from whoever reaches them. A real cluster belongs on
@@ -74,7 +74,7 @@ LOCAL_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 HEALTH_CHECK_S = 2.0  # how often the driver asks the GCS whether its own node is still alive
 CHANNEL_TIMEOUT_S = 10.0  # a progress channel that does not answer in this long is dropped (the bar only)
 MAX_ATTEMPTS = 3  # runs of one task that may lose their actor before the task is reported failed
-REPAIR_ROUNDS = 2  # passes over what the manifest still lacks once the queue is empty
+REPAIR_ROUNDS = 2  # passes over what the store still lacks once the queue is empty
 ACTOR_START_TIMEOUT_S = float(os.environ.get("F1_RAY_ACTOR_START_TIMEOUT_S", "600"))
 POLL_S = 0.5
 
@@ -178,7 +178,7 @@ def _size(ray, cfg: F1Config, ray_address: Optional[str], gpu_ids: list[str]) ->
 
 
 def listed_episode_ids(out: Path) -> set[str]:
-    """Every episode the store's manifest lists (what a task run again must not redo)."""
+    """Every episode the store lists (what a task run again must not redo)."""
     from f1.datasets.manifest import read_manifest
 
     return {e["id"] for s in read_manifest(store_path(out))["shards"] for e in s["episodes"]}
@@ -261,7 +261,7 @@ class CollectActor:
             from f1.collect.store_spec import open_config_writer
             from f1.collect.worker import collect_plan
 
-            plan = without(plan, listed_episode_ids(self.out))  # a rerun skips what reached the manifest
+            plan = without(plan, listed_episode_ids(self.out))  # a rerun skips what reached the store
             if not plan.num_episodes:
                 return ("done", WorkerReport(rank=0), [])
             setup_s = 0.0
@@ -312,7 +312,7 @@ def _open_channel(ray, node_id: str):
 
 def _kept(out: Path) -> str:
     n = len(listed_episode_ids(out))
-    return "the manifest's 1 episode is kept" if n == 1 else f"the manifest's {n} episodes are kept"
+    return "the store's 1 episode is kept" if n == 1 else f"the store's {n} episodes are kept"
 
 
 def _check_driver_node(ray, node_id: str, out: Path, seen: Optional[BaseException] = None) -> None:
@@ -348,7 +348,7 @@ class _Task:
     total: int
     attempt: int = 0
     progress: int = 0
-    """Episodes of this task done: in the manifest when this attempt began, plus those it reported since."""
+    """Episodes of this task done: in the store when this attempt began, plus those it reported since."""
 
 
 @dataclass
@@ -533,7 +533,7 @@ def _drive(ray, here: str, cfg: F1Config, out: Path, console: Console, todo: int
             missing = plan_tasks(cfg, listed, num_actors)
             if not missing:
                 break
-            console.print(f"{sum(p.num_episodes for p in missing)} episode(s) still missing from the manifest; collecting them")
+            console.print(f"{sum(p.num_episodes for p in missing)} episode(s) still missing from the store; collecting them")
             for plan in missing:
                 task = _Task(next(ids), plan, plan.num_episodes)
                 tasks[task.id] = task

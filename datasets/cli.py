@@ -34,7 +34,7 @@ def stats(
 
 @app.command()
 def verify(store: StoreArg = DEFAULT_STORE) -> None:
-    """Check every shard against the manifest, the schema and the episode markers; exit 1 on any problem."""
+    """Check every shard against the store's listing, the schema and the episode markers; exit 1 on any problem."""
     from f1.datasets.verify import main
 
     raise typer.Exit(main(store))

@@ -1,5 +1,5 @@
 """`f1 collect --backend ray` on the session's two-node Ray cluster (an actor killed, a node removed) and
-on a local instance that loses its only node; ranks from Slurm and torchrun; the manifest's refusal of a
+on a local instance that loses its only node; ranks from Slurm and torchrun; the store's refusal of a
 block run twice."""
 
 import os
@@ -180,7 +180,7 @@ def test_ray_driver_node_lost_is_one_line_and_the_rerun_completes_the_store(tmp_
     last = stderr.strip().splitlines()[-1]
     listed = _listed(out)
     assert 1 <= listed < episodes, (listed, last)
-    assert last.startswith("Ray lost this driver's node") and f"the manifest's {listed} episode" in last, last
+    assert last.startswith("Ray lost this driver's node") and f"the store's {listed} episode" in last, last
     rerun, log = re.fullmatch(r".*: rerun `(f1 collect [^`]+)` to resume \(traceback: (\S+)\)", last).groups()
     assert shlex.split(rerun)[1:] == args[1:]
     assert "Traceback (most recent call last)" in Path(log).read_text()

@@ -49,6 +49,10 @@ store's format-2 keys, f1.datasets.schema.OBJECT_KEYS): object_pose (slots, 7) f
 object_valid (slots,) bool, the clutter's poses in `environment.domain_randomization.max_objects`
 slots, and object_contact, whether a robot link touched a clutter object during the step's
 physics (False after reset). These are privileged simulator state: no policy or world model sees them.
+`info` also carries, per camera, the store's format-4 keys (f1.datasets.schema): `<cam>_pose`
+(4, 4) float32, camera-to-world in OpenCV axes (x right, y down, z forward) at the instant of the
+step's pictures, and `<cam>_intrinsics` (3, 3) float32 in pixels of the image; with
+`environment.depth`, `wrist_depth` (H, W) uint16, the wrist picture's depth in millimetres.
 """
 
 from __future__ import annotations
@@ -122,6 +126,7 @@ class F1RLEnv(gym.Env):
         self._randomization_json = "{}"
         self._pending: Optional[tuple[np.ndarray, dict[str, Any]]] = None  # state and info of a started step
         self._frames: dict[str, np.ndarray] = {}
+        self._depth = cfg.environment.depth
         self._targets = np.zeros(ARM_JOINTS + 2, np.float32)
         self.object_slots = cfg.environment.domain_randomization.max_objects
         self._touched = False  # a robot link touched a clutter object during the last step's physics
@@ -177,7 +182,7 @@ class F1RLEnv(gym.Env):
         self._randomization_json = json.dumps({"scene": scene.params.to_dict(), "episode": episode.to_dict()})
         scene.take_pictures()
         state, info = self._state_and_info()
-        self._read_frames()
+        self._read_frames(info)
         self._history.reset(self._frames["wrist"])
         return self._observation(state), info
 
@@ -215,7 +220,7 @@ class F1RLEnv(gym.Env):
         """Wait for the pictures `apply_action` started; return what gymnasium's step returns."""
         assert self._pending is not None, "finish_step() must follow apply_action()"
         (state, info), self._pending = self._pending, None
-        self._read_frames()
+        self._read_frames(info)
         self._history.record_frame(self._frames["wrist"])
         truncated = self._elapsed >= self.steps_per_episode
         return self._observation(state), 0.0, False, truncated, info
@@ -226,8 +231,11 @@ class F1RLEnv(gym.Env):
 
     # ------------------------------------------------------------------ observation
 
-    def _read_frames(self) -> None:
+    def _read_frames(self, info: dict[str, Any]) -> None:
+        """Wait for the pictures; the wrist depth (environment.depth) goes into the step's info."""
         self._frames = {name: self._scene.read(name) for name in self.cameras}
+        if self._depth:
+            info["wrist_depth"] = self._scene.read_depth("wrist")  # (H, W) uint16 mm
 
     def _state_and_info(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The robot state (STATE_LAYOUT, zero-padded) and the step's info, read from the physics."""
@@ -245,6 +253,7 @@ class F1RLEnv(gym.Env):
             "ee_pos": state[STATE_LAYOUT["tcp_pos"]].copy(),
             "elapsed_steps": self._elapsed,
             "joint_velocity": robot.qvel(),
+            **self._scene.camera_geometry(),  # the poses of this step's pictures: take_pictures() ran update_render()
         }
         if self.cfg.environment.privileged_info:
             object_pose, object_valid = self._scene.object_poses(self.object_slots)

@@ -4,7 +4,8 @@ Step k holds the observation before action k and action k itself; the last
 step (k = N-1 = T) holds the final observation and a zero (padding) action.
 With `object_slots` > 0 it also keeps, from each step's env info, the format-2
 object keys (f1.datasets.schema.OBJECT_KEYS): the clutter's poses, which slots
-are real, and whether the robot touched the clutter.
+are real, and whether the robot touched the clutter; with `camera_keys`, the format-4 camera keys
+(`<cam>_pose`, `<cam>_intrinsics`, `<cam>_depth`), also from the env's info (`camera_keys_in`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ from f1.collect.plan import EpisodeTask
 
 OBS_KEYS = ("head_rgb", "wrist_rgb", "state")
 INFO_KEYS = ("object_pose", "object_valid", "object_contact")  # = f1.datasets.schema.OBJECT_KEYS, from the env's info
+CAMERA_INFO_SUFFIXES = ("_pose", "_intrinsics", "_depth")  # f1.datasets.schema's CAMERA_KEY_SUFFIXES and DEPTH_SUFFIX
+
+
+def camera_keys_in(info: dict[str, Any], cameras: tuple[str, ...] = ("head", "wrist")) -> tuple[str, ...]:
+    """The format-4 camera keys an env's info carries (its cameras' poses and intrinsics, the depth if on)."""
+    return tuple(f"{cam}{suffix}" for cam in cameras for suffix in CAMERA_INFO_SUFFIXES if f"{cam}{suffix}" in info)
 
 
 class EpisodeBuffer:
-    def __init__(self, num_actions: int, action_dim: int, object_slots: int = 0):
+    def __init__(self, num_actions: int, action_dim: int, object_slots: int = 0, camera_keys: tuple[str, ...] = ()):
         self.num_steps = num_actions + 1  # N = T + 1
         self.action_dim = action_dim
         self.object_slots = object_slots
+        self.camera_keys = camera_keys
         self._arrays: dict[str, np.ndarray] = {}
         self._k = 0
         self._terminated = False
@@ -33,6 +41,9 @@ class EpisodeBuffer:
         if self.object_slots:
             assert info is not None, "a buffer with object slots needs each step's env info"
             values.update({key: np.asarray(info[key]) for key in INFO_KEYS})
+        if self.camera_keys:
+            assert info is not None, "a buffer with camera keys needs each step's env info"
+            values.update({key: info[key] for key in self.camera_keys})
         for key, value in values.items():
             if key not in self._arrays:
                 self._arrays[key] = np.empty((self.num_steps, *value.shape), value.dtype)

@@ -10,6 +10,10 @@ at 128x128, two cameras, physics included (bench/RESULTS.md): SAPIEN's default
 shader runs at ~0.65x the speed, its float32 output converted to uint8 at
 ~0.9x, and the full robot meshes (f1.collect.robot) at ~0.12x.
 
+Camera geometry for the store (format 4): `camera_pose_cv` and `camera_intrinsics_cv` give a camera's pose
+and intrinsics in OpenCV's convention, and `read_depth_mm` its depth from the minimal shader's
+"PositionSegmentation" picture, which the G-buffer pass renders anyway (int16 millimetres, OpenGL camera axes).
+
 `create_render_system` turns SAPIEN's bare "failed to find a rendering device"
 into a UserError that says how to install one.
 """
@@ -32,6 +36,10 @@ VULKAN_FIX = (
     "`apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1`) or a GPU driver with Vulkan"
 )
 
+POSITION_PICTURE = "PositionSegmentation"
+# OpenGL camera axes (x right, y up, z backward, what get_model_matrix maps to the world) -> OpenCV's
+# (x right, y down, z forward): flip y and z. SAPIEN's own camera frame (x forward, y left, z up) is neither.
+GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 _RGB = np.array([0, 1, 2])
 _configured = False
 # One render system per device kept for the life of the process: when the last one is freed, SAPIEN
@@ -78,3 +86,26 @@ def read_rgb(camera: sapien.render.RenderCameraComponent) -> np.ndarray:
     # Gathering the channels by index is ~6x faster than a strided copy (np.ascontiguousarray(rgba[..., :3])):
     # 19 vs 110 us at 128x128.
     return rgba[..., _RGB]
+
+
+def camera_pose_cv(camera: sapien.render.RenderCameraComponent) -> np.ndarray:
+    """Camera-to-world (4, 4) float32, OpenCV axes (x right, y down, z forward), as of the last update_render()."""
+    model = np.asarray(camera.get_model_matrix(), np.float64)  # (4, 4) OpenGL camera -> world
+    return (model @ GL_TO_CV).astype(np.float32)
+
+
+def camera_intrinsics_cv(camera: sapien.render.RenderCameraComponent) -> np.ndarray:
+    """(3, 3) float32 K in pixels, OpenCV's convention: pixel (row v, column u) is centred on integer (u, v).
+
+    SAPIEN's K puts pixel centres at +0.5 (cx = width / 2 for a centred camera; measured against its
+    position picture in tests/test_cameras.py), so the principal point moves half a pixel.
+    """
+    k = np.asarray(camera.get_intrinsic_matrix(), np.float64)  # (3, 3)
+    k[:2, 2] -= 0.5
+    return k.astype(np.float32)
+
+
+def read_depth_mm(camera: sapien.render.RenderCameraComponent) -> np.ndarray:
+    """The last picture's depth along the viewing axis (OpenCV z), (H, W) uint16 millimetres; 0 where nothing was drawn."""
+    position = camera.get_picture(POSITION_PICTURE)  # (H, W, 4) int: x, y, z in mm (OpenGL axes), segmentation
+    return np.clip(-position[..., 2], 0, np.iinfo(np.uint16).max).astype(np.uint16)

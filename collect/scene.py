@@ -23,7 +23,7 @@ import sapien
 
 from f1.collect import layout
 from f1.collect.randomization import EpisodeParams, ObjectSpec, SceneParams, SurfaceSpec
-from f1.collect.rendering import create_render_system, read_rgb
+from f1.collect.rendering import camera_intrinsics_cv, camera_pose_cv, create_render_system, read_depth_mm, read_rgb
 from f1.collect.robot import PandaRobot, RobotMeshes
 
 CAMERA_NAMES = ("head", "wrist")
@@ -224,3 +224,16 @@ class TabletopScene:
     def read(self, name: str) -> np.ndarray:
         """The picture camera `name` took last, (H, W, 3) uint8."""
         return read_rgb(self.cameras[name])
+
+    def read_depth(self, name: str) -> np.ndarray:
+        """The depth of the picture camera `name` took last, (H, W) uint16 millimetres (OpenCV z)."""
+        return read_depth_mm(self.cameras[name])
+
+    def camera_geometry(self) -> dict[str, np.ndarray]:
+        """Per camera, `<name>_pose` (4, 4) camera-to-world in OpenCV axes as of the last take_pictures(), and
+        `<name>_intrinsics` (3, 3) in pixels (the store's format-4 keys)."""
+        out = {}
+        for name, camera in self.cameras.items():
+            out[f"{name}_pose"] = camera_pose_cv(camera)
+            out[f"{name}_intrinsics"] = camera_intrinsics_cv(camera)
+        return out

@@ -28,6 +28,8 @@ def collection_spec(cfg: F1Config, cameras: tuple[str, ...] = ("head", "wrist"))
         control_freq=cfg.environment.control_freq,
         image_codec=cfg.collect.image_codec,
         object_slots=cfg.environment.domain_randomization.max_objects,
+        camera_geometry=True,
+        depth_cameras=("wrist",) if cfg.environment.depth else (),
     )
 
 

@@ -82,7 +82,7 @@ def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None, v
     envs from task to task); None builds them here and closes them. `warm`: they have
     rendered before, so the first reset is no start-up cost.
     """
-    from f1.collect.episode_buffer import EpisodeBuffer
+    from f1.collect.episode_buffer import EpisodeBuffer, camera_keys_in
     from f1.collect.policies import make_policy
     from f1.collect.vector import make_vector_env
 
@@ -109,7 +109,8 @@ def collect_plan(cfg, plan: WorkerPlan, writer, on_episode=lambda steps: None, v
             else:
                 report.env_s += time.perf_counter() - t0
             slots = cfg.environment.domain_randomization.max_objects
-            buffers = [EpisodeBuffer(steps_per_episode, cfg.training.action_dim, slots) for _ in tasks]
+            cams = camera_keys_in(infos[0])
+            buffers = [EpisodeBuffer(steps_per_episode, cfg.training.action_dim, slots, cams) for _ in tasks]
             for j, task in enumerate(tasks):
                 policies[active[j]].reset(task.seed)
             for _ in range(steps_per_episode):

@@ -99,6 +99,28 @@ def decode_image(name: str, data: bytes | memoryview, shape: tuple[int, ...]) ->
     return frame
 
 
+def encode_depth(name: str, depth: np.ndarray) -> bytes:
+    """One (H, W) uint16 depth map -> member bytes: a 16-bit greyscale PNG (what the 'png' codec writes) or .npy."""
+    buf = io.BytesIO()
+    if name == "png":
+        Image.fromarray(depth.astype("<u2", copy=False)).save(buf, format="PNG", compress_level=PNG_LEVEL)  # mode I;16
+    else:
+        np.save(buf, depth, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_depth(name: str, data: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    """Member bytes -> (H, W) uint16 depth map; ValueError when they do not decode to `shape`."""
+    if name == "png":
+        with Image.open(io.BytesIO(data)) as im:
+            depth = np.asarray(im).astype(np.uint16, copy=False)  # PIL reads 16-bit PNGs as I;16 (uint16)
+    else:
+        depth = decode_npy(data, np.dtype(np.uint16), shape)
+    if depth.shape != shape:
+        raise ValueError(f"decoded depth is {depth.dtype}{depth.shape}, expected uint16{shape}")
+    return depth
+
+
 def encode_npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)

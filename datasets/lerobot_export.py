@@ -99,6 +99,8 @@ def main(
     os.rename(partial, dst_path)
     seconds = time.perf_counter() - started
     skipped = f", {writer.skipped} one-step episodes skipped (no action)" if writer.skipped else ""
+    if writer.spec.depth_keys:
+        skipped += f"; {', '.join(writer.spec.depth_keys)} not exported (LeRobot has no lossless 16-bit video feature)"
     print(
         f"wrote {dst_path}: LeRobot {CODEBASE_VERSION}, {writer.episode_index} episodes, {writer.frame_index} frames "
         f"({writer.frame_index / max(seconds, 1e-9):.0f} frames/s), video {CODECS[codec][0]}{skipped}"
@@ -146,6 +148,7 @@ class DatasetWriter:
         self.features = export_features(spec, self._video_info())
         self.video_keys = [IMAGE_PREFIX + c for c in spec.cameras]
         self.frame_bytes = 8 * 4 + 4 * (spec.real_state_dims + spec.real_action_dims) + 3 + spec.object_slots * (4 * OBJECT_POSE_DIM + 1)
+        self.frame_bytes += 4 * 25 * len(spec.cameras) if spec.camera_geometry else 0
         self.max_file_frames = max_file_frames
         self.episode_index = self.frame_index = self.skipped = 0
         self.file_number = 0  # data and video files roll over together
@@ -214,6 +217,8 @@ class DatasetWriter:
             columns["object_pose"] = arrays["object_pose"][:n].reshape(n, -1)
             columns["object_valid"] = arrays["object_valid"][:n]
             columns["object_contact"] = arrays["object_contact"][:n]
+        for key in spec.camera_keys:
+            columns[key] = arrays[key][:n].reshape(n, -1)  # (n, 16) or (n, 9), row-major
         columns.update(
             timestamp=(k / self.fps).astype(np.float32),
             frame_index=k.astype(np.int64),
@@ -302,7 +307,7 @@ class DatasetWriter:
             if feature["dtype"] == "video":
                 continue
             scalar = types[feature["dtype"]]
-            if key in (STATE, ACTION, "object_pose", "object_valid"):
+            if key in (STATE, ACTION, "object_pose", "object_valid", *self.spec.camera_keys):
                 fields.append(pa.field(key, pa.list_(scalar, feature["shape"][0])))
             else:
                 fields.append(pa.field(key, scalar))

@@ -10,6 +10,9 @@
 | object_pose (slots, 7)       | object_pose                | float32, [slots * 7], named object<i>.<x..qz>     |
 | object_valid (slots,)        | object_valid               | bool, [slots]                                     |
 | object_contact ()            | object_contact             | bool, [1]                                         |
+| <camera>_pose (4, 4)         | <camera>_pose              | float32, [16], row-major, named r<i>c<j>          |
+| <camera>_intrinsics (3, 3)   | <camera>_intrinsics        | float32, [9], row-major, named r<i>c<j>           |
+| <camera>_depth (H, W) uint16 | (not exported)             | LeRobot has no lossless 16-bit video feature      |
 
 The extra keys carry no `observation.` or `action` prefix, so LeRobot's policies do not take them
 for inputs. The dim names of a Panda store are f1's env layout (collect/env_spec.py; a test keeps the
@@ -73,4 +76,13 @@ def export_features(spec: StoreSpec, video_info: dict[str, Any]) -> dict[str, di
         }
         features["object_valid"] = {"dtype": "bool", "shape": [slots], "names": [f"object{i}" for i in range(slots)]}
         features["object_contact"] = {"dtype": "bool", "shape": [1], "names": None}
+    for key in spec.camera_keys:
+        side = 4 if key.endswith("_pose") else 3
+        features[key] = {"dtype": "float32", "shape": [side * side], "names": [f"r{i}c{j}" for i in range(side) for j in range(side)]}
     return features
+
+
+def camera_features(features: dict[str, Any], names: list[str]) -> bool:
+    """Whether a dataset carries f1's pose and intrinsics features for each camera named (its video keys' suffixes)."""
+    want = {f"{name}_pose": [16] for name in names} | {f"{name}_intrinsics": [9] for name in names}
+    return bool(names) and all(k in features and features[k]["dtype"] == "float32" and features[k]["shape"] == s for k, s in want.items())

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from f1.datasets.lerobot_features import ACTION, DONE, IMAGE_PREFIX, STATE
+from f1.datasets.lerobot_features import ACTION, DONE, IMAGE_PREFIX, STATE, camera_features
 from f1.datasets.lerobot_layout import (
     CODEBASE_VERSION,
     F1_INFO,
@@ -62,6 +62,7 @@ class Mapping:
     source_hw: dict[str, tuple[int, int]]
     object_slots: int
     extra: list[str] = field(default_factory=list)  # f1's own per-frame features present in the dataset
+    camera_names: dict[str, str] = field(default_factory=dict)  # f1 slot -> its name in f1's <name>_pose features
 
 
 def main(
@@ -92,6 +93,7 @@ def main(
         control_mode=f1.get("control_mode", "lerobot"),
         control_freq=fps,
         object_slots=mapping.object_slots,
+        camera_geometry=bool(mapping.camera_names),
     )
     tasks = sorted({t for e in episodes for t in e.get("tasks") or []})
     config = {
@@ -232,7 +234,12 @@ def map_features(
         raise LeRobotError(f"--image-size {image_size} must be between 1 and {MAX_IMAGE_SIDE}")
     slots = _object_slots(features)
     extra = [k for k in ("is_first", "is_terminal", "object_pose", "object_valid", "object_contact") if k in features]
-    return Mapping(cameras, state, action, image_hw, source_hw, slots, extra if slots else [k for k in extra if not k.startswith("object")])
+    extra = extra if slots else [k for k in extra if not k.startswith("object")]
+    # f1's camera poses and intrinsics come along when every mapped camera has them (an f1 export's).
+    names = {slot: key.removeprefix(IMAGE_PREFIX) for slot, key in cameras.items()}
+    names = names if camera_features(features, list(names.values())) else {}
+    extra += [f"{name}{suffix}" for name in names.values() for suffix in ("_pose", "_intrinsics")]
+    return Mapping(cameras, state, action, image_hw, source_hw, slots, extra, names)
 
 
 def _object_slots(features: dict[str, Any]) -> int:
@@ -331,7 +338,25 @@ def iter_episodes(
             arrays["object_pose"] = columns["object_pose"].reshape(n, spec.object_slots, OBJECT_POSE_DIM).astype(np.float32)
             arrays["object_valid"] = columns["object_valid"].astype(bool)
             arrays["object_contact"] = columns["object_contact"].reshape(n).astype(bool)
+        for slot, name in mapping.camera_names.items():
+            arrays[f"{slot}_pose"] = columns[f"{name}_pose"].reshape(n, 4, 4).astype(np.float32)
+            arrays[f"{slot}_intrinsics"] = scaled_intrinsics(
+                columns[f"{name}_intrinsics"].reshape(n, 3, 3).astype(np.float32), mapping.source_hw[slot], mapping.image_hw
+            )
         yield arrays, _episode_meta(row, n)
+
+
+def scaled_intrinsics(k: np.ndarray, source_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+    """(n, 3, 3) K of `source_hw` pictures for the same pictures resized to `image_hw` (pixel centres on integers)."""
+    if tuple(source_hw) == tuple(image_hw):
+        return k
+    sy, sx = image_hw[0] / source_hw[0], image_hw[1] / source_hw[1]
+    out = k.astype(np.float64)
+    out[:, 0, :2] *= sx  # fx, skew
+    out[:, 1, 1] *= sy
+    out[:, 0, 2] = (out[:, 0, 2] + 0.5) * sx - 0.5
+    out[:, 1, 2] = (out[:, 1, 2] + 0.5) * sy - 0.5
+    return out.astype(np.float32)
 
 
 def _padded(values: np.ndarray, dim: int) -> np.ndarray:

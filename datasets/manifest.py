@@ -124,11 +124,14 @@ def open_or_create_manifest(
     manifest = new_manifest(fmt, spec, collection_config)
     if not isinstance(store_dir, S3Path):
         store_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        if create_only(store_dir / MANIFEST_NAME, json.dumps(manifest, indent=1).encode()):
-            return manifest
-    except StoreError:  # there with other content: another run's store (or the same asked again), checked below
-        pass
+    # Only a new store is created: trying create_only on every open would leave its temporary file behind
+    # whenever a writer is killed inside the call (a Ray actor lost at the start of a task).
+    if not (store_dir / MANIFEST_NAME).exists():
+        try:
+            if create_only(store_dir / MANIFEST_NAME, json.dumps(manifest, indent=1).encode()):
+                return manifest
+        except StoreError:  # there with other content: another run's store (or the same asked again), checked below
+            pass
     manifest = read_header(store_dir)
     check_format(store_dir, manifest, fmt)
     have = StoreSpec.from_dict(manifest["spec"])

@@ -54,7 +54,10 @@ poses in `spec.object_slots` fixed slots, which slots hold a real object, and
 whether the robot touches any of them (OBJECT_KEYS). A version-1 store's spec
 has no `object_slots` (it reads as 0: no object keys), so it still reads. 3 changes
 the store's layout, not its shards: commit records, checkpoints and a Parquet episode index instead
-of one manifest rewritten per commit (`f1 dataset upgrade` moves a version 1 or 2 store forward).
+of one manifest rewritten per commit (`f1 dataset upgrade` moves a version 1 or 2 store forward). 4 adds,
+per step, every camera's pose and intrinsics (CAMERA_KEY_SUFFIXES, when `spec.camera_geometry`) and a camera's
+depth (`<cam>_depth`, for each of `spec.depth_cameras`); a version-1..3 store's spec has neither field (no
+camera keys), so it still reads, and `f1 dataset upgrade` moves a version-3 store to 4 by its header alone.
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ import numpy as np
 
 from f1.shared.errors import UserError
 
-FORMAT_VERSION = 3
-"""3: the log-structured layout above (commit records, checkpoints, the Parquet episode index, chunk
+FORMAT_VERSION = 4
+"""4: per-step camera poses and intrinsics, and optionally depth (CAMERA_KEY_SUFFIXES, DEPTH_SUFFIX); the layout
+is version 3's. 3: the log-structured layout above (commit records, checkpoints, the Parquet episode index, chunk
 folders); the shards themselves are as in version 2. 2: per-step object poses, which slots are real and robot-object contact (when the store has object
 slots, `StoreSpec.object_slots`); WebDataset samples all have the same members (no episode.json at
 k = 0; every episode's meta, randomization included, is in its manifest entry), so Hugging Face
@@ -104,6 +108,16 @@ VECTOR_KEYS = ("state", "action")
 #                                      this step's observation (False at step 0, before any action)
 OBJECT_KEYS = ("object_pose", "object_valid", "object_contact")
 OBJECT_POSE_DIM = 7
+# Format 4, present when spec.camera_geometry (the collector always sets it), for each camera <cam>:
+#   <cam>_pose        float32 (4, 4)  camera-to-world transform, OpenCV camera axes (x right, y down, z forward),
+#                                     metres; world frame as object_pose (z up, robot base at the origin)
+#   <cam>_intrinsics  float32 (3, 3)  K in pixels of the stored image: u = fx x/z + cx, v = fy y/z + cy, with
+#                                     pixel (row v, column u) centred on integer (u, v) (OpenCV's convention)
+# and for each camera of spec.depth_cameras (environment.depth: the wrist camera):
+#   <cam>_depth       uint16 (H, W)   z along the camera's forward axis (OpenCV z), millimetres; 0 where
+#                                     nothing was rendered (beyond the far plane)
+CAMERA_KEY_SUFFIXES = ("_pose", "_intrinsics")
+DEPTH_SUFFIX = "_depth"
 
 
 Episode = dict  # dict[str, np.ndarray]: one array per key of StoreSpec.keys, leading time axis N
@@ -151,11 +165,16 @@ class StoreSpec:
     """Lossless image codec (f1.datasets.codecs); 'auto' resolves to the format's default when a store is created."""
     object_slots: int = 0
     """Clutter object slots per step (format 2, OBJECT_KEYS); 0: the store keeps no object keys (every version-1 store)."""
+    camera_geometry: bool = False
+    """Per-step `<cam>_pose` and `<cam>_intrinsics` for every camera (format 4); False in every older store."""
+    depth_cameras: tuple[str, ...] = ()
+    """Cameras whose per-step `<cam>_depth` (uint16 millimetres) the store keeps (format 4); () in every older store."""
 
     def __post_init__(self) -> None:
         # Lists from JSON become tuples, so specs compare equal however they were built.
         object.__setattr__(self, "image_hw", tuple(int(v) for v in self.image_hw))
         object.__setattr__(self, "cameras", tuple(self.cameras))
+        object.__setattr__(self, "depth_cameras", tuple(self.depth_cameras))
         if len(self.image_hw) != 2 or min(self.image_hw) < 1:
             raise SchemaError(f"image_hw must be (height, width), got {self.image_hw}")
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
@@ -166,6 +185,8 @@ class StoreSpec:
             raise SchemaError(f"real_action_dims={self.real_action_dims} not in [0, action_dim={self.action_dim}]")
         if self.object_slots < 0:
             raise SchemaError(f"object_slots={self.object_slots} must be >= 0")
+        if not set(self.depth_cameras) <= set(self.cameras) or len(set(self.depth_cameras)) != len(self.depth_cameras):
+            raise SchemaError(f"depth_cameras {self.depth_cameras} must be distinct cameras of {self.cameras}")
 
     @property
     def image_keys(self) -> tuple[str, ...]:
@@ -176,8 +197,22 @@ class StoreSpec:
         return OBJECT_KEYS if self.object_slots else ()
 
     @property
+    def camera_keys(self) -> tuple[str, ...]:
+        """Format 4's per-camera pose and intrinsics keys, () without camera_geometry."""
+        return tuple(f"{cam}{suffix}" for cam in self.cameras for suffix in CAMERA_KEY_SUFFIXES) if self.camera_geometry else ()
+
+    @property
+    def depth_keys(self) -> tuple[str, ...]:
+        return tuple(f"{cam}{DEPTH_SUFFIX}" for cam in self.depth_cameras)
+
+    @property
+    def frame_keys(self) -> tuple[str, ...]:
+        """Keys stored frame by frame (a chunk, a PNG each): the colour images, then the depth maps."""
+        return (*self.image_keys, *self.depth_keys)
+
+    @property
     def keys(self) -> tuple[str, ...]:
-        return (*self.image_keys, *VECTOR_KEYS, *FLAG_KEYS, *self.object_keys)
+        return (*self.image_keys, *VECTOR_KEYS, *FLAG_KEYS, *self.object_keys, *self.camera_keys, *self.depth_keys)
 
     def step_dtypes(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """Per key: (dtype, shape of one step)."""
@@ -190,6 +225,10 @@ class StoreSpec:
             out["object_pose"] = (np.dtype(np.float32), (self.object_slots, OBJECT_POSE_DIM))
             out["object_valid"] = (np.dtype(np.bool_), (self.object_slots,))
             out["object_contact"] = (np.dtype(np.bool_), ())
+        for cam in self.cameras if self.camera_geometry else ():
+            out[f"{cam}_pose"] = (np.dtype(np.float32), (4, 4))
+            out[f"{cam}_intrinsics"] = (np.dtype(np.float32), (3, 3))
+        out.update({k: (np.dtype(np.uint16), (h, w)) for k in self.depth_keys})
         return out
 
     def raw_bytes_per_step(self) -> int:
@@ -197,7 +236,7 @@ class StoreSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["image_hw"], d["cameras"] = list(self.image_hw), list(self.cameras)
+        d["image_hw"], d["cameras"], d["depth_cameras"] = list(self.image_hw), list(self.cameras), list(self.depth_cameras)
         return d
 
     @classmethod
@@ -279,6 +318,30 @@ def episode_problems(arrays: dict[str, np.ndarray], meta: EpisodeMeta, spec: Sto
         if off.any():
             step, slot = np.argwhere(off)[0]
             problems.append(f"{ep}: object_pose slot {slot} at step {step} has a quaternion of norm {norm[step, slot]:.4f}, not 1")
+    for cam in spec.cameras if spec.camera_geometry else ():
+        problems += camera_problems(ep, cam, arrays[f"{cam}_pose"], arrays[f"{cam}_intrinsics"])
+    return problems
+
+
+def camera_problems(ep: str, cam: str, pose: np.ndarray, intrinsics: np.ndarray) -> list[str]:
+    """A camera's poses (N, 4, 4) must be rigid transforms, its intrinsics (N, 3, 3) pinhole matrices."""
+    problems = []
+    for key, a in ((f"{cam}_pose", pose), (f"{cam}_intrinsics", intrinsics)):
+        bad = ~np.isfinite(a).all(axis=(1, 2))  # (N,)
+        if bad.any():
+            problems.append(f"{ep}: {key} is not finite at step {np.flatnonzero(bad)[0]}")
+    if problems:
+        return problems
+    rot = pose[:, :3, :3].astype(np.float64)  # (N, 3, 3)
+    off = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2)) > 1e-4  # (N,)
+    off |= np.linalg.det(rot) < 0
+    off |= np.any(pose[:, 3] != np.array([0, 0, 0, 1], np.float32), axis=1)
+    if off.any():
+        problems.append(f"{ep}: {cam}_pose at step {np.flatnonzero(off)[0]} is not a rigid transform (rotation, translation, last row 0 0 0 1)")
+    k = intrinsics
+    bad = (k[:, 0, 0] <= 0) | (k[:, 1, 1] <= 0) | np.any(k[:, 2] != np.array([0, 0, 1], np.float32), axis=1) | (k[:, 1, 0] != 0)
+    if bad.any():
+        problems.append(f"{ep}: {cam}_intrinsics at step {np.flatnonzero(bad)[0]} is not a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
     return problems
 
 

@@ -1,4 +1,8 @@
-"""`f1 dataset upgrade STORE`: turn a format-1 or -2 store into format 3 in place, crash-safe.
+"""`f1 dataset upgrade STORE`: turn a format-1, -2 or -3 store into the current format in place, crash-safe.
+
+A format-3 store has the current layout already; format 4 only allows per-step camera keys (which the
+old store's spec does not list), so its upgrade is step 2 alone: the header replaced with version 4.
+A format-1 or -2 store takes both steps:
 
 Two steps, each leaving a store that reads:
 1. an index part and a checkpoint holding every shard the manifest lists (shards stay where they are:
@@ -47,16 +51,17 @@ def _header(manifest: dict[str, Any]) -> bytes:
 
 
 def upgrade(store: Path | S3Path) -> int | None:
-    """Upgrade in place; the old version, or None when the store was already format 3."""
+    """Upgrade in place; the old version, or None when the store was already the current format."""
     if isinstance(store, S3Path):
         found = (store / MANIFEST_NAME).read_with_etag()
         if found is None:
             raise StoreError(f"{store} is not an f1 store (no {MANIFEST_NAME}); point at a store written by `f1 collect`")
         manifest = parse_manifest(store, found[0].decode())
         version = int(manifest["format_version"])
-        if version >= 3:
+        if version >= FORMAT_VERSION:
             return None
-        write_upgrade_checkpoint(store, manifest)
+        if version < 3:
+            write_upgrade_checkpoint(store, manifest)
         (store / f"manifest.v{version}.json").put(found[0])
         try:
             (store / MANIFEST_NAME).put(_header(manifest), mode={"e_tag": found[1]})
@@ -66,9 +71,10 @@ def upgrade(store: Path | S3Path) -> int | None:
     with manifest_lock(store):
         manifest = parse_manifest(store, manifest_text(store))
         version = int(manifest["format_version"])
-        if version >= 3:
+        if version >= FORMAT_VERSION:
             return None
-        write_upgrade_checkpoint(store, manifest)
+        if version < 3:
+            write_upgrade_checkpoint(store, manifest)
         replace_file(store / f"manifest.v{version}.json", json.dumps(manifest, indent=1).encode())
         write_manifest(store, json.loads(_header(manifest)))
     return version

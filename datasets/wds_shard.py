@@ -1,7 +1,11 @@
 """One WebDataset shard: a plain tar, one sample a step, key `<episode_id>_<k:06d>`, steps in order.
 
 Members of a step, in this order: `<cam>_rgb.<png|npy>` per camera,
-`state.npy`, `action.npy`, with object slots `object_pose.npy`, then
+`state.npy`, `action.npy`, with object slots `object_pose.npy`, with camera
+geometry (format 4) `cameras.json` ({"<cam>_pose": 4 rows of 4, "<cam>_intrinsics":
+3 rows of 3} per camera: one member, not four .npy members, which cost 4 KB a step in tar
+headers and padding; float32 values survive JSON exactly), with depth
+`<cam>_depth.<png|npy>` (a 16-bit greyscale PNG), then
 `flags.json` ({"is_first", "is_last", "is_terminal"}, and with object slots
 "object_valid" (a list, one bool per slot) and "object_contact": one readable
 member rather than several). Every sample has the same members, as Hugging
@@ -29,13 +33,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from f1.datasets.codecs import decode_image, decode_npy, encode_image, encode_npy, image_extension
+from f1.datasets.codecs import decode_depth, decode_image, decode_npy, encode_depth, encode_image, encode_npy, image_extension
 from f1.datasets.schema import FLAG_KEYS, TAR_INDEX_SUFFIX, EpisodeMeta, StoreError, StoreSpec
 
 OBJECT_FLAG_KEYS = ("object_valid", "object_contact")  # format 2: kept in flags.json beside the markers
 
 EPISODE_MEMBER = "episode.json"
 FLAGS_MEMBER = "flags.json"
+CAMERAS_MEMBER = "cameras.json"  # format 4: every camera's pose and intrinsics
 STEP_KEY_RE = re.compile(r"^(.+)_(\d{6,})$")
 _BLOCK = tarfile.BLOCKSIZE
 
@@ -44,7 +49,13 @@ def member_names(spec: StoreSpec) -> list[str]:
     """Member suffixes in tar order; the index's column m is member_names(spec)[m]."""
     ext = image_extension(spec.image_codec)
     objects = ["object_pose.npy"] if spec.object_slots else []
-    return [*(f"{k}.{ext}" for k in spec.image_keys), "state.npy", "action.npy", *objects, FLAGS_MEMBER, EPISODE_MEMBER]
+    cameras = ([CAMERAS_MEMBER] if spec.camera_keys else []) + [f"{k}.{ext}" for k in spec.depth_keys]
+    return [*(f"{k}.{ext}" for k in spec.image_keys), "state.npy", "action.npy", *objects, *cameras, FLAGS_MEMBER, EPISODE_MEMBER]
+
+
+def json_members(spec: StoreSpec) -> dict[str, str]:
+    """Per key kept inside a JSON member (flags.json, cameras.json), that member's name."""
+    return {**{k: FLAGS_MEMBER for k in flag_keys(spec)}, **{k: CAMERAS_MEMBER for k in spec.camera_keys}}
 
 
 def flag_keys(spec: StoreSpec) -> tuple[str, ...]:
@@ -85,6 +96,10 @@ class TarShardWriter:
             if self.spec.object_slots:
                 payloads.append(encode_npy(arrays["object_pose"][k]))
                 flags.update(object_valid=[bool(v) for v in arrays["object_valid"][k]], object_contact=bool(arrays["object_contact"][k]))
+            if self.spec.camera_keys:
+                # float32 -> Python float (float64) is exact, and json writes the shortest repr that reads back to it.
+                payloads.append(json.dumps({name: arrays[name][k].tolist() for name in self.spec.camera_keys}).encode())
+            payloads += [encode_depth(codec, arrays[name][k]) for name in self.spec.depth_keys]
             payloads.append(json.dumps(flags).encode())
             for m, data in enumerate(payloads):
                 row[m] = self._add(f"{key}.{self._members[m]}", data)
@@ -153,7 +168,7 @@ class TarShardReader:
         self._dtypes = spec.step_dtypes()
         self._members = member_names(spec)
         self._column = {name: m for m, name in enumerate(self._members)}
-        self._flag_keys = flag_keys(spec)
+        self._json_members = json_members(spec)
         self._fd = -1
         if pread is None:
             self._fd = os.open(path, os.O_RDONLY)  # pread: no shared file position between threads
@@ -192,6 +207,8 @@ class TarShardReader:
         dtype, shape = self._dtypes[key]
         if key in self.spec.image_keys:
             return decode_image(self.spec.image_codec, data, shape)
+        if key in self.spec.depth_keys:
+            return decode_depth(self.spec.image_codec, data, shape)
         return decode_npy(data, dtype, shape)
 
     def read(self, start: int, stop: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -204,11 +221,11 @@ class TarShardReader:
         present = rows[:, :, 1] >= 0
         lo = int(rows[:, :, 0][present].min())
         hi = int((rows[:, :, 0] + rows[:, :, 1])[present].max())
-        span = any(key in self.spec.image_keys for key in keys)
+        span = any(key in self.spec.frame_keys for key in keys)
         buf = self._pread(hi - lo, lo) if span else None
         if span and len(buf) != hi - lo:
             raise StoreError(f"{self.path} is truncated (read {len(buf)} of {hi - lo} bytes at {lo}); re-collect it")
-        flags = {}
+        parsed: dict[tuple[int, str], dict] = {}  # (step, member) -> its JSON
         for i, s in enumerate(range(start, stop)):
             for key in keys:
                 if span:
@@ -216,18 +233,18 @@ class TarShardReader:
                 else:
                     off, size = self.index[s, self._column[names[key]]]
                     data = memoryview(self._pread(int(size), int(off)))
-                if key in self._flag_keys:
-                    if s not in flags:
-                        flags[s] = json.loads(bytes(data))
-                    out[key][i] = flags[s][key]
+                if key in self._json_members:
+                    if (s, names[key]) not in parsed:
+                        parsed[s, names[key]] = json.loads(bytes(data))
+                    out[key][i] = parsed[s, names[key]][key]
                 else:
                     out[key][i] = self._decode(key, data)
         return out
 
     def _member_name(self, key: str) -> str:
-        if key in self._flag_keys:
-            return FLAGS_MEMBER
-        if key in self.spec.image_keys:
+        if key in self._json_members:
+            return self._json_members[key]
+        if key in self.spec.frame_keys:
             return f"{key}.{image_extension(self.spec.image_codec)}"
         return f"{key}.npy"
 

@@ -20,6 +20,8 @@ filters, an index without crc32c, ...), and the caller keeps zarr's slicing.
 
 Writes: ShardedZstdFrameWriter writes whole files of this layout, the same bytes zarr writes.
 
+Frames are (H, W, 3) uint8 colour images or (H, W) uint16 depth maps (store format 4), little-endian.
+
 On object storage (`remote`, the array's S3Path) the same reads are ranged
 GETs: a file's index is its last bytes, a step range one GET per file.
 
@@ -58,8 +60,8 @@ class _ZstdFrameLayout:
         self._meta = array.metadata
 
     def file_key(self, i: int) -> str:
-        """Path of shard file i relative to array_dir: 'c/<i>/0/0/0' with the default '/' separator."""
-        return self._meta.encode_chunk_key((i, 0, 0, 0))
+        """Path of shard file i relative to array_dir: 'c/<i>/0/0/0' ('c/<i>/0/0' for depth) with the default '/' separator."""
+        return self._meta.encode_chunk_key((i,) + (0,) * (len(self.shape) - 1))
 
     @classmethod
     def of(cls, array: Any, remote: bool = False) -> "_ZstdFrameLayout | None":
@@ -74,7 +76,9 @@ class _ZstdFrameLayout:
         store_type = ObjectStore if remote else LocalStore
         if meta.zarr_format != 3 or not isinstance(array.store, store_type) or meta.storage_transformers:
             return None
-        if array.dtype != np.uint8 or len(shape) != 4 or shape[3] != 3:
+        colour = array.dtype == np.uint8 and len(shape) == 4 and shape[3] == 3
+        depth = array.dtype == np.dtype("<u2") and len(shape) == 3
+        if not (colour or depth):
             return None
         frame = (1, *shape[1:])
         grid = meta.chunk_grid
@@ -95,7 +99,7 @@ class _ZstdFrameLayout:
 
 
 class ShardedZstdFrames:
-    """Frames [start, stop) of one (N, H, W, 3) uint8 array: `read(start, stop)` -> (stop - start, H, W, 3)."""
+    """Frames [start, stop) of one (N, H, W, 3) uint8 or (N, H, W) uint16 array: `read(start, stop)` -> (stop - start, ...)."""
 
     def __init__(
         self,
@@ -105,14 +109,17 @@ class ShardedZstdFrames:
         fill_value: int,
         file_key: Callable[[int], str],
         remote: Any = None,
+        dtype: np.dtype = np.dtype(np.uint8),
     ):
         self.array_dir = array_dir
+        self.dtype = np.dtype(dtype)
         self.remote = remote  # the array's S3Path on object storage, else None
         self.shape = shape
         self.frames_per_file = frames_per_file
         self.fill_value = fill_value
         self._file_key = file_key  # file number -> path of the shard file relative to array_dir
-        self._frame_bytes = int(np.prod(shape[1:]))
+        self._frame_items = int(np.prod(shape[1:]))
+        self._frame_bytes = self._frame_items * self.dtype.itemsize
         self._index_bytes = frames_per_file * ENTRY_BYTES + CRC_BYTES
         self._indexes: dict[int, np.ndarray] = {}
 
@@ -124,14 +131,14 @@ class ShardedZstdFrames:
         layout = _ZstdFrameLayout.of(array, remote=remote is not None)
         if layout is None:
             return None
-        return cls(layout.array_dir, layout.shape, layout.frames_per_file, layout.fill_value, layout.file_key, remote)
+        return cls(layout.array_dir, layout.shape, layout.frames_per_file, layout.fill_value, layout.file_key, remote, array.dtype)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Frames [start, stop), clipped to the array like a numpy/zarr slice: (n, H, W, 3) uint8, a fresh array."""
+        """Frames [start, stop), clipped to the array like a numpy/zarr slice: (n, H, W, 3) or (n, H, W), a fresh array."""
         start, stop, _ = slice(start, stop).indices(self.shape[0])
         n = max(stop - start, 0)
-        out = np.empty((n, *self.shape[1:]), np.uint8)
-        flat = out.reshape(n, self._frame_bytes)  # (n, H*W*3), a view: frames decode into their rows
+        out = np.empty((n, *self.shape[1:]), self.dtype)
+        flat = out.reshape(n, self._frame_items)  # (n, H*W*3) or (n, H*W), a view: frames decode into their rows
         pos = start
         while pos < stop:
             file_no, first = divmod(pos, self.frames_per_file)
@@ -197,7 +204,7 @@ class ShardedZstdFrames:
             )
 
     def _read_file(self, file_no: int, first: int, stop: int, dest: np.ndarray) -> None:
-        """Frames [first, stop) of file file_no into dest (stop - first, H*W*3): one pread, one zstd call each."""
+        """Frames [first, stop) of file file_no into dest (stop - first, H*W*C): one pread, one zstd call each."""
         # Python lists, not numpy ops: a range spans a few frames, where per-call numpy overhead would dominate.
         entries = self._index(file_no)[first:stop].tolist()  # [[offset, nbytes], ...]
         written = [(row, offset, nbytes) for row, (offset, nbytes) in enumerate(entries) if offset != EMPTY_INT]
@@ -229,7 +236,7 @@ class ShardedZstdFrames:
                     f"{path}: frame {first + row} decodes to {len(frame)} bytes, expected {self._frame_bytes}; "
                     "re-collect the shard"
                 )
-            dest[row] = np.frombuffer(frame, np.uint8)
+            dest[row] = np.frombuffer(frame, self.dtype)
 
 
 class ShardedZstdFrameWriter:
@@ -258,11 +265,11 @@ class ShardedZstdFrameWriter:
         return cls(array, layout)
 
     def append(self, frames: np.ndarray) -> None:
-        """Append (n, H, W, 3) uint8 frames; the array's length must be a multiple of frames per file (whole files)."""
+        """Append (n, H, W, 3) uint8 or (n, H, W) uint16 frames; the array's length must be a multiple of frames per file."""
         layout, length = self._layout, self._array.shape[0]
         per_file = layout.frames_per_file
         assert length % per_file == 0, f"array length {length} is not a multiple of {per_file}: a file is partly written"
-        assert frames.dtype == np.uint8 and frames.shape[1:] == self._array.shape[1:], (frames.dtype, frames.shape)
+        assert frames.dtype == self._array.dtype and frames.shape[1:] == self._array.shape[1:], (frames.dtype, frames.shape)
         for start in range(0, len(frames), per_file):
             self._write_file((length + start) // per_file, frames[start : start + per_file])
         self._array.resize((length + len(frames), *self._array.shape[1:]))
@@ -270,7 +277,7 @@ class ShardedZstdFrameWriter:
     def _write_file(self, file_no: int, frames: np.ndarray) -> None:
         """Shard file file_no from its first len(frames) frames (the rest of the file is left empty)."""
         n, per_file = len(frames), self._layout.frames_per_file
-        flat = frames.reshape(n, -1)  # (n, H*W*3)
+        flat = frames.astype(frames.dtype.newbyteorder("<"), copy=False).reshape(n, -1)  # (n, H*W*C), little-endian as zarr's BytesCodec
         stored = (flat != self._layout.fill_value).any(axis=1).tolist()  # a frame all fill is not stored
         if not any(stored):
             return  # zarr writes no file for a shard of fill only (nothing to delete: files are written once)

@@ -175,6 +175,8 @@ class EnvironmentConfig:
     """Radians of joint motion per unit of action."""
     image_size: list[int] = field(default_factory=lambda: [128, 128])
     """Camera image [height, width] for both cameras."""
+    depth: bool = False
+    """Keep the wrist camera's depth (uint16 millimetres along the viewing axis) in the env's info and the store."""
     scene_reset_interval: int = field(default=1, metadata=_range(ge=1))
     """Rebuild the scene (clutter, textures, light) every N episodes; reset only re-places in between.
 

@@ -251,7 +251,9 @@ def test_a_full_disk_stops_cleanly_keeps_finished_shards_and_resumes(tiny_disk, 
     assert re.search(rf"warning: {out} has [\d.]+ MB free but this run is estimated at [\d.]+ MB", full.stderr), full.stderr
     match = re.search(rf"worker 0 failed: No space left on device: {out} has ([\d.]+) MB free; .*\(traceback: (\S+)\)", full.stderr)
     assert match, full.stderr[-3000:]
-    assert float(match.group(1)) < 0.2  # of 0.32: full for a shard (a Zarr shard's many small files take whole 4 KB pages)
+    # of 0.32: full for a shard (a Zarr shard's many small files take whole 4 KB pages; format 4's four camera
+    # arrays add 8 files, 32 KB)
+    assert float(match.group(1)) < 0.25
     assert "Traceback" in Path(match.group(2)).read_text()  # the full story is in the log file the line names
     kept = open_store(out).episodes
     assert 1 <= len(kept) < 12, len(kept)

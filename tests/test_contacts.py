@@ -49,14 +49,17 @@ def press_down(env, seed: int):
 
     press = np.zeros(env.action_dim, np.float32)
     press[1] = 1.0
-    buf = EpisodeBuffer(T, env.action_dim, env.object_slots)
+    def with_head(info):  # the store's head camera keys, copied from the wrist's (a wrist-only env is faster)
+        return {**info, "head_pose": info["wrist_pose"], "head_intrinsics": info["wrist_intrinsics"]}
+
+    buf = EpisodeBuffer(T, env.action_dim, env.object_slots, ("head_pose", "head_intrinsics", "wrist_pose", "wrist_intrinsics"))
     obs, info = env.reset(seed=seed)
     infos = [info]
     for _ in range(T):
-        buf.add({**obs, "head_rgb": obs["wrist_rgb"]}, press, info)
+        buf.add({**obs, "head_rgb": obs["wrist_rgb"]}, press, with_head(info))
         obs, _, terminated, _, info = env.step(press)
         infos.append(info)
-    buf.finish({**obs, "head_rgb": obs["wrist_rgb"]}, bool(terminated), info)
+    buf.finish({**obs, "head_rgb": obs["wrist_rgb"]}, bool(terminated), with_head(info))
     return buf.arrays(), infos
 
 

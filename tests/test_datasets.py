@@ -18,7 +18,7 @@ import pytest
 from f1.datasets import EpisodeMeta, SchemaError, StoreError, StoreSpec, open_store, open_writer, verify_store
 from f1.datasets.convert import main as convert
 from f1.datasets.manifest import shard_checksum
-from f1.datasets.schema import MANIFEST_NAME, shard_relpath
+from f1.datasets.schema import FORMAT_VERSION, MANIFEST_NAME, shard_relpath
 from f1.datasets.stats import compute_stats
 from f1.datasets.stats import main as stats_main
 from f1.datasets.verify import main as verify_main
@@ -28,11 +28,14 @@ from f1.shared.normalizers import NORMALIZER_FILE, load_normalizers
 # but pytest resets warning filters per test.
 pytestmark = pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3 specification")
 
-# Format 2 with 3 object slots, so every round trip, convert and verify below carries the object keys too.
+# Format 4 with 3 object slots, camera poses and wrist depth, so every round trip, convert and verify below
+# carries the object and camera keys too.
 SPEC = StoreSpec(
-    image_hw=(32, 32), state_dim=12, action_dim=10, real_state_dims=11, real_action_dims=8, control_freq=10, object_slots=3
-)
-SPEC_V1 = StoreSpec.from_dict({**SPEC.to_dict(), "object_slots": 0})  # what a format-1 store holds
+    image_hw=(32, 32), state_dim=12, action_dim=10, real_state_dims=11, real_action_dims=8, control_freq=10, object_slots=3,
+    camera_geometry=True, depth_cameras=("wrist",),
+)  # fmt: skip
+SPEC_V3 = StoreSpec.from_dict({**SPEC.to_dict(), "camera_geometry": False, "depth_cameras": []})  # what a format-2/3 store holds
+SPEC_V1 = StoreSpec.from_dict({**SPEC_V3.to_dict(), "object_slots": 0})  # what a format-1 store holds
 LENGTHS = [4, 6, 3, 5, 7]  # N = T + 1 per episode
 
 
@@ -65,6 +68,15 @@ def make_episode(i: int, n: int, spec: StoreSpec = SPEC) -> tuple[dict[str, np.n
             object_valid=valid,
             object_contact=(k > 0) & (k % 2 == i % 2),
         )
+    for c, cam in enumerate(spec.cameras if spec.camera_geometry else ()):
+        q, _ = np.linalg.qr(rng.normal(size=(n, 3, 3)))  # (n, 3, 3) orthonormal
+        q *= np.sign(np.linalg.det(q))[:, None, None]  # proper rotations
+        pose = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+        pose[:, :3, :3], pose[:, :3, 3] = q, rng.normal(size=(n, 3))
+        arrays[f"{cam}_pose"] = pose
+        arrays[f"{cam}_intrinsics"] = np.tile(np.array([[40.0 + c, 0, 15.5], [0, 40.0 + c, 15.5], [0, 0, 1]], np.float32), (n, 1, 1))
+    for key in spec.depth_keys:
+        arrays[key] = (300 + 10 * yy + xx + 50 * np.arange(n)[:, None, None] + rng.integers(0, 3, (n, h, w))).astype(np.uint16)
     meta = EpisodeMeta(f"s0-e{i:07d}", seed=1000 + i, scene_id=i // 2, randomization={"light": 0.25 * i, "objects": [i, 2]}, length=n)
     return arrays, meta
 
@@ -193,13 +205,15 @@ def _make_format_1(store: Path) -> None:
 
     make_legacy(store, version=1)
     manifest = json.loads((store / MANIFEST_NAME).read_text())
-    manifest["spec"].pop("object_slots")
+    for key in ("object_slots", "camera_geometry", "depth_cameras"):
+        manifest["spec"].pop(key)
     manifest["format_version"] = 1
     for entry in manifest["shards"]:
         group = store / entry["name"] / "zarr.json"
         if group.exists():  # a Zarr shard keeps its own copy of the spec and version in its attributes
             meta = json.loads(group.read_text())
-            meta["attributes"]["spec"].pop("object_slots")
+            for key in ("object_slots", "camera_geometry", "depth_cameras"):
+                meta["attributes"]["spec"].pop(key)
             meta["attributes"]["f1_format_version"] = 1
             group.write_text(json.dumps(meta))
             entry["bytes"], entry["checksum"] = shard_bytes(store / entry["name"]), shard_checksum(store / entry["name"])
@@ -228,10 +242,73 @@ def test_a_format_1_store_without_object_keys_still_reads_verifies_and_converts(
 
     assert upgrade(store) == 1
     write_store(store, fmt, episodes=[make_episode(7, 4, SPEC_V1)], spec=SPEC_V1, worker="n0w1")
-    assert len(open_store(store).episodes) == 4 and open_store(store).manifest["format_version"] == 3
+    assert len(open_store(store).episodes) == 4 and open_store(store).manifest["format_version"] == FORMAT_VERSION
     assert verify_store(store) == []
     with pytest.raises(StoreError, match="object_slots"):
         open_writer(store, fmt, SPEC, "n0w2", {}, 2)
+
+
+def _make_format_3(store: Path) -> None:
+    """Turn a store written with SPEC_V3 into what f1 wrote before format 4: version 3, no camera fields in any spec."""
+    from f1.datasets.manifest import shard_bytes, shard_checksum
+
+    manifest = json.loads((store / MANIFEST_NAME).read_text())
+    for key in ("camera_geometry", "depth_cameras"):
+        manifest["spec"].pop(key)
+    manifest["format_version"] = 3
+    (store / MANIFEST_NAME).write_text(json.dumps(manifest))
+    for group in store.glob("shards/*/*/*.zarr/zarr.json"):  # the shards' own copies (the log keeps their checksums)
+        meta = json.loads(group.read_text())
+        for key in ("camera_geometry", "depth_cameras"):
+            meta["attributes"]["spec"].pop(key)
+        meta["attributes"]["f1_format_version"] = 3
+        group.write_text(json.dumps(meta))
+        for record in store.glob("log/*/*/*.json"):
+            entry = json.loads(record.read_text())
+            if entry["name"] == group.parent.name:
+                entry["bytes"], entry["checksum"] = shard_bytes(group.parent), shard_checksum(group.parent)
+                record.write_text(json.dumps(entry))
+
+
+@pytest.mark.parametrize("fmt,other", [("zarr", "webdataset"), ("webdataset", "zarr")])
+def test_a_format_3_store_without_camera_keys_still_reads_verifies_converts_and_upgrades(tmp_path, fmt, other):
+    episodes = [make_episode(i, n, SPEC_V3) for i, n in enumerate(LENGTHS[:3])]
+    assert not {"wrist_pose", "wrist_intrinsics", "wrist_depth", "head_pose"} & set(episodes[0][0])
+    store = write_store(tmp_path / "v3", fmt, episodes=episodes, spec=SPEC_V3, per_shard=3)
+    _make_format_3(store)
+    reader = open_store(store)
+    assert reader.manifest["format_version"] == 3 and reader.spec.keys == SPEC_V3.keys and reader.spec.camera_keys == ()
+    assert_same_store(reader, episodes)
+    assert verify_store(store) == []
+    convert(store, tmp_path / "converted", other)
+    assert_same_store(open_store(tmp_path / "converted"), episodes)
+    # The same settings append to it; a writer of camera keys is refused by name.
+    with pytest.raises(StoreError, match="camera_geometry"):
+        open_writer(store, fmt, SPEC, "n0w2", {}, 2)
+    from f1.datasets.upgrade import upgrade
+
+    assert upgrade(store) == 3 and upgrade(store) is None
+    assert open_store(store).manifest["format_version"] == FORMAT_VERSION and (store / "manifest.v3.json").is_file()
+    write_store(store, fmt, episodes=[make_episode(7, 4, SPEC_V3)], spec=SPEC_V3, worker="n0w1")
+    assert len(open_store(store).episodes) == 4 and verify_store(store) == []
+
+
+def test_writer_rejects_bad_camera_keys(tmp_path):
+    arrays, meta = make_episode(2, 5)
+    for key, fix in [
+        ("wrist_pose", lambda a: a.__setitem__((3, 0, 0), 2.0)),  # not a rotation
+        ("head_intrinsics", lambda a: a.__setitem__((1, 2, 2), 0.0)),  # last row not 0 0 1
+        ("wrist_pose", lambda a: a.__setitem__((0, 1, 3), np.nan)),
+    ]:
+        bad = {k: v.copy() for k, v in arrays.items()}
+        fix(bad[key])
+        with open_writer(tmp_path / key, "zarr", SPEC, "n0w0", {}, 2) as w:
+            with pytest.raises(SchemaError, match=key):
+                w.add_episode(bad, meta)
+    bad = {**arrays, "wrist_depth": arrays["wrist_depth"].astype(np.float32)}
+    with open_writer(tmp_path / "depth", "zarr", SPEC, "n0w0", {}, 2) as w:
+        with pytest.raises(SchemaError, match="wrist_depth is float32"):
+            w.add_episode(bad, meta)
 
 
 def test_writer_rejects_bad_object_keys(tmp_path):
@@ -419,7 +496,8 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     store = write_store(tmp_path / "s", "webdataset")
     shard = shard_at(store, "shard-n0w0-000000.tar")
     listing = subprocess.run(["tar", "tf", str(shard)], capture_output=True, text=True, check=True).stdout.split()
-    members = ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "object_pose.npy", "flags.json")
+    members = ("head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "object_pose.npy")
+    members += ("cameras.json", "wrist_depth.png", "flags.json")
     # Format version 2: every sample has the same members (no episode.json at k = 0), as HF datasets requires.
     assert listing == [f"{key}.{m}" for key in [f"s0-e0000000_{k:06d}" for k in range(4)] + [
         f"s0-e0000001_{k:06d}" for k in range(6)
@@ -433,6 +511,14 @@ def test_plain_tar_and_webdataset_read_a_shard(tmp_path):
     assert np.array_equal(s["wrist_rgb.png"], arrays["wrist_rgb"][2])
     assert np.array_equal(s["state.npy"], arrays["state"][2])
     assert np.array_equal(s["object_pose.npy"], arrays["object_pose"][2])
+    cameras = s["cameras.json"]  # nested lists; float32 values exactly
+    assert np.array_equal(np.float32(cameras["wrist_pose"]), arrays["wrist_pose"][2])
+    assert np.array_equal(np.float32(cameras["head_intrinsics"]), arrays["head_intrinsics"][2])
+    from PIL import Image
+
+    raw = list(wds.WebDataset(str(shard), shardshuffle=False))[4 + 2]  # undecoded: the depth PNG is 16-bit greyscale
+    depth = np.asarray(Image.open(io.BytesIO(raw["wrist_depth.png"])))
+    assert depth.dtype == np.uint16 and np.array_equal(depth, arrays["wrist_depth"][2])
     assert s["flags.json"] == {
         "is_first": False, "is_last": False, "is_terminal": False, "object_valid": [True, True, False], "object_contact": False,
     }  # fmt: skip

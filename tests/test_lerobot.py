@@ -108,7 +108,8 @@ def test_default_export_layout_features_and_av1_round_trip(store, tmp_path):
 
 
 def test_export_from_s3_rolls_files_and_keeps_boundaries(bucket, tmp_path):  # noqa: F811 - the fixture
-    """Synthetic episodes (32x32, 3 object slots) from a store on S3; files roll over every 12 frames."""
+    """Synthetic episodes (32x32, 3 object slots, camera poses and depth) from a store on S3; files roll over every
+    12 frames. The poses and intrinsics come back bit-exact; the depth is left out of the export."""
     episodes = [make_episode(i, n) for i, n in enumerate([4, 6, 3, 5, 7])]
     url = f"s3://{bucket}/run"
     with open_writer(url, "zarr", SPEC, "n0w0", {"environment": {"task_name": "stack"}}, 2) as writer:
@@ -126,8 +127,9 @@ def test_export_from_s3_rolls_files_and_keeps_boundaries(bucket, tmp_path):  # n
     for info, (arrays, meta) in zip(reader.episodes, episodes):
         got = reader.read_episode(info)
         assert info.episode_id == meta.episode_id
+        assert "wrist_pose" in got and "wrist_depth" not in got  # poses and intrinsics carried; depth not exported
         for key in SPEC.keys:
-            if key not in ("is_last", "is_terminal"):
+            if key not in ("is_last", "is_terminal", *SPEC.depth_keys):
                 assert np.array_equal(got[key], arrays[key][: info.length]), (meta.episode_id, key)
         assert got["is_terminal"][-1] == arrays["is_terminal"][-1]  # the end's flag, carried to the last frame
     again = run_f1("dataset", "convert", url, lerobot, "--format", "lerobot")

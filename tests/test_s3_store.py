@@ -101,7 +101,7 @@ def test_both_formats_round_trip_through_s3(bucket, fmt, tmp_path):
         part = reader.read_steps(info, 1, 3, keys=("wrist_rgb", "action"))  # ranged reads of a step range
         assert np.array_equal(part["wrist_rgb"], arrays["wrist_rgb"][1:3])
     if fmt == "zarr":
-        assert reader.shard_reader(reader.shards[0]["name"]).fast_image_keys == set(SPEC.image_keys)
+        assert reader.shard_reader(reader.shards[0]["name"]).fast_image_keys == set(SPEC.frame_keys)  # depth too
     assert verify_store(url) == []
     if fmt == "webdataset":
         return  # the zarr case converts its store to webdataset in the bucket and back through the CLI
@@ -259,7 +259,9 @@ def test_hugging_face_datasets_loads_the_tars(bucket, tmp_path):
         ds = datasets.load_dataset("webdataset", data_files={"train": sys.argv[1:]}, split="train")
         print(json.dumps({"n": len(ds), "columns": sorted(ds.column_names), "key4": ds[4]["__key__"],
                           "state4": np.asarray(ds[4]["state.npy"]).tolist(), "flags4": ds[4]["flags.json"],
-                          "wrist4": np.asarray(ds[4]["wrist_rgb.png"]).tolist()}))
+                          "wrist4": np.asarray(ds[4]["wrist_rgb.png"]).tolist(),
+                          "cameras4": ds[4].get("cameras.json"),
+                          "depth4": np.asarray(ds[4]["wrist_depth.png"]).tolist() if "wrist_depth.png" in ds[4] else None}))
         """
     )
     res = subprocess.run([sys.executable, "-c", script, *map(str, tars)], cwd=tmp_path, capture_output=True,
@@ -272,6 +274,9 @@ def test_hugging_face_datasets_loads_the_tars(bucket, tmp_path):
     members = ["head_rgb.png", "wrist_rgb.png", "state.npy", "action.npy", "flags.json"]
     if SPEC.object_slots:
         members.append("object_pose.npy")
+    if SPEC.camera_geometry:
+        members.append("cameras.json")
+    members += [f"{key}.png" for key in SPEC.depth_keys]
     assert got["columns"] == sorted(["__key__", "__url__", *members])
     arrays, meta = EPISODES[1]
     k = 4 - EPISODES[0][1].length
@@ -282,6 +287,9 @@ def test_hugging_face_datasets_loads_the_tars(bucket, tmp_path):
     if SPEC.object_slots:
         flags.update(object_valid=arrays["object_valid"][k].tolist(), object_contact=bool(arrays["object_contact"][k]))
     assert got["flags4"] == flags
+    if SPEC.camera_geometry:  # poses and intrinsics as nested lists, exactly; the depth PNG as uint16 millimetres
+        assert np.array_equal(np.array(got["cameras4"]["wrist_pose"], np.float32), arrays["wrist_pose"][k])
+        assert np.array_equal(np.array(got["depth4"]), arrays["wrist_depth"][k])
 
 
 def test_record_writes_rollouts_into_a_bucket_and_a_rerun_skips_them(bucket):

@@ -35,9 +35,13 @@ def _frames(seed: int) -> np.ndarray:
 
 
 def write_shard(path: Path, codec: str, fast_images: bool = True) -> tuple[StoreSpec, dict[str, np.ndarray]]:
-    spec = StoreSpec(image_hw=HW, state_dim=4, action_dim=4, real_state_dims=4, real_action_dims=4, image_codec=codec)
+    spec = StoreSpec(
+        image_hw=HW, state_dim=4, action_dim=4, real_state_dims=4, real_action_dims=4, image_codec=codec, depth_cameras=("wrist",)
+    )
     writer = ZarrShardWriter(path, spec, fast_images=fast_images)
     arrays = {key: _frames(c) for c, key in enumerate(spec.image_keys)}
+    # Depth (format 4): (STEPS, 16, 16) uint16 mm, past 255 so both bytes count; zero where the frames are.
+    arrays["wrist_depth"] = (_frames(7)[..., 0].astype(np.uint16) * 37 + 300) * (arrays["wrist_rgb"].any(-1))
     n = np.arange(STEPS)
     # Two episodes, the first ending inside shard file 0: 200 + 100 steps.
     for sl, e in ((slice(0, 200), 0), (slice(200, STEPS), 1)):
@@ -68,14 +72,17 @@ def test_reads_match_plain_zarr_and_take_the_expected_path(tmp_path, codec):
     if codec == "zstd":
         assert not (path / "data/head_rgb/c/1/0/0/0").exists(), "an all-fill shard file should not be written"
     reader = ZarrShardReader(path, spec)
-    assert reader.fast_image_keys == (frozenset(spec.image_keys) if codec == "zstd" else frozenset()), reader.fast_image_keys
+    # Depth is zstd a frame whatever the colour codec, so it always takes the fast path.
+    fast = (frozenset(spec.image_keys) if codec == "zstd" else frozenset()) | {"wrist_depth"}
+    assert reader.fast_image_keys == fast, reader.fast_image_keys
     plain = zarr.open_group(str(path), mode="r")
     for start, stop in _ranges(seed=len(codec), count=25):
         got = reader.read(start, stop, spec.keys)
-        for key in spec.image_keys:
+        for key in spec.frame_keys:
             want = plain[f"data/{key}"][start:stop]
-            assert got[key].dtype == np.uint8 and got[key].shape == want.shape, (key, start, stop, got[key].shape)
+            assert got[key].dtype == arrays[key].dtype and got[key].shape == want.shape, (key, start, stop, got[key].shape)
             assert np.array_equal(got[key], want), (codec, key, start, stop)
+            assert np.array_equal(want, arrays[key][start:stop]), (codec, key, start, stop)  # what was written
             assert np.array_equal(got[key], arrays[key][start:stop]), (codec, key, start, stop)
         assert np.array_equal(got["state"], plain["data/state"][start:stop]), (start, stop)
 

@@ -28,11 +28,13 @@ def test_writes_read_back_exactly_and_take_the_expected_path(tmp_path, codec, mo
     path = tmp_path / "shard.zarr"
     spec, arrays = write_shard(path, codec)
     # Whole files 0 and 1, then the partly filled file 2, per camera.
-    assert sorted(taken) == (sorted([0, 1, 2] * len(spec.image_keys)) if codec == "zstd" else []), (codec, taken)
+    # (the depth always: zstd a frame whatever the colour codec)
+    fast_keys = len(spec.frame_keys) if codec == "zstd" else len(spec.depth_keys)
+    assert sorted(taken) == sorted([0, 1, 2] * fast_keys), (codec, taken)
     plain = zarr.open_group(str(path), mode="r")
     reader = ZarrShardReader(path, spec)
-    for key in spec.image_keys:
-        assert plain[f"data/{key}"].shape == (STEPS, *HW, 3), plain[f"data/{key}"].shape
+    for key in spec.frame_keys:
+        assert plain[f"data/{key}"].shape == arrays[key].shape == (STEPS, *HW, 3)[: arrays[key].ndim], plain[f"data/{key}"].shape
         assert np.array_equal(plain[f"data/{key}"][...], arrays[key]), (codec, key)
         assert np.array_equal(reader.read(0, STEPS, (key,))[key], arrays[key]), (codec, key)
         assert np.array_equal(reader.read(5, 15, (key,))[key], arrays[key][5:15]), (codec, key)  # holds zero frame 10
@@ -41,15 +43,16 @@ def test_writes_read_back_exactly_and_take_the_expected_path(tmp_path, codec, mo
 def test_zstd_files_are_byte_identical_to_zarrs_own(tmp_path):
     """Every file of the image arrays (shard files, zarr.json) is what zarr's own write path produces."""
     spec, _ = write_shard(tmp_path / "fast.zarr", "zstd")
-    assert ZarrShardWriter(tmp_path / "probe.zarr", spec).fast_image_keys == frozenset(spec.image_keys)
+    assert ZarrShardWriter(tmp_path / "probe.zarr", spec).fast_image_keys == frozenset(spec.frame_keys)
     write_shard(tmp_path / "zarr.zarr", "zstd", fast_images=False)
-    for key in spec.image_keys:
+    for key in spec.frame_keys:
         fast, own = _files(tmp_path / f"fast.zarr/data/{key}"), _files(tmp_path / f"zarr.zarr/data/{key}")
-        assert sorted(fast) == sorted(own) == ["c/0/0/0/0", "c/2/0/0/0", "zarr.json"], (sorted(fast), sorted(own))
+        tail = "/0/0/0" if key in spec.image_keys else "/0/0"  # (N, H, W, 3) colour, (N, H, W) depth
+        assert sorted(fast) == sorted(own) == [f"c/0{tail}", f"c/2{tail}", "zarr.json"], (sorted(fast), sorted(own))
         for name in own:
             assert fast[name] == own[name], (key, name, len(fast[name]), len(own[name]))
-    index = np.frombuffer(fast["c/0/0/0/0"][-(FRAMES_PER_FILE * 16 + 4) : -4], "<u8").reshape(-1, 2)
-    assert (index[ZERO_FRAMES[0]] == 2**64 - 1).all(), index[ZERO_FRAMES[0]]  # the all-zero frame is not stored
+    index = np.frombuffer(fast[f"c/0{tail}"][-(FRAMES_PER_FILE * 16 + 4) : -4], "<u8").reshape(-1, 2)
+    assert (index[ZERO_FRAMES[0]] == 2**64 - 1).all(), index[ZERO_FRAMES[0]]  # the all-zero frame is not stored (the depth's)
 
 
 def test_other_layouts_keep_zarrs_write_path(tmp_path):

@@ -279,7 +279,7 @@ def collect_rollout(
     as (arrays, EpisodeMeta) pairs in `buf.episodes`; the envs must then have both cameras.
     """
     from f1.collect.env_spec import REAL_ACTION_DIMS
-    from f1.collect.episode_buffer import EpisodeBuffer
+    from f1.collect.episode_buffer import EpisodeBuffer, camera_keys_in
     from f1.datasets import EpisodeMeta
     from f1.train.offline.token_cache import preprocess_frames
 
@@ -324,7 +324,8 @@ def collect_rollout(
         object_contact=np.zeros((num_steps + 1, m), bool) if privileged else None,
         slots=list(slots),
     )
-    episode_buffers = [EpisodeBuffer(num_steps, action_dim, object_slots) for _ in slots] if record else []
+    cams = camera_keys_in(infos[0])  # with --record: both cameras' poses and intrinsics, the depth if on
+    episode_buffers = [EpisodeBuffer(num_steps, action_dim, object_slots, cams) for _ in slots] if record else []
     video = [obs[0]["wrist_rgb"]] if keep_video else None
 
     def observe(k: int, obs: list[dict], infos: list[dict]) -> None:

@@ -11,15 +11,13 @@ normalizer.json is copied as it is, being computed from the same arrays.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from f1.datasets.codecs import resolve_codec
 from f1.datasets.manifest import open_or_create_manifest
+from f1.datasets.progress import count_bar
 from f1.datasets.reader import open_store
 from f1.datasets.s3 import store_path
 from f1.datasets.schema import FORMATS, StoreError, parse_shard_name
@@ -76,9 +74,7 @@ def main(src: Path, dst: Path, fmt: str, image_codec: str | None = None) -> None
     spec = reader.spec.with_codec(codec)
     config = reader.manifest["collection_config"]
     writer: EpisodeWriter | None = None
-    columns = (TextColumn("convert"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("convert", total=len(reader.episodes))
+    with count_bar("convert", len(reader.episodes)) as advance:
         for shard in reader.shards:  # sorted by name: one worker's shards come together, in seq order
             worker = parse_shard_name(shard["name"])[0]
             if writer is None or writer.worker != worker:
@@ -87,7 +83,7 @@ def main(src: Path, dst: Path, fmt: str, image_codec: str | None = None) -> None
                 writer = open_writer(dst, fmt, spec, worker, config, _MAX_EPISODES_PER_SHARD)
             for meta, arrays in reader.iter_shard(shard["name"]):
                 writer.add_episode(arrays, meta)
-                bar.advance(task)
+                advance()
             writer.finish_shard()
         if writer is not None:
             writer.close()

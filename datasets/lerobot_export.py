@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from f1.datasets.lerobot_features import ACTION, DONE, FLAG_FEATURES, IMAGE_PREFIX, STATE, export_features
+from f1.datasets.lerobot_features import ACTION, DONE, IMAGE_PREFIX, STATE, export_features
 from f1.datasets.lerobot_layout import (
     CHUNKS_SIZE,
     CODEBASE_VERSION,
@@ -45,6 +44,7 @@ from f1.datasets.lerobot_layout import (
 )
 from f1.datasets.lerobot_stats import StatsAggregate, image_stats, vector_stats
 from f1.datasets.lerobot_video import CODECS, VideoFileWriter, check_codec
+from f1.datasets.progress import count_bar
 from f1.datasets.reader import open_store
 from f1.datasets.s3 import is_s3, store_path
 from f1.datasets.schema import OBJECT_POSE_DIM, EpisodeMeta, StoreSpec
@@ -84,7 +84,7 @@ def main(
     writer = DatasetWriter(partial, spec, codec, task, environment.get("embodiment", "panda"), keep_last, max_file_frames)
     started = time.perf_counter()
     try:
-        with _progress(len(reader.episodes)) as advance:
+        with count_bar("export", len(reader.episodes), remaining=True) as advance:
             for shard in reader.shards:
                 for meta, arrays in reader.iter_shard(shard["name"]):
                     writer.add_episode(arrays, meta)
@@ -105,25 +105,6 @@ def main(
         f"wrote {dst_path}: LeRobot {CODEBASE_VERSION}, {writer.episode_index} episodes, {writer.frame_index} frames "
         f"({writer.frame_index / max(seconds, 1e-9):.0f} frames/s), video {CODECS[codec][0]}{skipped}"
     )
-
-
-class _progress:
-    """A rich bar over episodes on a terminal, nothing otherwise (as `f1 dataset convert`)."""
-
-    def __init__(self, total: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        columns = (TextColumn("export"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"), TimeElapsedColumn(), TimeRemainingColumn())
-        self._bar = Progress(*columns, console=Console(stderr=True), disable=not sys.stderr.isatty())
-        self._task = self._bar.add_task("export", total=total)
-
-    def __enter__(self):
-        self._bar.__enter__()
-        return lambda: self._bar.advance(self._task)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._bar.__exit__(*exc)
 
 
 class DatasetWriter:

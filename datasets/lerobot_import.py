@@ -20,14 +20,13 @@ frames must agree with the episodes that point into it. Every refusal is one lin
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from f1.datasets.lerobot_features import ACTION, DONE, IMAGE_PREFIX, STATE, camera_features
+from f1.datasets.lerobot_features import ACTION, IMAGE_PREFIX, STATE, camera_features
 from f1.datasets.lerobot_layout import (
     CODEBASE_VERSION,
     F1_INFO,
@@ -42,6 +41,7 @@ from f1.datasets.lerobot_layout import (
     resolve_inside,
 )
 from f1.datasets.lerobot_video import read_frames
+from f1.datasets.progress import count_bar
 from f1.datasets.schema import EPISODE_ID_RE, OBJECT_POSE_DIM, EpisodeMeta, StoreSpec
 from f1.datasets.writer import open_writer
 
@@ -102,7 +102,7 @@ def main(
     }
     writer = open_writer(dst, fmt, spec, "n0w0", config, EPISODES_PER_SHARD, image_codec=image_codec)
     steps = 0
-    with writer, _progress(len(episodes)) as advance:
+    with writer, count_bar("import", len(episodes)) as advance:
         for arrays, meta in iter_episodes(root, info, mapping, spec, episodes):
             writer.add_episode(arrays, meta)
             steps += meta.length
@@ -119,23 +119,6 @@ def _f1_info(info: dict[str, Any], mapping: Mapping, real_state: int, real_actio
         isinstance(f1.get(key), int) and real <= f1[key] <= MAX_VECTOR_DIMS for key, real in (("state_dim", real_state), ("action_dim", real_action))
     )
     return f1 if sizes_fit and isinstance(f1.get("control_mode"), str) else {}
-
-
-class _progress:
-    def __init__(self, total: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        columns = (TextColumn("import"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"), TimeElapsedColumn())
-        self._bar = Progress(*columns, console=Console(stderr=True), disable=not sys.stderr.isatty())
-        self._task = self._bar.add_task("import", total=total)
-
-    def __enter__(self):
-        self._bar.__enter__()
-        return lambda: self._bar.advance(self._task)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._bar.__exit__(*exc)
 
 
 # -- the header -------------------------------------------------------------------------------

@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from f1.datasets.create_only import create_only
 from f1.datasets.episode_index import EntriesPart, concat_parts, write_part
 from f1.datasets.manifest import new_manifest
+from f1.datasets.progress import count_bar
 from f1.datasets.reader import StoreReader, open_store
 from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.schema import MANIFEST_NAME, TAR_INDEX_SUFFIX, StoreError, parse_shard_name, shard_name, shard_relpath
@@ -109,9 +108,7 @@ def merge(sources: list[str | Path | S3Path], dst: str | Path | S3Path, progress
         dst.mkdir(parents=True, exist_ok=True)
     create_only(dst / MANIFEST_NAME, json.dumps(header, indent=1).encode())
     merged, folded = [], {}
-    columns = (TextColumn("merge"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task("merge", total=sum(len(e) for e in per_source))
+    with count_bar("merge", sum(len(e) for e in per_source), "shards", show=progress) as advance:
         for i, (reader, entries) in enumerate(zip(readers, per_source)):
             for entry in entries:
                 worker, seq, _, _ = parse_shard_name(entry["name"])
@@ -120,7 +117,7 @@ def merge(sources: list[str | Path | S3Path], dst: str | Path | S3Path, progress
                 _copy_shard(reader.store_dir, entry, dst, shard_relpath(name))
                 merged.append({**entry, "name": name, "path": shard_relpath(name)})
                 folded[worker] = max(folded.get(worker, -1), seq)
-                bar.advance(task)
+                advance()
     if merged:
         write_checkpoint(dst, 0, [write_part(dst, concat_parts([EntriesPart(merged)]))], folded)
     return len(merged), sum(len(e["episodes"]) for e in merged)

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from f1.datasets.exploration import MOVED_M, TCP_POS_STATE_DIMS, VOXEL_SIZE_M, exploration_summary
+from f1.datasets.progress import count_bar
 from f1.datasets.reader import StoreReader, open_store
 from f1.datasets.s3 import S3Path, store_path
 from f1.datasets.schema import StoreError
@@ -117,9 +117,7 @@ def compute_stats(reader: StoreReader, sample_images: int = 256, seed: int = 0, 
     objects = bool(spec.object_slots)
     ee, contact, pose, valid = [], [], [], []
     keys = ("state", "action", "is_last") + (("object_pose", "object_valid", "object_contact") if objects else ())
-    columns = (TextColumn("stats"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task("stats", total=len(reader.episodes))
+    with count_bar("stats", len(reader.episodes), show=progress) as advance:
         for info in reader.episodes:
             v = reader.read_episode(info, keys=keys)
             states.append(v["state"][:, : spec.real_state_dims])  # (N, real_state_dims)
@@ -129,7 +127,7 @@ def compute_stats(reader: StoreReader, sample_images: int = 256, seed: int = 0, 
                 contact.append(v["object_contact"])
                 pose.append(v["object_pose"])
                 valid.append(v["object_valid"])
-            bar.advance(task)
+            advance()
     return {
         **store_summary(reader),
         "state": {"real_dims": spec.real_state_dims, **_per_dim(np.concatenate(states))},

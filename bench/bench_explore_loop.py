@@ -55,10 +55,11 @@ def record_explorer(student: Path, work: Path, name: str, iterations: int, envs:
 def evaluate(teacher_dir: Path, heldout: list[Path]) -> dict:
     """Pooled and contact-split one-step / k = K figures of the teacher's last checkpoint on the held-out stores."""
     from f1.datasets import open_store
+    from f1.train.checkpoint import latest_checkpoint
     from f1.train.online.models import freeze, load_world_model
     from f1.train.prediction_eval import OPEN_LOOP_START_EVERY, PredictionEvaluator
 
-    checkpoint = max(teacher_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoint = latest_checkpoint(teacher_dir)
     bundle = load_world_model(checkpoint, "--checkpoint", "cpu")
     freeze(bundle.world_model)
     freeze(bundle.tokenizer)

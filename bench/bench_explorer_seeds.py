@@ -36,7 +36,9 @@ def recipe_teacher(work: Path, timings: dict) -> Path:
     run_f1("bench_explorer_seeds", ["train", "tokenizer", "--data", work / "store", "--output-dir", work / "tok", *SIZE], "tokenizer", timings)
     run_f1("bench_explorer_seeds", ["train", "teacher", "--data", work / "store", "--tokenizer", work / "tok", "--output-dir", work / "teacher", *SIZE],
            "teacher", timings)  # fmt: skip
-    return max((work / "teacher").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    from f1.train.checkpoint import latest_checkpoint
+
+    return latest_checkpoint(work / "teacher")
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ def collect(
     steps_per_episode: StepsPerEpisodeOpt = None,
     format: Annotated[Optional[str], typer.Option("--format", help="Store format: zarr or webdataset.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Base seed.")] = None,
-    policy: Annotated[Optional[str], typer.Option("--policy", help="Exploration policy: random or ou.")] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", help="Exploration policy: random, ou or lookaway (scripted look-away-and-back, for memory evaluation).")] = None,
     episodes_per_shard: Annotated[
         Optional[int], typer.Option("--episodes-per-shard", "--episodes_per_shard", min=1, help="Episodes per shard.")
     ] = None,

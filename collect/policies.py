@@ -9,6 +9,10 @@ episode's action stream: the same seed gives the same actions.
   clipped to [-1, 1]: actions persist for ~1/theta steps, so the arm sweeps
   across the table and the wrist view travels (what a world model learns
   most from).
+- `LookAwayPolicy`: scripted look-away-and-back: the base joint turns one way for L steps and
+  back for L steps (L drawn per leg), the other joints OU noise at a third of the amplitude, so
+  the wrist view leaves what it saw and returns to it beyond the world model's short history:
+  the episodes on which a memory can show what it keeps (`f1 evaluate`'s memory pixels).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 from f1.collect.env_spec import REAL_ACTION_DIMS
 from f1.shared.errors import UserError
 
-POLICIES = ("random", "ou")
+POLICIES = ("random", "ou", "lookaway")
 
 
 class RandomPolicy:
@@ -58,9 +62,39 @@ class OUPolicy:
         return action
 
 
-def make_policy(name: str, action_dim: int, seed: Optional[int] = None) -> RandomPolicy | OUPolicy:
+class LookAwayPolicy:
+    """Base joint away for L steps at speed v, back for L steps at -v, repeated with fresh (L, v, side)."""
+
+    NOISE = 1 / 3  # the other joints' OU amplitude: the view drifts a little, it does not wander off
+    LEG_STEPS = (5, 12)  # L, inclusive: 0.4-1.2 rad at speed 1 (environment.action_scale 0.1)
+    SPEED = (0.7, 1.0)
+
+    def __init__(self, action_dim: int, seed: Optional[int] = None):
+        assert action_dim >= REAL_ACTION_DIMS, (action_dim, REAL_ACTION_DIMS)
+        self.action_dim = action_dim
+        self.reset(seed)
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.noise = OUPolicy(REAL_ACTION_DIMS, seed=int(self.rng.integers(2**31)))
+        self.legs: list[float] = []  # base-joint actions still to play
+
+    def act(self) -> np.ndarray:
+        if not self.legs:
+            steps = int(self.rng.integers(self.LEG_STEPS[0], self.LEG_STEPS[1] + 1))
+            speed = float(self.rng.uniform(*self.SPEED)) * float(self.rng.choice([-1.0, 1.0]))
+            self.legs = [speed] * steps + [-speed] * steps
+        action = np.zeros(self.action_dim, np.float32)
+        action[:REAL_ACTION_DIMS] = self.noise.act()[:REAL_ACTION_DIMS] * self.NOISE
+        action[0] = self.legs.pop(0)
+        return action
+
+
+def make_policy(name: str, action_dim: int, seed: Optional[int] = None) -> RandomPolicy | OUPolicy | LookAwayPolicy:
     if name == "random":
         return RandomPolicy(action_dim, seed)
     if name == "ou":
         return OUPolicy(action_dim, seed)
+    if name == "lookaway":
+        return LookAwayPolicy(action_dim, seed)
     raise UserError(f"unknown exploration policy {name!r}; choose one of {list(POLICIES)} (collect.policy)")

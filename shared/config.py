@@ -335,8 +335,8 @@ class CollectConfig:
     """Store format."""
     episodes_per_shard: int = field(default=8, metadata=_range(ge=1))
     """Episodes a worker puts in one shard before it finalises it."""
-    policy: Literal["random", "ou"] = "ou"
-    """Exploration policy: uniform random or Ornstein-Uhlenbeck correlated noise."""
+    policy: Literal["random", "ou", "lookaway"] = "ou"
+    """Exploration policy: uniform random, Ornstein-Uhlenbeck correlated noise, or the scripted look-away-and-back."""
     seed: int = 0
     """Base seed; each episode's env seed derives from it and the episode's index."""
     image_codec: str = "auto"

@@ -104,7 +104,7 @@ def test_history_ring_keeps_stride_and_padding():
 
 
 def test_policies_are_seeded_bounded_and_pad_with_zeros():
-    for name in ("random", "ou"):
+    for name in ("random", "ou", "lookaway"):
         a, b = make_policy(name, 32, seed=4), make_policy(name, 32, seed=4)
         xs = np.stack([a.act() for _ in range(50)])  # (50, 32)
         assert xs.dtype == np.float32 and xs.shape == (50, 32)
@@ -122,6 +122,15 @@ def test_ou_actions_persist_and_random_ones_do_not():
 
     assert lag1(OUPolicy(32, seed=0)) > 0.7
     assert abs(lag1(RandomPolicy(32, seed=0))) < 0.2
+
+
+def test_lookaway_turns_the_base_away_and_back_to_where_it_started():
+    policy = make_policy("lookaway", 32, seed=1)
+    base = np.array([policy.act()[0] for _ in range(200)])
+    yaw = np.cumsum(base)  # the base joint's commanded angle, in action units
+    returns = np.flatnonzero(np.abs(yaw) < 1e-5)  # back where it started: once per away-and-back cycle
+    assert len(returns) >= 200 // (2 * 12), returns
+    assert np.abs(yaw).max() >= 0.7 * 5  # each leg turns at least L = 5 steps at speed 0.7
 
 
 def test_unknown_policy_is_a_user_error():

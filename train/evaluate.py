@@ -139,7 +139,25 @@ def evaluate_prediction(bundle: Any, store: Any, episodes: int, output_dir: Path
     result.update(episodes=[e.episode_id for e in held_out], used_head_camera=use_head)
     write_horizon_png(output_dir / "horizon.png", result["open_loop"])
     write_rollout_png(output_dir / "rollout.png", evaluator.first_rollout)
+    if store.spec.camera_geometry and "wrist" in store.spec.depth_cameras:
+        result["memory_pixels"] = evaluate_memory_pixels(evaluator, store, held_out, keys, output_dir)
     return result
+
+
+def evaluate_memory_pixels(evaluator: Any, store: Any, held_out: list[Any], keys: tuple[str, ...], output_dir: Path) -> dict[str, Any]:
+    """f1.train.memory_eval over the held-out episodes (each with the next one's memory as "another episode's");
+    writes memory.png."""
+    from tqdm import tqdm
+
+    from f1.train.memory_eval import MEMORY_KEYS, MemoryPixelEvaluator
+
+    memory = MemoryPixelEvaluator(evaluator)
+    keys = (*keys, *MEMORY_KEYS)
+    for i, info in enumerate(tqdm(held_out, desc="memory pixels", unit="episode")):
+        other = held_out[(i + 1) % len(held_out)] if len(held_out) > 1 else info
+        memory.add_episode(store.read_episode(info, keys=keys), store.read_episode(other, keys=keys))
+    write_memory_png(output_dir / "memory.png", memory.picture_rows())
+    return memory.summary()
 
 
 def log_prediction_summary(log: Any, prediction: dict[str, Any], output_dir: Path) -> None:
@@ -175,6 +193,16 @@ def write_rollout_png(path: Path, rollout: dict[str, Any]) -> Path:
     n = min(len(truth), len(predicted))
     rows = [("truth", truth[:n]), ("open loop (fed its own codes and frames), from the true frame k=0", predicted[:n])]
     return write_rows_png(path, rows, [f"k={k}" for k in range(n)])
+
+
+def write_memory_png(path: Path, rows: list[tuple[str, list[np.ndarray]]]) -> Optional[Path]:
+    """The frames with the most memory pixels, one a row: truth | with memory | without | oracle | the memory pixels."""
+    from f1.train.run_outputs import write_rows_png
+
+    if not rows:
+        return None
+    return write_rows_png(path, [(label, list(to_uint8_np(np.stack(frames)))) for label, frames in rows],
+                          ["truth", "memory carried", "memory zeroed", "oracle", "memory pixels"])  # fmt: skip
 
 
 def write_horizon_png(path: Path, open_loop: list[dict[str, Any]]) -> Path:
@@ -309,6 +337,33 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
+def render_memory_pixels(m: dict[str, Any]) -> list[str]:
+    """report.md's memory section (f1.train.memory_eval has the definitions)."""
+    lines = [
+        "### Memory: what left the view (wrist only)",
+        "",
+        f"Memory pixels: pixels of frame t+1 no history frame shows but an earlier frame of the episode did (by "
+        f"reprojection with the store's depth and poses); {m['frames']['memory_pixels']} of them in "
+        f"{m['frames']['with_memory_pixels']} of {m['frames']['evaluated']} frames ({m['steps_fraction']:.1%} of steps).",
+        "",
+        "| on memory pixels, one step | masked PSNR |",
+        "|---|---:|",
+        f"| memory carried | **{_fmt(m['psnr_carried'])}** |",
+        f"| memory zeroed | {_fmt(m['psnr_zeroed'])} |",
+        f"| memory of another episode | {_fmt(m['psnr_other_episode'])} |",
+        f"| geometric oracle (last seen, reprojected) | {_fmt(m['psnr_oracle'])} |",
+        "",
+        "| full frame, one step | frames | carried | zeroed |",
+        "|---|---:|---:|---:|",
+    ]
+    for group, label in (("qualifying", "memory pixels >= 10 % of the frame"), ("none", "no memory pixels")):
+        row = m[f"full_frame_{group}"]
+        lines.append(f"| {label} | {row['frames']} | {_fmt(row['carried'])} | {_fmt(row['zeroed'])} |")
+    lines += ["", "| open loop k | frames | carried | zeroed |", "|---:|---:|---:|---:|"]
+    lines += [f"| {r['k']} | {r['frames']} | {_fmt(r['psnr_carried'])} | {_fmt(r['psnr_zeroed'])} |" for r in m["open_loop"]]
+    return [*lines, "", "![memory](memory.png)  truth | memory carried | memory zeroed | geometric oracle | the memory pixels (magenta)", ""]
+
+
 def render_report(report: dict[str, Any]) -> str:
     lines = [
         f"# f1 evaluate: {report['phase']} checkpoint",
@@ -364,6 +419,8 @@ def render_report(report: dict[str, Any]) -> str:
             "![rollout](rollout.png)  top: truth from step 0; bottom: frame 0, then the open-loop prediction",
             "",
         ]
+        if "memory_pixels" in p:
+            lines += render_memory_pixels(p["memory_pixels"])
     if "exploration" in report:
         e = report["exploration"]
         lines += [

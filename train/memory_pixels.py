@@ -36,11 +36,10 @@ def unproject(depth_mm: np.ndarray, pose: np.ndarray, k: np.ndarray) -> np.ndarr
     return cam @ pose[:3, :3].T + pose[:3, 3]
 
 
-def visible_in(
-    points: np.ndarray, depth_mm: np.ndarray, pose: np.ndarray, k: np.ndarray, tol_m: float = 0.01, tol_rel: float = 0.03
-) -> np.ndarray:
-    """Which world points (..., 3) frame (depth_mm (H, W), pose, k) saw: (...) bool."""
-    h, w = depth_mm.shape
+def project(points: np.ndarray, pose: np.ndarray, k: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """World points (..., 3) into a camera (pose, k) of picture `shape` (H, W) -> (inside, row, col, z), each (...):
+    inside the picture and in front of the camera, the nearest pixel (0 where not inside), the depth along z."""
+    h, w = shape
     pose = np.asarray(pose, np.float64)
     cam = (points - pose[:3, 3]) @ pose[:3, :3]  # (..., 3) world -> camera: R^T (p - t)
     z = cam[..., 2]
@@ -49,7 +48,14 @@ def visible_in(
         u, v = uvw[..., 0] / z, uvw[..., 1] / z
     col, row = np.rint(u), np.rint(v)
     inside = (z > 0) & (col >= 0) & (col <= w - 1) & (row >= 0) & (row <= h - 1)  # NaN compares False
-    col, row = np.where(inside, col, 0).astype(np.intp), np.where(inside, row, 0).astype(np.intp)
+    return inside, np.where(inside, row, 0).astype(np.intp), np.where(inside, col, 0).astype(np.intp), z
+
+
+def visible_in(
+    points: np.ndarray, depth_mm: np.ndarray, pose: np.ndarray, k: np.ndarray, tol_m: float = 0.01, tol_rel: float = 0.03
+) -> np.ndarray:
+    """Which world points (..., 3) frame (depth_mm (H, W), pose, k) saw: (...) bool."""
+    inside, row, col, z = project(points, pose, k, depth_mm.shape)
     seen = depth_mm[row, col].astype(np.float64) * MM  # (...) what frame j drew there
     agrees = (seen > 0) & (np.abs(seen - z) <= np.maximum(tol_m, tol_rel * z))
     return inside & agrees
@@ -89,4 +95,29 @@ def episode_memory_pixels(depth_mm: np.ndarray, pose: np.ndarray, k: np.ndarray,
     out = np.zeros(depth_mm.shape, bool)  # (N, H, W)
     for target in range(1, len(depth_mm)):
         out[target] = memory_pixel_mask(depth_mm, pose, k, target, history, **tol)
+    return out
+
+
+def last_seen(
+    frames: np.ndarray, depth_mm: np.ndarray, pose: np.ndarray, k: np.ndarray, target: int, history: int, mask: np.ndarray,
+    tol_m: float = 0.01, tol_rel: float = 0.03,
+) -> np.ndarray:
+    """The geometric oracle of a memory: frame `target`'s memory pixels (mask (H, W)) coloured as the latest frame
+    before the history saw them, reprojected -> (H, W, C) of frames' dtype, frame `target`'s own pixels off the mask.
+
+    frames (N, H, W, C) the episode's pictures; depth_mm, pose, k as `memory_pixel_mask`. A memory that kept
+    every earlier frame and the geometry exactly, and no better: it cannot know what changed since.
+    """
+    out = frames[target].copy()
+    points = unproject(depth_mm[target], pose[target], k[target])  # (H, W, 3)
+    todo = mask.copy()
+    for j in range(max(target - history, 0) - 1, -1, -1):  # the latest earlier frame first
+        if not todo.any():
+            break
+        inside, row, col, z = project(points[todo], pose[j], k[j], depth_mm.shape[1:])
+        seen = depth_mm[j][row, col].astype(np.float64) * MM
+        hit = inside & (seen > 0) & (np.abs(seen - z) <= np.maximum(tol_m, tol_rel * z))  # (M,)
+        where = np.flatnonzero(todo)[hit]  # flat pixel indices of frame target that frame j saw
+        out.reshape(-1, out.shape[-1])[where] = frames[j][row[hit], col[hit]]
+        todo.reshape(-1)[where] = False
     return out

@@ -126,10 +126,13 @@ class PredictionEvaluator:
         return EpisodeTensors(frames, to_frames(frames), tokens, self._decode(tokens), head)
 
     def _teacher_forced(
-        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False
+        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False, memories: Optional[list[Tensor]] = None
     ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
         """-> (the most likely codes of frames 1..N-1 (N-1,n), the memory m_t used at each step t = 0..N-2,
-        the proposals: warped frames (N-1,3,S,S) and their codes (N-1,n))."""
+        the proposals: warped frames (N-1,3,S,S) and their codes (N-1,n)).
+
+        memories: the memory to use at each step instead of the episode's own (another episode's: the
+        memory's content, not its presence, is what it gives); the last one repeats past its end."""
         chunk = episode_chunk(arrays, self.history, self.stride)
         if zero_memory:
             chunk["is_first"] = np.ones_like(chunk["is_first"])  # the memory is zeroed wherever is_first
@@ -145,6 +148,8 @@ class PredictionEvaluator:
         for k in range(inputs["is_first"].shape[1]):
             step_inputs = {key: value[:, k] for key, value in inputs.items()}
             memory = self.model._reset(memory, step_inputs["is_first"], k)
+            if memories is not None:
+                memory = memories[min(k, len(memories) - 1)]
             used.append(memory)
             prediction, memory = self.model.step(
                 step_inputs["wrist_hist"], step_inputs.get("head"), step_inputs["action_hist"], step_inputs["state"],
@@ -154,10 +159,12 @@ class PredictionEvaluator:
         return torch.stack(predicted), used, warped, proposal
 
     def _open_loop(
-        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[Tensor], starts: list[int], horizon: int
+        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[Tensor], starts: list[int], horizon: int,
+        zero_memory: bool = False,
     ) -> list[tuple[Tensor, Tensor, np.ndarray]]:
         """-> per k = 1..horizon, (alive lanes, their most likely codes (B',n), their frames (B',S,S,3)):
-        lanes (starts) whose t0+k exists; fed those codes and their own frames."""
+        lanes (starts) whose t0+k exists; fed those codes and their own frames. zero_memory: the memory is
+        zeroed at every step (the ablation), not carried from `memories`."""
         n_steps = len(ep.tokens)
         lanes = len(starts)
         buffer = ep.tokens.unsqueeze(0).repeat(lanes, 1, 1)  # (B,N,n): true codes, overwritten by predictions
@@ -182,7 +189,7 @@ class PredictionEvaluator:
             warped, proposal = self.model.propose(self.tokenizer, frame, state[t_safe], action[t_safe])
             prediction, memory = self.model.step(
                 buffer[lane, slots], head[t_safe] if head is not None else None, action[slots], state[t_safe], pad, memory,
-                torch.zeros(lanes, dtype=torch.bool, device=self.device), proposal=proposal,
+                torch.full((lanes,), zero_memory, dtype=torch.bool, device=self.device), proposal=proposal,
             )  # fmt: skip
             codes = prediction.codes  # (B,n)
             buffer[torch.arange(lanes, device=self.device), t_safe + 1] = codes

@@ -88,9 +88,6 @@ class ModelConfig:
     """GRU layers; memory_state has shape (memory_num_layers, B, memory_hidden)."""
     memory_project_to_vae_dim: bool = True
     """Project the memory to code_dim before it enters the backbone (else to hidden_size directly)."""
-    motion_canvas: bool = False
-    """The motion stage's pixel memory: a canvas CANVAS_MARGIN view widths wider than the view on each side, moved
-    along the predicted flow and read where content enters the view (f1.train.models.motion.through_canvas)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

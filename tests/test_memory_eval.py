@@ -75,25 +75,3 @@ def test_without_a_memory_carried_zeroed_and_another_episodes_are_the_same_frame
     summary = memory.summary()
     assert summary["psnr_carried"] == summary["psnr_zeroed"] == summary["psnr_other_episode"]
     assert all(row["psnr_carried"] == row["psnr_zeroed"] for row in summary["open_loop"])
-
-
-def test_the_motion_canvas_is_zeros_at_is_first_and_carried_otherwise(models):  # noqa: F811
-    cfg, tokenizer, _, normalizers = models
-    torch.manual_seed(0)
-    model = WorldModel(load_config(overrides=[*SETTINGS, "model.motion_canvas=true"]), tokenizer.n_tokens, tokenizer.levels).eval()
-    with torch.no_grad():
-        model.motion.global_flow[-1].bias.normal_(0, 1.0)  # some flow, so that the canvas keeps something
-    length = 5
-    frames = torch.from_numpy(sliding_episode(0)["wrist_rgb"][:length]).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
-    inputs = {
-        "frame": frames,  # (1,L,3,S,S)
-        "state": torch.zeros(1, length, model.state_dim),
-        "action_hist": torch.zeros(1, length, model.history, model.action_dim),
-        "is_first": torch.tensor([[True, False, False, True, False]]),
-    }
-    with torch.no_grad():
-        warped, codes, canvas, used = model.propose_steps(tokenizer, inputs, model.initial_canvas(1) + 0.5)
-    assert warped.shape == (1, length, 3, SIZE, SIZE) and codes.shape == (1, length, tokenizer.n_tokens)
-    norms = used.flatten(2).norm(dim=-1)[0]  # (L,) the canvas each step used
-    assert norms[0] == 0 and norms[3] == 0, norms  # zeroed at is_first, whatever came in
-    assert norms[1] > 0 and norms[2] > 0 and norms[4] > 0 and canvas.norm() > 0, norms

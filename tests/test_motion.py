@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from f1.train.image_metrics import psnr_per_frame
-from f1.train.models.motion import FLOW_SCALE, MotionWarp, canvas_side
+from f1.train.models.motion import MotionWarp
 
 SIZE, STATE, ACTION = 32, 4, 2
 
@@ -59,42 +59,3 @@ def test_the_motion_learns_a_shift_the_action_determines():
     copy = psnr_per_frame(to_numpy(x0), to_numpy(x1)).mean()
     assert warped > copy + 3, (warped, copy)
     assert warped > shuffled + 3, (warped, shuffled)
-
-
-# -- the motion canvas ---------------------------------------------------------------------------------------
-
-
-def test_an_empty_canvas_warps_exactly_as_without_one():
-    torch.manual_seed(0)
-    motion = MotionWarp(STATE, ACTION, SIZE)
-    with torch.no_grad():
-        motion.global_flow[-1].bias.normal_(0, 1.0)  # some flow, so that content enters the view
-    x0, _, state, action = shifted_pairs(np.random.default_rng(1), 4)
-    canvas = torch.zeros(4, 4, canvas_side(SIZE), canvas_side(SIZE))
-    warped, next_canvas = motion.through_canvas(x0, state, action, canvas)
-    assert torch.equal(warped, motion(x0, state, action))
-    assert next_canvas.shape == canvas.shape and next_canvas[:, 3].sum() > SIZE * SIZE  # it kept more than the view
-
-
-def test_the_canvas_brings_back_what_left_the_view():
-    """A camera 4 pixels a step right, twice, then back: the strip entering on the way back is the one that left."""
-    torch.manual_seed(0)
-    motion = MotionWarp(STATE, ACTION, SIZE)
-    with torch.no_grad():
-        motion.camera_fixed.fill_(-30.0)  # nothing rides with the camera: the whole view moves
-    pixels = 4 * 2 / (SIZE - 1)  # 4 pixels in grid_sample units
-    # the flow a step: output pixel p samples frame t at p + 4 * action[0] pixels (a camera moving right by that)
-    motion.coarse_flow = lambda frames, state, action: (action[:, :1, None, None] * pixels / FLOW_SCALE).expand(-1, 2, 8, 8) * torch.tensor(
-        [1.0, 0.0]).view(1, 2, 1, 1)  # fmt: skip
-    world = smooth_texture(np.random.default_rng(2), 1)[..., :SIZE, :]  # (1,3,S,2S): the scene along x
-    view = lambda x0: world[..., x0 : x0 + SIZE]  # noqa: E731
-    state = torch.zeros(1, STATE)
-    canvas = torch.zeros(1, 4, canvas_side(SIZE), canvas_side(SIZE))
-    for x0, direction in ((16, 1.0), (20, 1.0), (24, -1.0)):
-        warped, canvas = motion.through_canvas(view(x0), state, torch.tensor([[direction, 0.0]]), canvas)
-        assert torch.allclose(warped[..., : SIZE - 4], view(x0 + int(4 * direction))[..., : SIZE - 4], atol=1e-5)
-    # back to x0 = 20, then 16: the 4 columns entering on the left left the view on the first step
-    warped, canvas = motion.through_canvas(view(20), state, torch.tensor([[-1.0, 0.0]]), canvas)
-    assert torch.allclose(warped, view(16), atol=1e-4), (warped - view(16)).abs().max()
-    without = motion(view(20), state, torch.tensor([[-1.0, 0.0]]))  # the border repeated instead
-    assert (without[..., :4] - view(16)[..., :4]).abs().mean() > 0.01

@@ -132,7 +132,7 @@ def test_frames_ahead_are_predicted_from_the_models_own_frames_at_the_right_step
         chunk, FrameTokens(tokens[index][None], None, tokens[1:][None], frames[:-1][None], frames[1:][None]), normalizers, torch.device("cpu")
     )  # fmt: skip
     with torch.no_grad():
-        prediction, _, _, _, further, _ = ChunkModel(model, tokenizer, pred_steps=3)(inputs, model.initial_memory(1), model.initial_canvas(1))
+        prediction, _, _, _, further = ChunkModel(model, tokenizer, pred_steps=3)(inputs, model.initial_memory(1))
     length = STEPS - 1
     assert [tuple(k_prediction.codes.shape[:2]) for k_prediction, _ in further] == [(1, length - 1), (1, length - 2)]
     assert [tuple(k_warped.shape) for _, k_warped in further] == [(1, length - 1, 3, SIZE, SIZE), (1, length - 2, 3, SIZE, SIZE)]

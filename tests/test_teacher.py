@@ -236,21 +236,6 @@ def test_k_steps_plus_resume_plus_k_steps_equals_2k_steps(reference, assets, tmp
     assert_same_weights(weights(out / f"checkpoint-{2 * K}"), weights(reference.out / f"checkpoint-{2 * K}"))
 
 
-def test_the_motion_canvas_is_carried_saved_and_resumed_exactly(reference, assets, tmp_path):
-    canvas = "model.motion_canvas=true"
-    whole = run_teacher(config(assets, tmp_path / "whole", f"training.max_steps={2 * K}", canvas), assets.store)
-    assert whole.step == 2 * K
-    run_teacher(config(assets, tmp_path / "split", f"training.max_steps={K}", canvas), assets.store)
-    run_teacher(config(assets, tmp_path / "split", f"training.max_steps={2 * K}", canvas), assets.store,
-                resume=tmp_path / "split" / f"checkpoint-{K}")  # fmt: skip
-    assert losses(tmp_path / "split") == losses(tmp_path / "whole")  # bit-identical: the canvas came back with the lanes
-    assert_same_weights(weights(tmp_path / "split" / f"checkpoint-{2 * K}"), weights(tmp_path / "whole" / f"checkpoint-{2 * K}"))
-    from f1.train.checkpoint import load_checkpoint
-
-    saved = load_checkpoint(tmp_path / "whole" / f"checkpoint-{2 * K}").rank_state(0)["canvas"]  # (B,4,E,E)
-    assert saved.shape == (2, 4, 3 * 32, 3 * 32) and saved[:, 3].sum() >= 32 * 32  # the lanes' canvases, each holding its view
-
-
 def test_resuming_a_finished_run_trains_nothing(reference, assets, tmp_path):
     import shutil
 

@@ -25,7 +25,7 @@ One step (teacher forcing: true history, memory carried from zeros), every step 
 - psnr_copy_current_tokens: frame t's codes decoded (what the codes of a copying model decode to)
 - psnr_tokenizer: the tokenizer's reconstruction of frame t+1 (the ceiling of psnr_model_codes)
 - psnr_shuffled_actions: the model again (motion and codes), the episode's actions permuted in time (same frames)
-- psnr_memory_zeroed: the model again, its memory (and motion canvas) zeroed at every step (the memory ablation)
+- psnr_memory_zeroed: the model again, its memory zeroed at every step (the memory ablation)
 - psnr_model_without_head: the model again without the head frame (only when it is fed one): what the
   wrist-only online phases get from the same teacher
 
@@ -126,13 +126,12 @@ class PredictionEvaluator:
         return EpisodeTensors(frames, to_frames(frames), tokens, self._decode(tokens), head)
 
     def _teacher_forced(
-        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False,
-        memories: Optional[list[tuple[Tensor, Tensor]]] = None,
-    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Tensor, Tensor]:
-        """-> (the most likely codes of frames 1..N-1 (N-1,n), the memory and motion canvas (m_t, c_t) each step
-        t = 0..N-2 used, the proposals: warped frames (N-1,3,S,S) and their codes (N-1,n)).
+        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, zero_memory: bool = False, memories: Optional[list[Tensor]] = None
+    ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+        """-> (the most likely codes of frames 1..N-1 (N-1,n), the memory m_t used at each step t = 0..N-2,
+        the proposals: warped frames (N-1,3,S,S) and their codes (N-1,n)).
 
-        memories: the memory and canvas to use at each step instead of the episode's own (another episode's: the
+        memories: the memory to use at each step instead of the episode's own (another episode's: the
         memory's content, not its presence, is what it gives); the last one repeats past its end."""
         chunk = episode_chunk(arrays, self.history, self.stride)
         if zero_memory:
@@ -142,25 +141,16 @@ class PredictionEvaluator:
         head = ep.head[:-1].unsqueeze(0) if ep.head is not None else None
         tokens = FrameTokens(wrist_hist, head, ep.tokens[1:].unsqueeze(0), ep.frames[:-1].unsqueeze(0), ep.frames[1:].unsqueeze(0))
         inputs, _, _ = chunk_inputs(chunk, tokens, self.normalizers, self.device)
-        length = inputs["is_first"].shape[1]
-        if memories is None:  # the proposals of all steps at once (step by step through the canvas, when there is one)
-            warped, proposal, _, canvases = self.model.propose_steps(self.tokenizer, inputs, self.model.initial_canvas(1, self.device))
-            warped, proposal, canvases = warped[0], proposal[0], list(canvases[0].unsqueeze(1))  # (L,3,S,S), (L,n), L x (1,...)
-        else:
-            canvases = [memories[min(k, len(memories) - 1)][1] for k in range(length)]
-            steps = [
-                self.model.propose_through(self.tokenizer, inputs["frame"][:, k], inputs["state"][:, k], inputs["action_hist"][:, k, -1], canvases[k])
-                for k in range(length)
-            ]  # fmt: skip
-            warped, proposal = torch.cat([w for w, _, _ in steps]), torch.cat([c for _, c, _ in steps])
+        # the proposals of all steps at once: the motion sees only step t's own frame, state and action
+        warped, proposal = (x[0] for x in self.model.propose_from(self.tokenizer, inputs))  # (L,3,S,S), (L,n)
         memory = self.model.initial_memory(1, self.device)
         predicted, used = [], []
-        for k in range(length):
+        for k in range(inputs["is_first"].shape[1]):
             step_inputs = {key: value[:, k] for key, value in inputs.items()}
             memory = self.model._reset(memory, step_inputs["is_first"], k)
             if memories is not None:
-                memory = memories[min(k, len(memories) - 1)][0]
-            used.append((memory, canvases[k]))
+                memory = memories[min(k, len(memories) - 1)]
+            used.append(memory)
             prediction, memory = self.model.step(
                 step_inputs["wrist_hist"], step_inputs.get("head"), step_inputs["action_hist"], step_inputs["state"],
                 step_inputs["pad_mask"], memory, step_inputs["is_first"], step_index=k, proposal=proposal[k : k + 1],
@@ -169,18 +159,17 @@ class PredictionEvaluator:
         return torch.stack(predicted), used, warped, proposal
 
     def _open_loop(
-        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[tuple[Tensor, Tensor]], starts: list[int], horizon: int,
+        self, arrays: Mapping[str, np.ndarray], ep: EpisodeTensors, memories: list[Tensor], starts: list[int], horizon: int,
         zero_memory: bool = False,
     ) -> list[tuple[Tensor, Tensor, np.ndarray]]:
         """-> per k = 1..horizon, (alive lanes, their most likely codes (B',n), their frames (B',S,S,3)):
-        lanes (starts) whose t0+k exists; fed those codes and their own frames. zero_memory: the memory and canvas
-        are zeroed at every step (the ablation), not carried from `memories`."""
+        lanes (starts) whose t0+k exists; fed those codes and their own frames. zero_memory: the memory is
+        zeroed at every step (the ablation), not carried from `memories`."""
         n_steps = len(ep.tokens)
         lanes = len(starts)
         buffer = ep.tokens.unsqueeze(0).repeat(lanes, 1, 1)  # (B,N,n): true codes, overwritten by predictions
         start = torch.tensor(starts, device=self.device)  # (B,)
-        memory = torch.cat([memories[t0][0] for t0 in starts], dim=1)  # (L_m,B,Hm)
-        canvas = torch.cat([memories[t0][1] for t0 in starts], dim=0)  # (B,4,E,E) or (B,0)
+        memory = torch.cat([memories[t0] for t0 in starts], dim=1)  # (L_m,B,Hm)
         action = self.normalizers["action"].normalize(torch.from_numpy(arrays["action"]).float().to(self.device))  # (N,A)
         state = self.normalizers["state"].normalize(torch.from_numpy(arrays["state"]).float().to(self.device))  # (N,S)
         head = ep.head
@@ -197,9 +186,7 @@ class PredictionEvaluator:
             pad = slots < 0
             slots = slots.clamp(min=0)
             lane = torch.arange(lanes, device=self.device)[:, None]
-            if zero_memory:
-                canvas = torch.zeros_like(canvas)
-            warped, proposal, canvas = self.model.propose_through(self.tokenizer, frame, state[t_safe], action[t_safe], canvas)
+            warped, proposal = self.model.propose(self.tokenizer, frame, state[t_safe], action[t_safe])
             prediction, memory = self.model.step(
                 buffer[lane, slots], head[t_safe] if head is not None else None, action[slots], state[t_safe], pad, memory,
                 torch.full((lanes,), zero_memory, dtype=torch.bool, device=self.device), proposal=proposal,
@@ -237,7 +224,7 @@ class PredictionEvaluator:
         argmax_tokens, memories, warped, proposal = self._teacher_forced(arrays, ep)  # (N-1,n) the most likely codes
         shuffled = {**arrays, "action": shuffle_actions(arrays["action"], self.rng)}
         codes_shuffled, _, warped_shuffled, proposal_shuffled = self._teacher_forced(shuffled, ep)
-        codes_zeroed, _, warped_zeroed, proposal_zeroed = self._teacher_forced(arrays, ep, zero_memory=True)
+        codes_zeroed, _, _, _ = self._teacher_forced(arrays, ep, zero_memory=True)
         reference, reference_decoded = to_frames(warped), self._decode(proposal)  # the proposal: what the codes correct
         predicted = self._residual(argmax_tokens, reference, reference_decoded)
         shuffled_frames = self._residual(codes_shuffled, to_frames(warped_shuffled), self._decode(proposal_shuffled))
@@ -249,9 +236,7 @@ class PredictionEvaluator:
             "psnr_copy_current_tokens": psnr_per_frame(ep.recon[:-1], truth_next),
             "psnr_tokenizer": psnr_per_frame(ep.recon[1:], truth_next),
             "psnr_shuffled_actions": psnr_per_frame(shuffled_frames, truth_next),
-            "psnr_memory_zeroed": psnr_per_frame(
-                self._residual(codes_zeroed, to_frames(warped_zeroed), self._decode(proposal_zeroed)), truth_next
-            ),
+            "psnr_memory_zeroed": psnr_per_frame(self._residual(codes_zeroed, reference, reference_decoded), truth_next),
             "ssim_model": ssim_per_frame(predicted, truth_next),
             "ssim_copy_current": ssim_per_frame(current, truth_next),
             "token_accuracy": (argmax_tokens == ep.tokens[1:]).float().mean(1).cpu().numpy(),

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from f1.shared.config import F1Config, ModelConfig
 from f1.train.models.backbone import build_backbone
-from f1.train.models.motion import MotionWarp, canvas_side
+from f1.train.models.motion import MotionWarp
 from f1.train.models.tokenizer import FSQTokenizer, digits_to_tokens, tokens_to_digits
 
 MODALITIES = ("memory", "state", "wrist", "action", "head", "query")
@@ -254,8 +254,6 @@ class WorldModel(nn.Module):
         self.memory_layers = m.memory_num_layers
         self.memory_hidden = m.memory_hidden
         self.memory_backprop = t.memory_backprop
-        self.motion_canvas = m.motion_canvas
-        self.image_size = m.tokenizer_image_size
         d = self.width = m.hidden_size
 
         self.backbone, backbone_hidden = build_backbone(m)
@@ -295,14 +293,6 @@ class WorldModel(nn.Module):
     def initial_memory(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
         """Zeros (num_layers, B, hidden): the memory at an episode's first step."""
         return torch.zeros(self.memory_layers, batch_size, self.memory_hidden, device=device)
-
-    def initial_canvas(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
-        """Zeros (B,4,E,E): the motion canvas at an episode's first step (`MotionWarp.through_canvas`);
-        (B,0) without model.motion_canvas, so that callers carry it alike."""
-        if not self.motion_canvas:
-            return torch.zeros(batch_size, 0, device=device)
-        side = canvas_side(self.image_size)
-        return torch.zeros(batch_size, 4, side, side, device=device)
 
     # ------------------------------------------------------------------ one step
 
@@ -349,38 +339,6 @@ class WorldModel(nn.Module):
             inputs["action_hist"][..., -1, :].reshape(-1, self.action_dim),
         )  # fmt: skip
         return warped.view(*lead, *warped.shape[1:]), codes.view(*lead, -1)
-
-    def propose_steps(self, tokenizer: FSQTokenizer, inputs: dict[str, Tensor], canvas: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """`propose_from` over a chunk (B,L,...), step by step through the motion canvas when there is one ->
-        (warped frames (B,L,3,S,S), their codes (B,L,n), the canvas after the chunk, the canvas each step used (B,L,...)).
-
-        The canvas is zeroed for a lane at is_first, before it is used, as the memory is; gradients cross
-        steps through it (the caller detaches between chunks). Without model.motion_canvas: `propose_from`,
-        all steps at once, the (B,0) canvas passed through.
-        """
-        if not self.motion_canvas:
-            warped, codes = self.propose_from(tokenizer, inputs)
-            return warped, codes, canvas, canvas.unsqueeze(1).expand(-1, inputs["frame"].shape[1], *canvas.shape[1:])
-        frame = inputs["frame"]  # (B,L,3,S,S)
-        b, length = frame.shape[:2]
-        warped, used = [], []
-        for k in range(length):
-            canvas = torch.where(inputs["is_first"][:, k].view(b, 1, 1, 1), torch.zeros_like(canvas), canvas)
-            used.append(canvas)
-            warped_k, canvas = self.motion.through_canvas(frame[:, k], inputs["state"][:, k], inputs["action_hist"][:, k, -1], canvas)
-            warped.append(warped_k)
-        warped_all = torch.stack(warped, 1)  # (B,L,3,S,S)
-        codes = tokenizer.encode_frames(warped_all.detach().flatten(0, 1)).view(b, length, -1)
-        return warped_all, codes, canvas, torch.stack(used, 1)
-
-    def propose_through(
-        self, tokenizer: FSQTokenizer, frames: Tensor, state: Tensor, action: Tensor, canvas: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """One step of `propose_steps` for (B,...) frames, state, action and canvas -> (warped, codes, the next canvas)."""
-        if not self.motion_canvas:
-            return (*self.propose(tokenizer, frames, state, action), canvas)
-        warped, canvas = self.motion.through_canvas(frames, state, action, canvas)
-        return warped, tokenizer.encode_frames(warped.detach()), canvas
 
     def _predict(
         self,

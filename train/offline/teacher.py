@@ -195,7 +195,6 @@ def main(
 
     progress = Progress()
     memory = world_model.initial_memory(t.batch_size, device)  # (L_m,B,Hm)
-    canvas = world_model.initial_canvas(t.batch_size, device)  # (B,4,E,E), or (B,0) without model.motion_canvas
     if checkpoint is not None:
         world_model.load_state_dict(checkpoint.model["model"])
         optimizer.load_state_dict(checkpoint.training_state["optimizer"])
@@ -203,7 +202,6 @@ def main(
         progress = Progress(**checkpoint.training_state["progress"])
         rank_state = checkpoint.rank_state(rank)
         memory = rank_state["memory"].to(device)
-        canvas = rank_state["canvas"].to(device) if "canvas" in rank_state else canvas  # older checkpoints: no canvas
         if progress.epoch < t.epochs:
             replay.check_cursor(progress.epoch, progress.chunk, rank_state["lane_cursors"])
         log.info("resumed from %s at step %d (epoch %d, chunk %d)", checkpoint.path, progress.step, progress.epoch, progress.chunk)
@@ -230,7 +228,6 @@ def main(
         local = {
             "rng": capture_rng_state(),
             "memory": memory,
-            "canvas": canvas,
             "lane_cursors": replay.cursor(progress.epoch, progress.chunk) if running else [],
             "replay_stats": replay.stats(),
             "weights_sha256": state_digest(world_model.state_dict()),
@@ -309,7 +306,7 @@ def main(
                     del inputs["head"]  # the whole chunk without the head frame: the model also serves wrist-only phases
                 memory_in = memory
                 with accelerator.autocast():
-                    prediction, memory, trace, warped, further, canvas = model(inputs, memory, canvas)  # (B,L,n,...), (L_m,B,Hm), (B,L,Hm), (B,L,3,S,S)
+                    prediction, memory, trace, warped, further = model(inputs, memory)  # (B,L,n,...), (L_m,B,Hm), (B,L,Hm), (B,L,3,S,S)
                 code_loss, accuracy = world_model.loss(prediction, targets, mask)
                 motion_l1 = world_model.motion_loss(warped, tokens.next_frame, mask)
                 loss = code_loss + motion_l1  # disjoint parameters (the proposal's codes carry no gradient)
@@ -322,7 +319,7 @@ def main(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                memory, canvas = memory.detach(), canvas.detach()  # truncated BPTT: the next chunk starts from the values, not this graph
+                memory = memory.detach()  # truncated BPTT: the next chunk starts from the values, not this graph
 
                 finished = torch.tensor(int((chunk["is_last"] & chunk["valid"]).sum()), device=device)
                 progress.episodes += int(accelerator.reduce(finished, "sum")) if world_size > 1 else int(finished)

@@ -43,21 +43,18 @@ class ChunkModel(nn.Module):
         # find_unused_parameters' graph walk every step.
         world_model.backbone.get_input_embeddings().requires_grad_(False)
 
-    def forward(
-        self, inputs: dict[str, Tensor], memory: Tensor, canvas: Tensor
-    ) -> tuple[CodePrediction, Tensor, Tensor, Optional[Tensor], list, Tensor]:
+    def forward(self, inputs: dict[str, Tensor], memory: Tensor) -> tuple[CodePrediction, Tensor, Tensor, Optional[Tensor], list]:
         """-> (the prediction (B,L,n,...), memory, memory trace, warped frames (B,L,3,S,S) or None without frames,
-        the frames further ahead: [(prediction, warped)] for k = 2..pred_steps (`ahead`), the motion canvas after
-        the chunk (`WorldModel.propose_steps`; passed through without frames))."""
+        the frames further ahead: [(prediction, warped)] for k = 2..pred_steps (`ahead`))."""
         if "frame" not in inputs:
-            return (*self.world_model.forward_chunk(inputs, memory), None, [], canvas)
+            return (*self.world_model.forward_chunk(inputs, memory), None, [])
         assert self.tokenizer is not None, "ChunkModel needs the tokenizer to encode motion proposals"
-        warped, proposal, canvas, _ = self.world_model.propose_steps(self.tokenizer, inputs, canvas)  # (B,L,3,S,S), (B,L,n)
+        warped, proposal = self.world_model.propose_from(self.tokenizer, inputs)  # (B,L,3,S,S), (B,L,n)
         chunk = {key: value for key, value in inputs.items() if key != "frame"}
         chunk["proposal"] = proposal
         prediction, memory, trace = self.world_model.forward_chunk(chunk, memory)
         further = self.ahead(chunk, prediction, warped, chunk["proposal"], trace) if self.pred_steps > 1 else []
-        return prediction, memory, trace, warped, further, canvas
+        return prediction, memory, trace, warped, further
 
     def ahead(
         self, inputs: dict[str, Tensor], prediction: CodePrediction, warped: Tensor, proposal: Tensor, trace: Tensor
@@ -69,8 +66,6 @@ class ChunkModel(nn.Module):
         (pixels and the history's last codes) the model's own prediction of it from pass k-1, detached:
         what open loop feeds it. -> [(prediction (B,L-k+1,n,...), warped (B,L-k+1,3,S,S))] for k = 2..n;
         their targets are the chunk's targets from position k-1 on (`ahead_mask` says which count).
-        These proposals warp without the motion canvas (`forward`'s border repeat): frames further ahead train the
-        model's recovery from its own frames, the canvas trains on the first.
         """
         wm, tokenizer = self.world_model, self.tokenizer
         b, length = prediction.codes.shape[:2]

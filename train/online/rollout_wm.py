@@ -66,7 +66,7 @@ def world_model_loss_on(
     num_steps, m = tokens.shape[0] - 1, tokens.shape[1]
     steps = torch.arange(num_steps, device=tokens.device)
     inputs, targets, _, mask = chunk_batch(rollout, steps, history, stride, normalizers)
-    prediction, _, _, _, _, _ = chunk_model(inputs, world_model.initial_memory(m, tokens.device), world_model.initial_canvas(m, tokens.device))  # (M,T,n,...)
+    prediction, _, _, _, _ = chunk_model(inputs, world_model.initial_memory(m, tokens.device))  # (M,T,n,...)
     loss, accuracy = world_model.loss(prediction, targets, mask)
     world_model.train(was_training)
     return float(loss), float(accuracy)
@@ -97,18 +97,17 @@ def train_world_model_on_rollout(
     device = tokens.device
     world_model.train()
     memory = world_model.initial_memory(m, device)  # (L_m,M,Hm)
-    canvas = world_model.initial_canvas(m, device)  # the motion canvas, carried as the memory is
     chunk = first_chunk % total_chunks
     if chunk > 0:  # burn-in: the memory the teacher's rules would bring to this chunk
         with torch.no_grad():
             burn = torch.arange(0, chunk * bptt_length, device=device)
             inputs, _, _, _ = chunk_batch(rollout, burn, history, stride, normalizers)
-            _, memory, _, _, _, canvas = chunk_model(inputs, memory, canvas)
+            _, memory, _, _, _ = chunk_model(inputs, memory)
     losses, motion_losses, accuracies = [], [], []
     for _ in range(updates):
         steps = chunk_steps(chunk, num_steps, bptt_length, device)
         inputs, targets, next_frames, mask = chunk_batch(rollout, steps, history, stride, normalizers)
-        prediction, memory, _, warped, _, canvas = chunk_model(inputs, memory, canvas)  # (M,L,n,...), (L_m,M,Hm), _, (M,L,3,S,S)
+        prediction, memory, _, warped, _ = chunk_model(inputs, memory)  # (M,L,n,...), (L_m,M,Hm), _, (M,L,3,S,S)
         code_loss, accuracy = world_model.loss(prediction, targets, mask)
         motion_l1 = world_model.motion_loss(warped, next_frames, mask)
         loss = code_loss + motion_l1  # as the teacher: disjoint parameters
@@ -116,7 +115,7 @@ def train_world_model_on_rollout(
         backward(loss)
         clip_grad()
         optimizer.step()
-        memory, canvas = memory.detach(), canvas.detach()  # truncated BPTT: the next chunk starts from the values, not this graph
+        memory = memory.detach()  # truncated BPTT: the next chunk starts from the values, not this graph
         losses.append(float(code_loss.detach()))
         motion_losses.append(float(motion_l1.detach()))
         accuracies.append(float(accuracy))

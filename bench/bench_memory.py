@@ -5,9 +5,9 @@
 1. `f1 collect` with the wrist depth (`--set environment.depth=true`), 40 actions an episode: a training
    store of OU episodes (seed 0) and look-away-and-back ones (`--policy lookaway`, seed 2), merged;
    held-out stores of another seed (1): look-away, OU (the default) and random.
-2. `f1 train tokenizer` with its defaults on the merged store, then a teacher per arm on it: `default`
-   (the defaults: the GRU memory) and `canvas` (`--set model.motion_canvas=true`: the motion stage's
-   pixel memory as well), one after the other (their wall times are the time ratio).
+2. `f1 train tokenizer` with its defaults on the merged store, then a teacher per arm on it, one after
+   the other (their wall times give the time ratio): `default` (the defaults: the GRU memory); a memory
+   design to compare adds its arm to ARMS (its `--set` overrides).
 3. `f1 evaluate` each teacher on the held-out look-away store (prediction.memory_pixels, memory.png),
    and the first on the OU and random ones for how often memory pixels occur under exploration that
    does not look back on purpose.
@@ -24,7 +24,7 @@ from pathlib import Path
 from results import REPO, fresh_work_dir, load_average, machine, report, run_f1
 
 DEPTH = ["--set", "environment.depth=true"]
-ARMS = {"default": [], "canvas": ["--set", "model.motion_canvas=true"]}
+ARMS = {"default": []}  # arm -> the teacher's extra arguments
 
 
 def main() -> None:

@@ -90,14 +90,14 @@ class MemoryPixelEvaluator:
         truth = ep.truth[1:]  # (N-1,S,S,3)
 
         predicted = {}
+        # each pass decoded from its own proposals: a memory that moved the warped frame would be counted too
         codes, memories, warped, proposal = ev._teacher_forced(arrays, ep)
-        reference, reference_decoded = to_frames(warped), ev._decode(proposal)
-        predicted["carried"] = ev._residual(codes, reference, reference_decoded)
-        codes_zeroed, _, _, _ = ev._teacher_forced(arrays, ep, zero_memory=True)
-        predicted["zeroed"] = ev._residual(codes_zeroed, reference, reference_decoded)
+        predicted["carried"] = ev._residual(codes, to_frames(warped), ev._decode(proposal))
+        codes, _, warped, proposal = ev._teacher_forced(arrays, ep, zero_memory=True)
+        predicted["zeroed"] = ev._residual(codes, to_frames(warped), ev._decode(proposal))
         _, other_memories, _, _ = ev._teacher_forced(other, other_ep)
-        codes_other, _, _, _ = ev._teacher_forced(arrays, ep, memories=other_memories)
-        predicted["other_episode"] = ev._residual(codes_other, reference, reference_decoded)
+        codes, _, warped, proposal = ev._teacher_forced(arrays, ep, memories=other_memories)
+        predicted["other_episode"] = ev._residual(codes, to_frames(warped), ev._decode(proposal))
         predicted["oracle"] = oracle
 
         for name, frames in predicted.items():

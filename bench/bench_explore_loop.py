@@ -1,18 +1,19 @@
 """The closed loop: does the explorer's data, or a 50/50 mix, train a better world model than random data of the same size?
 
     .venv/bin/python bench/bench_explore_loop.py --student STUDENT/checkpoint-N --tokenizer TOK [--work DIR]
-        [--episodes 24] [--heldout-episodes 8] [--teacher-steps 400]
+        [--episodes 24] [--heldout-episodes 8] [--teacher-steps 400] [--seed 10]
 
 From a trained student (`f1 train student`, whose teacher's tokenizer is TOK) and the CPU recipe's
 settings (64x64 cameras, 40 actions an episode):
 1. data (stores with the clutter's poses and contacts):
-   random  `f1 collect --policy random` (seed 10) for training, seed 11 for held-out;
+   random  `f1 collect --policy random` (seed S = --seed, 10) for training, seed S + 1 for held-out;
    explorer  the student resumed from its checkpoint with `--record`, its sampled actions (still
              training by PPO), E / envs iterations into one store, then H / envs more into another;
-   mix  E / 2 random episodes (seed 10) and E / 2 explorer episodes (the student resumed again from
+   mix  E / 2 random episodes (seed S) and E / 2 explorer episodes (the student resumed again from
         the same checkpoint), joined by `f1 dataset merge`: the same size as the others.
 2. three world models, `f1 train teacher` on each training store with the same tokenizer and the
-   same number of optimizer steps (`--max-steps`), wrist only (`teacher.use_head_camera=false`).
+   same number of optimizer steps (`--max-steps`), wrist only (`teacher.use_head_camera=false`),
+   training seed S.
 3. all evaluated on the same held-out episodes, random and explorer mixed, with
    f1.train.prediction_eval.PredictionEvaluator: one-step and k = 8 open-loop PSNR, one-step token
    accuracy (with copying the frame as the baseline), pooled over all predicted frames and split
@@ -104,18 +105,19 @@ def main() -> None:
     parser.add_argument("--heldout-episodes", type=int, default=8)
     parser.add_argument("--envs", type=int, default=2)
     parser.add_argument("--teacher-steps", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=10, help="the random data's and the teachers' seed S (held-out: S + 1)")
     parser.add_argument("--no-append", action="store_true", help="print the tables without appending them to RESULTS.md")
     args = parser.parse_args()
     work = fresh_work_dir(args.work)
     timings: dict[str, float] = {}
     collect = ["collect", "--gpus", 0, "--workers", 1, "--envs", args.envs, "--steps-per-episode", 40, *SIZE]
-    run_f1("bench_explore_loop", [*collect, "--episodes", args.episodes, "--seed", 10, "--out", work / "random_train"], "collect random (train)", timings)
-    run_f1("bench_explore_loop", [*collect, "--episodes", args.heldout_episodes, "--seed", 11, "--out", work / "random_heldout"], "collect random (held-out)", timings)
+    run_f1("bench_explore_loop", [*collect, "--episodes", args.episodes, "--seed", args.seed, "--out", work / "random_train"], "collect random (train)", timings)
+    run_f1("bench_explore_loop", [*collect, "--episodes", args.heldout_episodes, "--seed", args.seed + 1, "--out", work / "random_heldout"], "collect random (held-out)", timings)
     student = args.student.resolve()
     record_explorer(student, work, "explorer_train", -(-args.episodes // args.envs), args.envs, timings)
     record_explorer(student, work, "explorer_heldout", -(-args.heldout_episodes // args.envs), args.envs, timings)
     half = args.episodes // 2
-    run_f1("bench_explore_loop", [*collect, "--episodes", half, "--seed", 10, "--out", work / "random_half"], "collect random (half)", timings)
+    run_f1("bench_explore_loop", [*collect, "--episodes", half, "--seed", args.seed, "--out", work / "random_half"], "collect random (half)", timings)
     record_explorer(student, work, "explorer_half", -(-half // args.envs), args.envs, timings)
     run_f1("bench_explore_loop", ["dataset", "merge", work / "random_half", work / "explorer_half", "--out", work / "mix_train"], "merge mix", timings)
 
@@ -127,7 +129,7 @@ def main() -> None:
         store = work / f"{name}_train"
         data[name] = compute_stats(open_store(store), sample_images=1)
         run_f1("bench_explore_loop", ["train", "teacher", "--data", store, "--tokenizer", args.tokenizer.resolve(), "--output-dir", work / f"wm_{name}",
-             "--max-steps", args.teacher_steps, "--set", "teacher.use_head_camera=false", *SIZE], f"teacher on {name} data", timings)  # fmt: skip
+             "--max-steps", args.teacher_steps, "--set", "teacher.use_head_camera=false", "--set", f"training.seed={args.seed}", *SIZE], f"teacher on {name} data", timings)  # fmt: skip
     heldout = [work / "random_heldout", work / "explorer_heldout"]
     held = {name: compute_stats(open_store(path), sample_images=1)["exploration"] for name, path in zip(("random", "explorer"), heldout)}
     results = {name: evaluate(work / f"wm_{name}", heldout) for name in ARMS}
@@ -136,7 +138,8 @@ def main() -> None:
     e = {k: v["exploration"] for k, v in data.items()}
     frames = results["random"]["frames"]
     setup = (
-        f"machine: {machine()}, load {load_average():.1f}. Student {student}; tokenizer {args.tokenizer}. Training data: "
+        f"machine: {machine()}, load {load_average():.1f}. Student {student}; tokenizer {args.tokenizer}; seed {args.seed} "
+        f"(random data, teachers; held-out random {args.seed + 1}). Training data: "
         f"{args.episodes} episodes x 40 actions each, random (contact fraction {e['random']['object_contact_fraction']:.3f}, "
         f"objects moved {e['random']['objects_moved']:.2f}/episode, union voxels {e['random']['union_voxels']:.0f}) vs the "
         f"explorer's --record (contact fraction {e['explorer']['object_contact_fraction']:.3f}, objects moved "

@@ -55,10 +55,17 @@ def visible_in(
     points: np.ndarray, depth_mm: np.ndarray, pose: np.ndarray, k: np.ndarray, tol_m: float = 0.01, tol_rel: float = 0.03
 ) -> np.ndarray:
     """Which world points (..., 3) frame (depth_mm (H, W), pose, k) saw: (...) bool."""
+    return seen_where(points, depth_mm, pose, k, tol_m, tol_rel)[0]
+
+
+def seen_where(
+    points: np.ndarray, depth_mm: np.ndarray, pose: np.ndarray, k: np.ndarray, tol_m: float = 0.01, tol_rel: float = 0.03
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`visible_in` and where: -> (seen (...) bool, row, col (...) the pixel of frame (depth_mm, pose, k) that shows each point)."""
     inside, row, col, z = project(points, pose, k, depth_mm.shape)
-    seen = depth_mm[row, col].astype(np.float64) * MM  # (...) what frame j drew there
-    agrees = (seen > 0) & (np.abs(seen - z) <= np.maximum(tol_m, tol_rel * z))
-    return inside & agrees
+    drawn = depth_mm[row, col].astype(np.float64) * MM  # (...) what the frame drew there
+    agrees = (drawn > 0) & (np.abs(drawn - z) <= np.maximum(tol_m, tol_rel * z))
+    return inside & agrees, row, col
 
 
 def memory_pixel_mask(
@@ -114,9 +121,7 @@ def last_seen(
     for j in range(max(target - history, 0) - 1, -1, -1):  # the latest earlier frame first
         if not todo.any():
             break
-        inside, row, col, z = project(points[todo], pose[j], k[j], depth_mm.shape[1:])
-        seen = depth_mm[j][row, col].astype(np.float64) * MM
-        hit = inside & (seen > 0) & (np.abs(seen - z) <= np.maximum(tol_m, tol_rel * z))  # (M,)
+        hit, row, col = seen_where(points[todo], depth_mm[j], pose[j], k[j], tol_m, tol_rel)  # (M,) each
         where = np.flatnonzero(todo)[hit]  # flat pixel indices of frame target that frame j saw
         out.reshape(-1, out.shape[-1])[where] = frames[j][row[hit], col[hit]]
         todo.reshape(-1)[where] = False

@@ -48,7 +48,9 @@ def sliding_episode(seed: int) -> dict[str, np.ndarray]:
 
 def test_the_oracle_is_exact_on_a_plane_and_the_figures_cover_the_returning_frames(models):  # noqa: F811
     memory = MemoryPixelEvaluator(evaluator(models))
-    memory.add_episode(sliding_episode(0), sliding_episode(1))
+    returned = memory.add_episode(sliding_episode(0), memory.carried_memories(sliding_episode(1)))
+    # what it hands the next episode is this one's own memory, as carried_memories gives it
+    assert all(torch.equal(a, b) for a, b in zip(returned, memory.carried_memories(sliding_episode(0)), strict=True))
     summary = memory.summary()
     # history 2 frames: from the 7th frame on (shift 12 after 16, 16) the view re-enters what shifts 0..6 showed
     assert summary["frames"]["evaluated"] == len(SHIFTS) - 1
@@ -71,7 +73,7 @@ def test_without_a_memory_carried_zeroed_and_another_episodes_are_the_same_frame
     torch.manual_seed(0)
     memoryless = WorldModel(load_config(overrides=[*SETTINGS, "model.memory_enabled=false"]), tokenizer.n_tokens, tokenizer.levels).eval()
     memory = MemoryPixelEvaluator(evaluator((cfg, tokenizer, memoryless, normalizers)))
-    memory.add_episode(sliding_episode(0), sliding_episode(1))
+    memory.add_episode(sliding_episode(0), memory.carried_memories(sliding_episode(1)))
     summary = memory.summary()
     assert summary["psnr_carried"] == summary["psnr_zeroed"] == summary["psnr_other_episode"]
     assert all(row["psnr_carried"] == row["psnr_zeroed"] for row in summary["open_loop"])

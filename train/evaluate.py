@@ -153,9 +153,11 @@ def evaluate_memory_pixels(evaluator: Any, store: Any, held_out: list[Any], keys
 
     memory = MemoryPixelEvaluator(evaluator)
     keys = (*keys, *MEMORY_KEYS)
-    for i, info in enumerate(tqdm(held_out, desc="memory pixels", unit="episode")):
-        other = held_out[(i + 1) % len(held_out)] if len(held_out) > 1 else info
-        memory.add_episode(store.read_episode(info, keys=keys), store.read_episode(other, keys=keys))
+    # Last to first, each fed the memories the one after it returned (the first episode's for the last): every
+    # episode's memory pass runs once, and one more for the first.
+    other = memory.carried_memories(store.read_episode(held_out[0], keys=keys))
+    for info in tqdm(held_out[::-1], desc="memory pixels", unit="episode"):
+        other = memory.add_episode(store.read_episode(info, keys=keys), other)
     write_memory_png(output_dir / "memory.png", memory.picture_rows())
     return memory.summary()
 

@@ -33,6 +33,7 @@ from typing import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from f1.train.image_metrics import psnr_per_frame
 from f1.train.memory_pixels import episode_memory_pixels, last_seen
@@ -81,11 +82,18 @@ class MemoryPixelEvaluator:
         return (share >= 0.5).numpy(), oracle_small
 
     @torch.no_grad()
-    def add_episode(self, arrays: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray]) -> None:
-        """One held-out episode (wrist_rgb, action, state and MEMORY_KEYS) and another one (its memory's source)."""
+    def carried_memories(self, arrays: Mapping[str, np.ndarray]) -> list[Tensor]:
+        """The memory an episode (wrist_rgb, action, state) carries at each step, wrist only: what `add_episode`
+        returns for it, for an episode that is not evaluated itself."""
+        ev = self.evaluator
+        return ev._teacher_forced(arrays, replace(ev._episode_tensors(arrays), head=None))[1]
+
+    @torch.no_grad()
+    def add_episode(self, arrays: Mapping[str, np.ndarray], other_memories: list[Tensor]) -> list[Tensor]:
+        """One held-out episode (wrist_rgb, action, state and MEMORY_KEYS) and another episode's memories at each step
+        (`carried_memories`, or what `add_episode` returned for it) -> this episode's own memories, for the next call."""
         ev = self.evaluator
         ep = replace(ev._episode_tensors(arrays), head=None)  # wrist-only
-        other_ep = replace(ev._episode_tensors(other), head=None)
         mask, oracle = self.masks_and_oracle(arrays)  # (N-1,S,S), (N-1,S,S,3)
         truth = ep.truth[1:]  # (N-1,S,S,3)
 
@@ -95,7 +103,6 @@ class MemoryPixelEvaluator:
         predicted["carried"] = ev._residual(codes, to_frames(warped), ev._decode(proposal))
         codes, _, warped, proposal = ev._teacher_forced(arrays, ep, zero_memory=True)
         predicted["zeroed"] = ev._residual(codes, to_frames(warped), ev._decode(proposal))
-        _, other_memories, _, _ = ev._teacher_forced(other, other_ep)
         codes, _, warped, proposal = ev._teacher_forced(arrays, ep, memories=other_memories)
         predicted["other_episode"] = ev._residual(codes, to_frames(warped), ev._decode(proposal))
         predicted["oracle"] = oracle
@@ -127,6 +134,7 @@ class MemoryPixelEvaluator:
                 if name == "carried":
                     self.loop[k]["pixels"] += int(where.sum())
                     self.loop[k]["frames"] += int(where.any(axis=(1, 2)).sum())
+        return memories
 
     def summary(self) -> dict:
         pooled = lambda parts: float(np.concatenate(parts).mean()) if sum(len(p) for p in parts) else float("nan")  # noqa: E731

@@ -301,6 +301,10 @@ class StudentConfig:
     """Value loss weight."""
     learning_rate: float = field(default=3e-4, metadata=_range(gt=0))
     """Explorer learning rate."""
+    imagine_horizon: int = field(default=15, metadata=_range(ge=1))
+    """`f1 train student --data`: imagined steps per rollout (the world model rolled forward from a replayed step)."""
+    imagine_starts: int = field(default=32, metadata=_range(ge=1))
+    """`f1 train student --data`: replayed steps each iteration's imagined rollouts start from (at most the chunk's)."""
 
 
 @dataclass

@@ -23,6 +23,7 @@ from f1.shared.cli_options import (
     StepsPerEpisodeOpt,
     build_config,
 )
+from f1.shared.errors import UserError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -93,6 +94,10 @@ def student(
         Optional[int], typer.Option("--total-iterations", "--total_iterations", min=1, help="PPO iterations.")
     ] = None,
     envs: Annotated[Optional[int], typer.Option("--envs", min=1, help="Live envs stepped together.")] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option("--data", help="Train in the world model's imagination from this store's replayed steps (no simulator)."),
+    ] = None,
     record: Annotated[
         Optional[str], typer.Option("--record", help="Also write the rollouts to this store (a directory or s3://bucket/prefix).")
     ] = None,
@@ -104,7 +109,7 @@ def student(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train the explorer online (PPO + LoRA) against the frozen teacher world model."""
+    """Train the explorer (PPO + LoRA) against the frozen teacher world model: online, or with --data in its imagination."""
     cfg = build_config(
         config,
         set_,
@@ -116,6 +121,13 @@ def student(
         training__num_episodes=num_episodes,
         training__steps_per_episode=steps_per_episode,
     )
+    if data is not None:
+        if record is not None or envs is not None:
+            raise UserError("--record and --envs belong to the online student; drop them with --data (imagination runs no env)")
+        from f1.train.offline.imagine import main as imagine
+
+        imagine(cfg, data, resume=resume, auto_resume=auto_resume, gpus=gpus)
+        return
     from f1.train.online.student import main
 
     main(cfg, record=record, resume=resume, auto_resume=auto_resume, gpus=gpus)

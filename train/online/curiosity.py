@@ -26,6 +26,10 @@ so its scale stays put while the heads learn. Per PPO iteration: score the rollo
 they were (novelty is what they have not trained on), pay, then add the rollout to a FIFO replay and
 train the heads on it. The joint velocities come from the live env (info["joint_velocity"]); the store
 does not keep them.
+
+The imagination phase (f1.train.offline.imagine) has no live env: its ensemble reads the store's keys only
+(`store_transitions`), the joint velocity replaced by the last step's joint change, and its mean prediction
+doubles as the imagined arm's next joint positions and gripper width (`next_proprio`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ JOINTS = 9  # 7 arm + 2 finger joints: the length of info["joint_velocity"]
 ARM = slice(0, 7)
 INPUT_DIM = 7 + 1 + JOINTS + 2 * REAL_ACTION_DIMS
 TARGET_DIM = 7 + 1 + JOINTS
+STORE_INPUT_DIM = 7 + 1 + 7 + 2 * REAL_ACTION_DIMS  # q, w, q_t - q_{t-1}, a_t, a_{t-1}
+STORE_TARGET_DIM = 7 + 1  # achieved - commanded joint change, width - commanded width
 
 
 def transitions(states: Tensor, joint_velocity: Tensor, applied: Tensor, action_scale: float) -> tuple[Tensor, Tensor]:
@@ -55,9 +61,45 @@ def transitions(states: Tensor, joint_velocity: Tensor, applied: Tensor, action_
     a = applied[:-1, :, :REAL_ACTION_DIMS].float()  # (T,M,8)
     previous = torch.cat([torch.zeros_like(a[:1]), a[:-1]])  # (T,M,8)
     x = torch.cat([q[:-1], w[:-1], joint_velocity[:-1], a, previous], -1)
-    commanded_width = (a[..., ACTION_LAYOUT["gripper"]].clamp(-1, 1) + 1) * GRIPPER_OPEN  # (T,M,1): 2 fingers x gripper_command_to_finger
-    y = torch.cat([q[1:] - q[:-1] - action_scale * a[..., ARM], w[1:] - commanded_width, joint_velocity[1:]], -1)
+    y = torch.cat([q[1:] - q[:-1] - action_scale * a[..., ARM], w[1:] - commanded_width(a), joint_velocity[1:]], -1)
     return x.float(), y.float()
+
+
+def commanded_width(action: Tensor) -> Tensor:
+    """(...,8) applied actions -> (...,1) the gripper width they command (2 fingers x gripper_command_to_finger)."""
+    return (action[..., ACTION_LAYOUT["gripper"]].clamp(-1, 1) + 1) * GRIPPER_OPEN
+
+
+def store_features(state: Tensor, previous_state: Tensor, action: Tensor, previous_action: Tensor) -> Tensor:
+    """The store-keys ensemble's input: state, previous_state (...,S) raw, action, previous_action (...,8) applied
+    -> (...,31) [q_t, w_t, q_t - q_{t-1}, a_t, a_{t-1}]."""
+    q, w = state[..., STATE_LAYOUT["arm_qpos"]], state[..., STATE_LAYOUT["gripper_width"]]
+    moved = q - previous_state[..., STATE_LAYOUT["arm_qpos"]]
+    return torch.cat([q, w, moved, action, previous_action], -1).float()
+
+
+def store_targets(state: Tensor, next_state: Tensor, action: Tensor, action_scale: float) -> Tensor:
+    """(...,S) raw states t, t+1 and (...,8) applied a_t -> (...,8) [achieved - commanded joint change, width - commanded]."""
+    q, next_q = state[..., STATE_LAYOUT["arm_qpos"]], next_state[..., STATE_LAYOUT["arm_qpos"]]
+    next_w = next_state[..., STATE_LAYOUT["gripper_width"]]
+    return torch.cat([next_q - q - action_scale * action[..., ARM], next_w - commanded_width(action)], -1).float()
+
+
+def store_transitions(states: Tensor, applied: Tensor, action_scale: float) -> tuple[Tensor, Tensor]:
+    """One episode's transitions from the store's keys: states (T+1,S) raw, applied (T+1,A) -> x (T,31), y (T,8).
+    At step 0 the previous state is the step itself and a_{-1} = 0 (the episode's start)."""
+    a = applied[:, :REAL_ACTION_DIMS].float()  # (T+1,8)
+    previous_state = torch.cat([states[:1], states[:-2]])  # (T,S)
+    previous_action = torch.cat([torch.zeros_like(a[:1]), a[:-2]])  # (T,8)
+    x = store_features(states[:-1], previous_state, a[:-1], previous_action)
+    return x, store_targets(states[:-1], states[1:], a[:-1], action_scale)
+
+
+def next_proprio(state: Tensor, action: Tensor, target: Tensor, action_scale: float) -> tuple[Tensor, Tensor]:
+    """The arm after action a_t as a store target says: state (...,S) raw, action (...,8) applied, target (...,8) raw
+    -> (next joint positions (...,7), next gripper width (...,1))."""
+    q = state[..., STATE_LAYOUT["arm_qpos"]]
+    return q + action_scale * action[..., ARM] + target[..., :7], commanded_width(action) + target[..., 7:8]
 
 
 def joint_residual(y: Tensor) -> Tensor:
@@ -112,20 +154,20 @@ class EnsembleLinear(nn.Module):
 class ProprioEnsemble(nn.Module):
     """K MLP heads (x -> y, standardised), a bootstrap-masked FIFO replay and the intrinsic return's normaliser."""
 
-    def __init__(self, heads: int = 5, hidden: int = 64, replay: int = 8192):
+    def __init__(self, heads: int = 5, hidden: int = 64, replay: int = 8192, input_dim: int = INPUT_DIM, target_dim: int = TARGET_DIM):
         super().__init__()
         assert heads >= 2, ("an ensemble needs two heads or more to disagree", heads)
-        self.heads = heads
+        self.heads, self.input_dim, self.target_dim = heads, input_dim, target_dim
         self.net = nn.Sequential(
-            EnsembleLinear(heads, INPUT_DIM, hidden), nn.SiLU(),
+            EnsembleLinear(heads, input_dim, hidden), nn.SiLU(),
             EnsembleLinear(heads, hidden, hidden), nn.SiLU(),
-            EnsembleLinear(heads, hidden, TARGET_DIM),
+            EnsembleLinear(heads, hidden, target_dim),
         )  # fmt: skip
-        self.x_moments, self.y_moments = RunningMoments(INPUT_DIM), RunningMoments(TARGET_DIM)
+        self.x_moments, self.y_moments = RunningMoments(input_dim), RunningMoments(target_dim)
         self.return_moments = RunningMoments(1)
         # The replay: transitions and each head's bootstrap mask (Bernoulli 1/2: which heads train on which rows).
-        self.register_buffer("replay_x", torch.zeros(replay, INPUT_DIM))
-        self.register_buffer("replay_y", torch.zeros(replay, TARGET_DIM))
+        self.register_buffer("replay_x", torch.zeros(replay, input_dim))
+        self.register_buffer("replay_y", torch.zeros(replay, target_dim))
         self.register_buffer("replay_mask", torch.zeros(replay, heads))
         self.register_buffer("replay_size", torch.zeros((), dtype=torch.long))
         self.register_buffer("replay_next", torch.zeros((), dtype=torch.long))
@@ -135,23 +177,35 @@ class ProprioEnsemble(nn.Module):
         return (x - xm.mean.float()) / xm.std, (y - ym.mean.float()) / ym.std
 
     def predict(self, x: Tensor) -> Tensor:
-        """Standardised x (N,33) -> every head's standardised prediction (K,N,17)."""
+        """Standardised x (N,in) -> every head's standardised prediction (K,N,out)."""
         return self.net(x.unsqueeze(0).expand(self.heads, -1, -1))
 
     @torch.no_grad()
     def score(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """Raw x (...,33), y (...,17) -> disagreement and error (...,) in standardised target units."""
+        """Raw x (...,in), y (...,out) -> disagreement and error (...,) in standardised target units."""
         shape = x.shape[:-1]
-        xs, ys = self.standardise(x.reshape(-1, INPUT_DIM), y.reshape(-1, TARGET_DIM))
+        xs, ys = self.standardise(x.reshape(-1, self.input_dim), y.reshape(-1, self.target_dim))
         predictions = self.predict(xs)  # (K,N,17)
         disagreement = predictions.var(0, unbiased=False).mean(-1)
         error = ((predictions.mean(0) - ys) ** 2).mean(-1)
         return {"disagreement": disagreement.reshape(shape), "error": error.reshape(shape)}
 
     @torch.no_grad()
+    def imagine(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw x (...,in) -> (the heads' mean prediction (...,out) raw, their disagreement (...,) standardised): what
+        an imagined step needs when no true outcome exists to score an error against."""
+        shape = x.shape[:-1]
+        ym = self.y_moments
+        xs = (x.reshape(-1, self.input_dim) - self.x_moments.mean.float()) / self.x_moments.std
+        predictions = self.predict(xs)  # (K,N,out) standardised
+        mean = predictions.mean(0) * ym.std + ym.mean.float()  # (N,out) raw
+        disagreement = predictions.var(0, unbiased=False).mean(-1)  # (N,)
+        return mean.reshape(*shape, self.target_dim), disagreement.reshape(shape)
+
+    @torch.no_grad()
     def add(self, x: Tensor, y: Tensor) -> None:
-        """Raw transitions x (N,33), y (N,17) into the replay (oldest overwritten), each with its bootstrap mask."""
-        x, y = x.reshape(-1, INPUT_DIM), y.reshape(-1, TARGET_DIM)
+        """Raw transitions x (N,in), y (N,out) into the replay (oldest overwritten), each with its bootstrap mask."""
+        x, y = x.reshape(-1, self.input_dim), y.reshape(-1, self.target_dim)
         self.x_moments.update(x)
         self.y_moments.update(y)
         capacity = self.replay_x.shape[0]

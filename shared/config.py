@@ -253,6 +253,8 @@ class StudentConfig:
     """Where checkpoints, logs and videos go."""
     teacher_path: Optional[str] = None
     """Teacher checkpoint directory."""
+    init_explorer: Optional[str] = None
+    """A student checkpoint (online, or `--data` imagination) on the same teacher whose explorer a new run starts from."""
     memory_divergence_weight: float = field(default=0.0, metadata=_range(ge=0))
     """Weight of the memory-divergence reward term (the seed's 1.0; f1's default pays the proprioceptive ensemble's error instead)."""
     wm_uncertainty_weight: float = field(default=0.0, metadata=_range(ge=0))

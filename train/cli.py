@@ -98,6 +98,10 @@ def student(
         Optional[str],
         typer.Option("--data", help="Train in the world model's imagination from this store's replayed steps (no simulator)."),
     ] = None,
+    init_explorer: Annotated[
+        Optional[Path],
+        typer.Option("--init-explorer", "--init_explorer", help="Start from this student checkpoint's explorer (fine-tuning)."),
+    ] = None,
     record: Annotated[
         Optional[str], typer.Option("--record", help="Also write the rollouts to this store (a directory or s3://bucket/prefix).")
     ] = None,
@@ -115,6 +119,7 @@ def student(
         set_,
         model__preset=preset,
         student__teacher_path=str(teacher_path) if teacher_path else None,
+        student__init_explorer=str(init_explorer) if init_explorer else None,
         student__output_dir=str(output_dir) if output_dir else None,
         student__total_iterations=total_iterations,
         student__envs=envs,

@@ -40,7 +40,7 @@ from f1.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
 from f1.train.offline.store_settings import adopt_store_settings
 from f1.train.offline.teacher_inputs import check_fresh_output_dir, check_store, check_token_store
-from f1.train.online.student import check_teacher
+from f1.train.online.student import check_init_explorer, check_teacher
 
 PHASE = "student"  # model.pt's phase: loads wherever an online student's does
 TRAINING_PHASE = "student-imagination"  # training_state's: a resume continues this phase, never the online one
@@ -108,6 +108,7 @@ def main(
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
     if checkpoint is not None:
         check_resume(checkpoint, planned_world_size(gpus), t.batch_size, teacher_path)
+    init_path = check_init_explorer(s.init_explorer, teacher_path) if checkpoint is None and s.init_explorer else None
 
     from f1.train.online.models import load_world_model
 
@@ -139,7 +140,9 @@ def main(
     from f1.train.offline.token_store_writer import build as build_token_store
     from f1.train.online.common import mean_over_ranks, model_file_config
     from f1.train.online.curiosity import STORE_INPUT_DIM, STORE_TARGET_DIM, ProprioEnsemble
-    from f1.train.online.models import architecture_config, explorer_heads_state, freeze, load_explorer_parts, new_explorer
+    from f1.train.online.models import (
+        architecture_config, explorer_heads_state, freeze, load_explorer, load_explorer_parts, new_explorer,
+    )  # fmt: skip
     from f1.train.online.ppo import ActionScorer, compute_gae, explained_variance, ppo_update
     from f1.train.optim import count_parameters, make_optimizer
     from f1.train.run_outputs import MetricsLog
@@ -161,6 +164,8 @@ def main(
     explorer = new_explorer(world_model, arch_cfg).to(device)
     if checkpoint is not None:
         load_explorer_parts(explorer, checkpoint.model["model"], checkpoint.path)
+    elif init_path is not None:  # the explorer's weights, nothing of its run's state
+        explorer, _ = load_explorer(init_path, "--init-explorer", arch_cfg, device, base=teacher)
     optimizer = make_optimizer(explorer, t, learning_rate=s.learning_rate)
     ensemble = ProprioEnsemble(s.ensemble_heads, s.ensemble_hidden, s.ensemble_replay, STORE_INPUT_DIM, STORE_TARGET_DIM).to(device)
     ensemble_optimizer = torch.optim.Adam(ensemble.net.parameters(), lr=s.ensemble_learning_rate)
@@ -200,7 +205,8 @@ def main(
     )  # fmt: skip
 
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
-    model_config = model_file_config(arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()), mode="imagination", data=str(data))
+    refs = {"init_explorer": str(init_path.resolve())} if init_path is not None else {}
+    model_config = model_file_config(arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()), mode="imagination", data=str(data), **refs)
     action_scale = cfg.environment.action_scale
     last_metrics: dict[str, Any] = {}
 

@@ -68,6 +68,20 @@ def check_teacher(path: Optional[str], flag: str) -> Path:
     return Path(path)
 
 
+def check_init_explorer(path: str, teacher_path: Path) -> Path:
+    """A student checkpoint (online or imagined) to start the explorer from: it must be built on this teacher."""
+    from f1.train.online.models import EXPLORER_PHASES, explorer_base_path
+
+    model_file = read_model_file(Path(path), "--init-explorer")
+    phase = checkpoint_phase(model_file)
+    if phase not in EXPLORER_PHASES:
+        raise UserError(f"--init-explorer {path} is a {phase} checkpoint without an explorer; pass a checkpoint of `f1 train student`")
+    base = explorer_base_path(Path(path), model_file)
+    if base.resolve() != teacher_path.resolve():
+        raise UserError(f"--init-explorer {path} was trained on teacher {base}, not {teacher_path}; pass --teacher_path {base}")
+    return Path(path)
+
+
 def check_privileged_terms(cfg: F1Config) -> None:
     """A reward term that reads the simulator's object poses needs an env that exposes them."""
     if not cfg.environment.privileged_info and cfg.student.clutter_motion_weight != 0:
@@ -103,6 +117,7 @@ def main(
         check_online_resume(checkpoint, PHASE, planned_world_size(gpus), s.envs, {"teacher_path": str(teacher_path)})
     if record is not None:
         check_record_store(record, cfg)
+    init_path = check_init_explorer(s.init_explorer, teacher_path) if checkpoint is None and s.init_explorer else None
 
     relaunch_if_needed(gpus)  # exits here when this process only starts the ranks
     pin_from_local_rank()
@@ -118,7 +133,7 @@ def main(
     from f1.train.checkpoint import capture_rng_state, gather_rank_states, restore_rng_state, save_checkpoint
     from f1.train.models.lora import save_adapter
     from f1.train.online.models import (
-        architecture_config, explorer_heads_state, freeze, load_explorer_parts, load_world_model, new_explorer,
+        architecture_config, explorer_heads_state, freeze, load_explorer, load_explorer_parts, load_world_model, new_explorer,
     )  # fmt: skip
     from f1.train.online.record import RolloutRecorder, run_tag
     from f1.train.online.common import (
@@ -149,6 +164,9 @@ def main(
     explorer = new_explorer(world_model, arch_cfg).to(device)
     if checkpoint is not None:
         load_explorer_parts(explorer, checkpoint.model["model"], checkpoint.path)
+    elif init_path is not None:  # fine-tuning: the explorer's weights, nothing of its run's state
+        explorer, _ = load_explorer(init_path, "--init-explorer", arch_cfg, device, base=teacher)
+        log.info("explorer from %s", init_path)
     optimizer = make_optimizer(explorer, t, learning_rate=s.learning_rate)
     curiosity = Curiosity.from_config(cfg, device)  # each rank's own, trained on its own rollouts
     progress = Progress()
@@ -179,7 +197,8 @@ def main(
     policy = ExplorerPolicy(explorer)
     recorder = RolloutRecorder(record, cfg, PHASE, rank) if record is not None else None
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
-    model_config = model_file_config(arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()))
+    refs = {"init_explorer": str(init_path.resolve())} if init_path is not None else {}
+    model_config = model_file_config(arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()), **refs)
     id_prefix = run_tag(PHASE, output_dir)
     total = planned_iterations(s.total_iterations, t.num_episodes, s.envs * world_size)
     last_metrics: dict[str, Any] = {}

@@ -176,16 +176,25 @@ def imagine(
     horizon: int,
     action_scale: float,
     keep_frames: bool = False,
+    actions: Optional[Tensor] = None,
 ) -> Imagined:
-    """`horizon` imagined steps from every start; see the module docstring."""
+    """`horizon` imagined steps from every start; see the module docstring.
+
+    actions (H,N,A): roll forward under these (e.g. the store's own, to set imagined against real frames) instead
+    of the explorer's draws; the explorer still scores them (log-prob, value).
+    """
     n, device = starts.num, starts.state.device
     hist, past, pad = starts.wrist_hist, starts.past_actions, starts.pad_mask
     frame, state, memory, is_first = starts.frame, starts.state, starts.memory, starts.is_first
     previous_state, previous_action = starts.previous_state, starts.previous_action
     tokens, memories, states, frames = [hist[:, -1]], [memory.transpose(0, 1)], [state], [frame]
-    actions, logprobs, values, disagreement = [], [], [], []
+    taken, logprobs, values, disagreement = [], [], [], []
     for k in range(horizon):
-        action, logprob, value = explorer.act(hist[:, -1], memory)  # (N,A), (N,), (N,)
+        if actions is None:
+            action, logprob, value = explorer.act(hist[:, -1], memory)  # (N,A), (N,), (N,)
+        else:
+            action = actions[k]
+            logprob, _, value = explorer.evaluate_actions(hist[:, -1], memory, action)
         applied = clip_action(action, REAL_ACTION_DIMS)  # (N,A) what the env would apply
         action_hist = torch.cat([past, normalizers["action"].normalize(applied)[:, None]], 1)  # (N,h,A)
         state_in = normalizers["state"].normalize(state)  # (N,S)
@@ -197,7 +206,7 @@ def imagine(
         target, spread = ensemble.imagine(store_features(state, previous_state, real, previous_action))  # (N,8), (N,)
         joints, width = next_proprio(state, real, target, action_scale)
 
-        actions.append(action), logprobs.append(logprob), values.append(value), disagreement.append(spread)
+        taken.append(action), logprobs.append(logprob), values.append(value), disagreement.append(spread)
         hist = torch.cat([hist[:, 1:], codes[:, None]], 1)
         past = action_hist[:, 1:]
         pad = torch.cat([pad[:, 1:], torch.zeros_like(pad[:, :1])], 1)
@@ -212,7 +221,7 @@ def imagine(
     next_value = explorer(hist[:, -1], memory)[2]  # (N,)
     return Imagined(
         tokens=torch.stack(tokens), memory=torch.stack(memories), states=torch.stack(states),
-        actions=torch.stack(actions), logprobs=torch.stack(logprobs), values=torch.stack(values),
+        actions=torch.stack(taken), logprobs=torch.stack(logprobs), values=torch.stack(values),
         disagreement=torch.stack(disagreement), next_value=next_value,
         frames=torch.stack(frames) if keep_frames else None,
     )  # fmt: skip

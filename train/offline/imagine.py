@@ -40,7 +40,7 @@ from f1.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from f1.train.launch import forces_cpu, planned_world_size, relaunch_if_needed
 from f1.train.offline.store_settings import adopt_store_settings
 from f1.train.offline.teacher_inputs import check_fresh_output_dir, check_store, check_token_store
-from f1.train.online.student import check_init_explorer, check_teacher
+from f1.train.online.student import check_init_explorer, check_teacher, init_explorer_ref
 
 PHASE = "student"  # model.pt's phase: loads wherever an online student's does
 TRAINING_PHASE = "student-imagination"  # training_state's: a resume continues this phase, never the online one
@@ -76,11 +76,17 @@ def check_resume(checkpoint: Any, world_size: int, batch_size: int, teacher_path
 
 
 def check_world_model(bundle: Any) -> None:
-    """Imagination rolls a window of the last h steps: it needs a stride-1 history."""
-    stride = bundle.config.training.obs_img_stride
-    if stride != 1:
+    """Imagination rolls a window of the last h steps: it needs a stride-1 history of two steps or more (the
+    ensemble's input holds the step before: with h = 1 the replay's window has none)."""
+    t = bundle.config.training
+    if t.obs_img_stride != 1:
         raise UserError(
-            f"the teacher {bundle.path} has a history stride of {stride}; imagination needs training.obs_img_stride=1 "
+            f"the teacher {bundle.path} has a history stride of {t.obs_img_stride}; imagination needs training.obs_img_stride=1 "
+            "(train a teacher with it)"
+        )
+    if t.n_obs_img_steps < 2:
+        raise UserError(
+            f"the teacher {bundle.path} has a history of {t.n_obs_img_steps} frame; imagination needs training.n_obs_img_steps >= 2 "
             "(train a teacher with it)"
         )
 
@@ -205,7 +211,7 @@ def main(
     )  # fmt: skip
 
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
-    refs = {"init_explorer": str(init_path.resolve())} if init_path is not None else {}
+    refs = init_explorer_ref(init_path, checkpoint)
     model_config = model_file_config(arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()), mode="imagination", data=str(data), **refs)
     action_scale = cfg.environment.action_scale
     last_metrics: dict[str, Any] = {}

@@ -82,6 +82,14 @@ def check_init_explorer(path: str, teacher_path: Path) -> Path:
     return Path(path)
 
 
+def init_explorer_ref(init_path: Optional[Path], checkpoint: Any) -> dict[str, str]:
+    """model_config's record of the explorer a run started from: this run's, or, resumed, the checkpoint's."""
+    if init_path is not None:
+        return {"init_explorer": str(init_path.resolve())}
+    saved = checkpoint.model["model_config"].get("init_explorer") if checkpoint is not None else None
+    return {"init_explorer": saved} if saved else {}
+
+
 def check_privileged_terms(cfg: F1Config) -> None:
     """A reward term that reads the simulator's object poses needs an env that exposes them."""
     if not cfg.environment.privileged_info and cfg.student.clutter_motion_weight != 0:
@@ -197,7 +205,7 @@ def main(
     policy = ExplorerPolicy(explorer)
     recorder = RolloutRecorder(record, cfg, PHASE, rank) if record is not None else None
     metrics_log = MetricsLog(output_dir, cfg.logging.tensorboard, resume_step=progress.iteration if checkpoint else None) if is_main else None
-    refs = {"init_explorer": str(init_path.resolve())} if init_path is not None else {}
+    refs = init_explorer_ref(init_path, checkpoint)
     model_config = model_file_config(arch_cfg, PHASE, teacher, teacher_path=str(teacher_path.resolve()), **refs)
     id_prefix = run_tag(PHASE, output_dir)
     total = planned_iterations(s.total_iterations, t.num_episodes, s.envs * world_size)

@@ -184,6 +184,9 @@ def main() -> None:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     runs = train_and_evaluate(args, work, timings)
+    from f1.shared.config import load_config
+
+    horizon, starts = load_config().student.imagine_horizon, load_config().student.imagine_starts
 
     rows, ratios = [], {"online": [], "imagined": []}
     for seed in args.seeds:
@@ -193,7 +196,7 @@ def main() -> None:
             ratio = e["contact_vs_random"] or float("nan")
             ratios[kind].append(ratio)
             steps = (args.online_iterations * ONLINE_ENVS * EVAL_STEPS if kind == "online"
-                     else args.imagine_iterations * 15 * 32)  # fmt: skip
+                     else args.imagine_iterations * horizon * starts)  # fmt: skip
             seconds = timings[f"{kind}_seed{seed}"]
             rows.append((f"{kind}, seed {seed}", f"{p['explorer (sampled)']['object_contact_fraction']:.3f}",
                          f"{p['random']['object_contact_fraction']:.3f}", f"{ratio:.2f}x", f"{seconds:.0f}", str(steps),
@@ -204,7 +207,7 @@ def main() -> None:
         seconds = [timings[f"{kind}_seed{s}"] for s in args.seeds]
         summary.append((kind, f"{statistics.mean(r):.2f}x ± {statistics.stdev(r) if len(r) > 1 else 0:.2f}",
                         f"{min(r):.2f}-{max(r):.2f}x", f"{statistics.mean(seconds):.0f}"))  # fmt: skip
-    imagined_rate = statistics.mean(args.imagine_iterations * 15 * 32 / timings[f"imagined_seed{s}"] for s in args.seeds)
+    imagined_rate = statistics.mean(args.imagine_iterations * horizon * starts / timings[f"imagined_seed{s}"] for s in args.seeds)
     online_rate = statistics.mean(args.online_iterations * ONLINE_ENVS * EVAL_STEPS / timings[f"online_seed{s}"] for s in args.seeds)
     summary.append(("imagined vs online", f"{statistics.mean(ratios['imagined']) / statistics.mean(ratios['online']):.2f}x of online's",
                     "", f"steps/s {imagined_rate / online_rate:.2f}x"))  # fmt: skip
@@ -212,12 +215,12 @@ def main() -> None:
     episodes = held_out_episodes(args.heldout)
     state_rows, contact_steps = state_table(work / f"imagined_seed{args.seeds[0]}" / f"checkpoint-{args.imagine_iterations}", episodes, 0.1)
     drift_rows = drift_table(work / f"imagined_seed{args.seeds[0]}" / f"checkpoint-{args.imagine_iterations}", args.teacher, args.store,
-                             episodes[: args.drift_episodes], 15, REPO / "docs" / "imagination_rollout.png")  # fmt: skip
+                             episodes[: args.drift_episodes], horizon, REPO / "docs" / "imagination_rollout.png")  # fmt: skip
 
     setup = (
         f"machine: {machine()}, load {load_average():.1f}. Teacher {args.teacher} (store {args.store}). Online students: "
         f"{args.online_iterations} iterations, {ONLINE_ENVS} envs, {EVAL_STEPS} actions, paid the proprioceptive ensemble's "
-        f"disagreement; imagined students: {args.imagine_iterations} iterations of 32 starts x 15 steps, paid the store-keys "
+        f"disagreement; imagined students: {args.imagine_iterations} iterations of {starts} starts x {horizon} steps, paid the store-keys "
         f"ensemble's disagreement; seeds {args.seeds}; `f1 evaluate` on {args.episodes} fresh scenes (evaluation seed 0). "
         f"Steps/s: a student's steps (env steps or imagined transitions) over its whole wall time, start-up included. "
         f"Wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; all {time.perf_counter() - start:.0f} s."
@@ -234,7 +237,7 @@ def main() -> None:
            "commanded delta.", state_rows, columns=("steps", "joints, imagined", "joints, state + delta", "ratio",
            "tool, imagined", "tool, state + delta", "ratio"), append=append)  # fmt: skip
     report("bench_imagination: drift", f"The seed-0 imagined explorer on {min(args.drift_episodes, len(episodes))} held-out "
-           "episodes, rolled 15 steps from every step under the store's own actions: KL(explorer on real step t+k || on "
+           f"episodes, rolled {horizon} steps from every step under the store's own actions: KL(explorer on real step t+k || on "
            "imagined step k) against KL(explorer on real t || real t+k); docs/imagination_rollout.png.", drift_rows,
            columns=("k", "KL real vs imagined", "KL real t vs t+k", "ratio"), append=append)  # fmt: skip
 

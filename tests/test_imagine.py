@@ -512,3 +512,24 @@ def test_imagined_state_sets_the_arm_and_the_tool_pose_by_kinematics():
     assert torch.equal(out[:, 8:11], pos) and torch.equal(out[:, 11:15], quat)
     assert torch.equal(out[:, 15:], original[:, 15:]) and torch.equal(state, original)  # padding kept, input untouched
     assert not torch.allclose(pos, original[:, 8:11])
+
+
+# --------------------------------------------------------------------------- 5. ranks
+
+
+def test_two_cpu_ranks_each_replay_their_own_lanes(work, store, teacher, no_sim):
+    """`accelerate launch --cpu --num_processes 2`: one checkpoint with both ranks' lanes and ensembles, steps counted over both."""
+    from f1.train.checkpoint import load_checkpoint
+
+    out = work / "student_ddp"
+    sets = [arg for s in RUN for arg in ("--set", s)]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "-m", "f1", "train", "student",
+               "--data", str(store), "--teacher_path", str(teacher), "--output-dir", str(out), "--total-iterations", "2", *sets]  # fmt: skip
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300, env={**os.environ, **no_sim})
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_checkpoint(out / "checkpoint-2").training_state
+    assert state["world_size"] == 2 and state["progress"]["imagined_steps"] == 2 * 2 * 3 * 4, state["progress"]
+    lanes = [rank["lane_cursors"] for rank in state["ranks"]]
+    assert len(lanes) == 2 and lanes[0] != lanes[1], lanes  # each rank its own lanes
+    first, second = (rank["ensemble"]["replay_x"] for rank in state["ranks"])
+    assert not torch.equal(first, second)  # each rank's ensemble trained on its own transitions

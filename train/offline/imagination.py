@@ -61,6 +61,17 @@ class Starts:
     def num(self) -> int:
         return self.state.shape[0]
 
+    def draw(self, count: int) -> "Starts":
+        """Exactly `count` of these starts (torch's generator): without replacement, or with it when there are fewer.
+        Every rank then imagines as many rollouts and takes as many PPO steps (DDP needs both)."""
+        device = self.state.device
+        if self.num >= count:
+            return self.take(torch.randperm(self.num, device=device)[:count])
+        return self.take(torch.randint(self.num, (count,), device=device))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
 
 @torch.no_grad()
 def replay_starts(

@@ -11,8 +11,9 @@ then per iteration:
                exactly as the teacher replays (the memory is a checkpointed lane state)
     ensemble   the chunk's real transitions join the store-keys ensemble's replay; it trains on them
                (f1.train.online.curiosity: the online student's ensemble on the store's keys)
-    imagine    student.imagine_starts of the chunk's steps, each rolled student.imagine_horizon steps
-               forward under the explorer's actions (f1.train.offline.imagination)
+    imagine    student.imagine_starts of the chunk's steps (with replacement when it has fewer; a chunk of lanes
+               past their last episode reuses the last chunk's, so every rank takes as many PPO steps), each rolled
+               student.imagine_horizon steps forward under the explorer's actions (f1.train.offline.imagination)
     reward     the ensemble's disagreement on each imagined (state, action), over the running spread of
                its return. A departure from the online student's default (the ensemble's error): an
                imagined step has no true outcome to score an error against (Plan2Explore pays disagreement)
@@ -137,7 +138,7 @@ def main(
     from f1.shared.logs import setup_logging
     from f1.train.checkpoint import capture_rng_state, gather_rank_states, restore_rng_state, save_checkpoint
     from f1.train.models.lora import save_adapter
-    from f1.train.offline.imagination import imagine, replay_starts, replay_transitions
+    from f1.train.offline.imagination import Starts, imagine, replay_starts, replay_transitions
     from f1.train.offline.imagination_samples import write_imagined_sample
     from f1.train.offline.teacher import rank_episodes
     from f1.train.offline.teacher_batch import cached_tokens, chunk_inputs
@@ -177,6 +178,7 @@ def main(
     ensemble_optimizer = torch.optim.Adam(ensemble.net.parameters(), lr=s.ensemble_learning_rate)
     progress = Progress()
     memory = world_model.initial_memory(t.batch_size, device)  # (L_m,B,Hm) the lanes' memory
+    pool = None  # the starts imagined from: the last chunk's that had a valid step
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint.training_state["optimizer"])
         progress = Progress(**checkpoint.training_state["progress"])
@@ -197,6 +199,8 @@ def main(
         ensemble.load_state_dict(rank_state["ensemble"])
         ensemble_optimizer.load_state_dict(rank_state["ensemble_optimizer"])
         memory = rank_state["memory"].to(device)
+        if rank_state["starts"] is not None:
+            pool = Starts(**{k: v.to(device) for k, v in rank_state["starts"].items()})
         replay.check_cursor(progress.epoch, progress.chunk, rank_state["lane_cursors"])
         restore_rng_state(rank_state["rng"])  # last: nothing above may draw after it
         log.info("resumed from %s at iteration %d (epoch %d, chunk %d)", checkpoint.path, progress.iteration, progress.epoch, progress.chunk)
@@ -224,6 +228,7 @@ def main(
             "lane_cursors": replay.cursor(progress.epoch, progress.chunk),
             "ensemble": ensemble.state_dict(),
             "ensemble_optimizer": ensemble_optimizer.state_dict(),
+            "starts": pool.state_dict() if pool is not None else None,
         }
         ranks = gather_rank_states(local, rank, world_size)
         if is_main:
@@ -261,17 +266,18 @@ def main(
             tokens = cached_tokens(chunk, cache, history, 1, device, use_head=False)
             inputs, _, _ = chunk_inputs(chunk, tokens, normalizers, device)
             starts, memory = replay_starts(world_model, chunk, inputs, memory)  # memory: after the chunk
+            if starts.num:  # a chunk of lanes past their last episode (an epoch's end) has none: keep the last pool
+                pool = starts
             x, y = replay_transitions(chunk, starts, action_scale, device)
             ensemble.add(x, y)
             ensemble_loss = ensemble.fit(ensemble_optimizer, s.ensemble_updates, 256)
             replay_s = time.perf_counter() - start
 
             start = time.perf_counter()
-            rows = torch.randperm(starts.num, device=device)[: s.imagine_starts]
             sample_now = is_main and ((progress.iteration + 1) % t.sample_every == 0 or progress.iteration + 1 == total)
             explorer.eval()
             imagined = imagine(
-                starts.take(rows), explorer, world_model, tokenizer, ensemble, normalizers, s.imagine_horizon, action_scale,
+                pool.draw(s.imagine_starts), explorer, world_model, tokenizer, ensemble, normalizers, s.imagine_horizon, action_scale,
                 keep_frames=sample_now,
             )  # fmt: skip
             rewards = ensemble.normalise(imagined.disagreement, s.gamma)  # (H,N)

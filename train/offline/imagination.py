@@ -150,19 +150,17 @@ class Imagined:
     disagreement: Tensor  # (H,N) the ensemble's disagreement on (state k, a_k): the raw intrinsic reward
     next_value: Tensor  # (N,) the value after the last imagined step (the horizon truncates)
     frames: Optional[Tensor] = None  # (H+1,N,3,S,S) the imagined frames, when kept for a picture
+    rewards: Optional[Tensor] = None  # (H,N) what is paid for each step: set by the phase (the normalised disagreement)
 
-    def ppo_batch(self, advantages: Tensor, returns: Tensor) -> dict[str, Tensor]:
-        """Flattened over (H, N) -> H*N rows, ppo_update's b_* names."""
-        horizon = self.actions.shape[0]
-        return {
-            "b_tokens": self.tokens[:horizon].flatten(0, 1),  # (H*N,n)
-            "b_memory": self.memory[:horizon].flatten(0, 1),  # (H*N,L_m,Hm)
-            "b_actions": self.actions.flatten(0, 1),
-            "b_logprobs": self.logprobs.flatten(),
-            "b_advantages": advantages.flatten(),
-            "b_returns": returns.flatten(),
-            "b_values": self.values.flatten(),
-        }
+    # With `rewards` set, an Imagined is what f1.train.online.common.explorer_update trains on, like a RolloutBuffer.
+    @property
+    def num_steps(self) -> int:
+        return self.actions.shape[0]
+
+    @property
+    def terminated(self) -> Tensor:
+        """(H,N) all false: only the horizon ends an imagined rollout (a truncation: the value bootstraps)."""
+        return torch.zeros_like(self.values, dtype=torch.bool)
 
 
 def imagined_state(state: Tensor, joints: Tensor, width: Tensor) -> Tensor:
@@ -194,7 +192,6 @@ def imagine(
     actions (H,N,A): roll forward under these (e.g. the store's own, to set imagined against real frames) instead
     of the explorer's draws; the explorer still scores them (log-prob, value).
     """
-    n, device = starts.num, starts.state.device
     hist, past, pad = starts.wrist_hist, starts.past_actions, starts.pad_mask
     frame, state, memory, is_first = starts.frame, starts.state, starts.memory, starts.is_first
     previous_state, previous_action = starts.previous_state, starts.previous_action

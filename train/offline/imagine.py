@@ -18,7 +18,7 @@ then per iteration:
                its return. A departure from the online student's default (the ensemble's error): an
                imagined step has no true outcome to score an error against (Plan2Explore pays disagreement)
     update     GAE on the imagined steps (the horizon truncates: bootstrapped from the value), then the
-               online student's PPO epochs (f1.train.online.ppo)
+               online student's PPO epochs: the same explorer_update (f1.train.online.common)
 
 Checkpoints have the student's layout (model.pt phase "student", the adapter in peft_adapter/), so
 `f1 evaluate` and `f1 train adversarial` take them as they take an online student's; model_config
@@ -145,12 +145,12 @@ def main(
     from f1.train.offline.token_cache import TokenCache
     from f1.train.offline.token_store import TokenStore, store_cameras
     from f1.train.offline.token_store_writer import build as build_token_store
-    from f1.train.online.common import mean_over_ranks, model_file_config
+    from f1.train.online.common import explorer_update, mean_over_ranks, model_file_config
     from f1.train.online.curiosity import STORE_INPUT_DIM, STORE_TARGET_DIM, ProprioEnsemble
     from f1.train.online.models import (
         architecture_config, explorer_heads_state, freeze, load_explorer, load_explorer_parts, new_explorer,
     )  # fmt: skip
-    from f1.train.online.ppo import ActionScorer, compute_gae, explained_variance, ppo_update
+    from f1.train.online.ppo import ActionScorer
     from f1.train.optim import count_parameters, make_optimizer
     from f1.train.run_outputs import MetricsLog
 
@@ -280,20 +280,10 @@ def main(
                 pool.draw(s.imagine_starts), explorer, world_model, tokenizer, ensemble, normalizers, s.imagine_horizon, action_scale,
                 keep_frames=sample_now,
             )  # fmt: skip
-            rewards = ensemble.normalise(imagined.disagreement, s.gamma)  # (H,N)
+            imagined.rewards = ensemble.normalise(imagined.disagreement, s.gamma)  # (H,N)
             imagine_s = time.perf_counter() - start
 
-            start = time.perf_counter()
-            terminated = torch.zeros_like(rewards, dtype=torch.bool)  # only the horizon ends an imagined rollout
-            advantages, returns = compute_gae(rewards, imagined.values, terminated, imagined.next_value, s.gamma, s.gae_lambda)
-            batch = imagined.ppo_batch(advantages, returns)
-            explorer.train()
-            update = ppo_update(
-                scorer, optimizer, batch, update_epochs=s.update_epochs, num_minibatches=s.num_minibatches,
-                clip_coef=s.clip_coef, vf_coef=s.vf_coef, ent_coef=s.ent_coef, backward=accelerator.backward,
-                clip_grad=lambda: accelerator.clip_grad_norm_(scorer.parameters(), t.grad_clip),
-            )  # fmt: skip
-            update_s = time.perf_counter() - start
+            update, update_s = explorer_update(imagined, scorer, optimizer, explorer, cfg, accelerator)  # GAE, then PPO
 
             steps = imagined.actions.shape[0] * imagined.actions.shape[1]
             progress.iteration += 1
@@ -305,7 +295,7 @@ def main(
                 progress.epoch, progress.chunk = progress.epoch + 1, 0
             bar.update(1)
             if on_iteration is not None:
-                on_iteration({"iteration": progress.iteration, "imagined": imagined, "explorer": explorer, "rewards": rewards})
+                on_iteration({"iteration": progress.iteration, "imagined": imagined, "explorer": explorer, "rewards": imagined.rewards})
 
             done = progress.iteration == total
             if progress.iteration % t.log_every == 0 or done:
@@ -313,10 +303,8 @@ def main(
                 metrics = {
                     **update,
                     "reward/ensemble_disagreement": float(imagined.disagreement.mean()),
-                    "reward/total": float(rewards.mean()),
-                    "policy/episode_return": float(rewards.sum(0).mean()),
-                    "policy/explained_variance": explained_variance(batch["b_values"], batch["b_returns"]),
-                    "policy/action_std": float(explorer.log_std.detach().exp().mean()),
+                    "reward/total": float(imagined.rewards.mean()),
+                    "policy/episode_return": float(imagined.rewards.sum(0).mean()),
                     "curiosity/loss": ensemble_loss,
                     "curiosity/return_std": float(ensemble.return_moments.std[0]),
                     "perf/replay_s": replay_s,

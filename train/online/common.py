@@ -90,7 +90,8 @@ def render_device_for(device: torch.device) -> Optional[str]:
 
 @torch.no_grad()
 def ppo_batch(buf: RolloutBuffer, advantages: Tensor, returns: Tensor) -> dict[str, Tensor]:
-    """The rollout flattened over (T, M) -> N = T*M rows, CleanRL's b_* names."""
+    """The rollout (or an imagined one: f1.train.offline.imagination.Imagined) flattened over (T, M) -> N = T*M rows,
+    CleanRL's b_* names."""
     num_steps = buf.num_steps
     return {
         "b_tokens": buf.tokens[:num_steps].flatten(0, 1),  # (N,n)
@@ -104,7 +105,8 @@ def ppo_batch(buf: RolloutBuffer, advantages: Tensor, returns: Tensor) -> dict[s
 
 
 def explorer_update(buf: RolloutBuffer, scorer: Any, optimizer: Any, explorer: Any, cfg: F1Config, accelerator: Any) -> tuple[dict[str, float], float]:
-    """The explorer learns from one rollout: GAE, then PPO epochs over shuffled minibatches (student.* settings).
+    """The explorer learns from one rollout, live or imagined (an Imagined with its rewards set): GAE, then PPO
+    epochs over shuffled minibatches (student.* settings).
 
     scorer: the prepared ActionScorer around `explorer`. Returns (figures, seconds): ppo_update's `policy/...`
     means, the critic's explained variance on the rollout and the policy's action std after the update.

@@ -27,6 +27,36 @@ def run_f1(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict 
     )
 
 
+def save_fresh_teacher(directory: Path, cfg) -> Path:
+    """A freshly initialised world model + tokenizer (torch seed 0) in the teacher's checkpoint layout
+    (f1.train.offline.teacher): the tokenizer in <directory>/tokenizer, the checkpoint in <directory>/teacher.
+    For the phases that start from a teacher; training one is the teacher tests' job."""
+    from dataclasses import asdict
+
+    import torch
+
+    from f1.shared.normalizers import Normalizer
+    from f1.train.checkpoint import save_checkpoint
+    from f1.train.models.tokenizer import FSQTokenizer
+    from f1.train.models.world_model import WorldModel
+
+    torch.manual_seed(0)
+    tokenizer = FSQTokenizer.from_config(cfg)
+    tokenizer.save(directory / "tokenizer")
+    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.levels)
+    normalizers = {"action": Normalizer([0.0] * 8, [0.5] * 8, 8), "state": Normalizer([0.0] * 15, [0.3] * 15, 15)}
+    model_config = {
+        "phase": "teacher",
+        "n_tokens": tokenizer.n_tokens,
+        "levels": list(tokenizer.levels),
+        "tokenizer_path": str(directory / "tokenizer"),
+        "normalizers": {k: asdict(v) for k, v in normalizers.items()},
+        "config": cfg.to_dict(),
+    }
+    state = {"step": 1, "world_size": 1, "batch_size": 1, "ranks": [{"rank": 0}]}
+    return save_checkpoint(directory / "teacher", 1, model_state=world_model.state_dict(), model_config=model_config, training_state=state, metrics={})
+
+
 @pytest.fixture(scope="session", autouse=True)
 def token_cache(tmp_path_factory):
     """Token stores of s3:// stores go to $F1_TOKEN_CACHE (default ~/.cache/f1/tokens): a session folder, not the home."""

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +26,11 @@ from f1.collect.layout import GRIPPER_OPEN
 from f1.datasets import EpisodeMeta, StoreSpec, open_writer
 from f1.shared.config import load_config
 from f1.shared.errors import UserError
-from f1.shared.normalizers import Normalizer
-from f1.train.checkpoint import CheckpointError, save_checkpoint
+from f1.train.checkpoint import CheckpointError
 from f1.train.models.panda_kinematics import tcp_pose
 from f1.train.run_outputs import read_metrics
 
-from conftest import run_f1
+from conftest import run_f1, save_fresh_teacher
 
 pytestmark = pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3 specification")
 
@@ -104,26 +102,8 @@ def make_episode(i: int, n: int) -> tuple[dict[str, np.ndarray], EpisodeMeta]:
 
 
 def save_teacher(directory: Path, *sets: str) -> Path:
-    """A fresh world model + tokenizer in the teacher's checkpoint layout (tests/test_online.py's teacher_path)."""
-    from f1.train.models.tokenizer import FSQTokenizer
-    from f1.train.models.world_model import WorldModel
-
-    cfg = load_config(overrides=[*MODEL, *sets])
-    torch.manual_seed(0)
-    tokenizer = FSQTokenizer.from_config(cfg)
-    tokenizer.save(directory / "tokenizer")
-    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.levels)
-    normalizers = {"action": Normalizer([0.0] * 8, [0.5] * 8, 8), "state": Normalizer([0.0] * 15, [0.3] * 15, 15)}
-    model_config = {
-        "phase": "teacher",
-        "n_tokens": tokenizer.n_tokens,
-        "levels": list(tokenizer.levels),
-        "tokenizer_path": str(directory / "tokenizer"),
-        "normalizers": {k: asdict(v) for k, v in normalizers.items()},
-        "config": cfg.to_dict(),
-    }
-    state = {"step": 1, "world_size": 1, "batch_size": 1, "ranks": [{"rank": 0}]}
-    return save_checkpoint(directory / "teacher", 1, model_state=world_model.state_dict(), model_config=model_config, training_state=state, metrics={})
+    """A fresh world model + tokenizer in the teacher's checkpoint layout, at this file's sizes (and `sets`)."""
+    return save_fresh_teacher(directory, load_config(overrides=[*MODEL, *sets]))
 
 
 def imagine_config(output_dir: Path, teacher: Path, *sets: str):

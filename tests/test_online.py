@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,13 @@ import torch
 
 from f1.shared.config import load_config
 from f1.shared.errors import UserError
-from f1.shared.normalizers import Normalizer
-from f1.train.checkpoint import CheckpointError, save_checkpoint
+from f1.train.checkpoint import CheckpointError
 from f1.train.online.coverage import coverage_curve, distinct_voxels
 from f1.train.online.ppo import compute_gae, ppo_loss
 from f1.train.online.rewards import StepSignals, StudentReward, memory_divergence, prediction_error, wm_uncertainty
 from f1.train.run_outputs import read_metrics
+
+from conftest import save_fresh_teacher
 
 SIZE = 32  # env camera and tokenizer side: 4x4 tokens a frame
 T = 6  # actions per episode
@@ -65,25 +66,7 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def teacher_path(work: Path) -> Path:
     """A fresh world model + tokenizer in the teacher's checkpoint layout (f1.train.offline.teacher)."""
-    from f1.train.models.tokenizer import FSQTokenizer
-    from f1.train.models.world_model import WorldModel
-
-    cfg = online_config(work)
-    torch.manual_seed(0)
-    tokenizer = FSQTokenizer.from_config(cfg)
-    tokenizer.save(work / "tokenizer")
-    world_model = WorldModel(cfg, tokenizer.n_tokens, tokenizer.levels)
-    normalizers = {"action": Normalizer([0.0] * 8, [0.5] * 8, 8), "state": Normalizer([0.0] * 15, [0.3] * 15, 15)}
-    model_config = {
-        "phase": "teacher",
-        "n_tokens": tokenizer.n_tokens,
-        "levels": list(tokenizer.levels),
-        "tokenizer_path": str(work / "tokenizer"),
-        "normalizers": {k: asdict(v) for k, v in normalizers.items()},
-        "config": cfg.to_dict(),
-    }
-    state = {"step": 1, "world_size": 1, "batch_size": 1, "ranks": [{"rank": 0}]}
-    return save_checkpoint(work / "teacher", 1, model_state=world_model.state_dict(), model_config=model_config, training_state=state, metrics={})
+    return save_fresh_teacher(work, online_config(work))
 
 
 def run_phase(module: str, *args, **kwargs):
